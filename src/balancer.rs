@@ -1,0 +1,548 @@
+//! The request path: the balancer port and the slot ports.
+//!
+//! A request is read whole (up to `--max-body-size`) before a worker is
+//! taken, so a slow client never holds a worker. It is then forwarded as a
+//! normalized HTTP/1.1 request over the worker's private socket, and the
+//! response is buffered up to `RESPONSE_BUFFER` so that a slow reader
+//! releases the worker early; a longer response streams, holding the
+//! worker until its last byte has been read from it.
+
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::pool::{AcquireError, Lease, Pool};
+
+/// Responses up to this size are read whole from the worker before the
+/// client gets them, so the worker is free whatever the client's speed.
+pub const RESPONSE_BUFFER: usize = 1024 * 1024;
+/// Attempts at a request whose worker connection turned out closed before
+/// anything was sent.
+const SEND_ATTEMPTS: usize = 3;
+
+/// The error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the master sends.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Which workers a listener serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The balancer: any idle worker.
+    Any,
+    /// A slot port: only that slot's worker.
+    Slot(usize),
+}
+
+/// Shared state of the request path.
+pub struct Balancer {
+    pool: Arc<Pool>,
+    max_body_size: u64,
+    request_ids: RequestIds,
+}
+
+impl Balancer {
+    pub fn new(pool: Arc<Pool>, max_body_size: u64) -> Self {
+        Self {
+            pool,
+            max_body_size,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    /// Accepts connections until `shutdown` turns true, then lets open
+    /// connections finish their current request and close, for at most
+    /// `grace`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        target: Target,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(err) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!("accept failed: {err}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(peer);
+                    let this = self.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let this = this.clone();
+                        async move { Ok::<_, Infallible>(this.handle(req, peer, local, target).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        // Client resets and protocol errors end only that connection.
+                        let _ = conn.await;
+                    });
+                }
+                _ = crate::until_true(&mut shutdown) => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown timeout; closing them");
+        }
+    }
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        target: Target,
+    ) -> Response<ProxyBody> {
+        let request_id = self.request_ids.next();
+        let mut response = self.forward(req, peer, local, target, &request_id).await;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(X_REQUEST_ID, value);
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        target: Target,
+        request_id: &str,
+    ) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body_size) {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
+        }
+        let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
+            || parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || !body.is_end_stream();
+        let limit = usize::try_from(self.max_body_size).unwrap_or(usize::MAX);
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
+            }
+            Err(_) => {
+                return error_response(StatusCode::BAD_REQUEST, "Could not read the request body\n")
+            }
+        };
+        let headers = forwarded_headers(
+            &parts.headers,
+            &parts.uri,
+            has_body.then_some(body.len()),
+            peer,
+            local,
+            request_id,
+        );
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+
+        let slot = match target {
+            Target::Any => None,
+            Target::Slot(s) => Some(s),
+        };
+        for _ in 0..SEND_ATTEMPTS {
+            let mut lease = match self.pool.acquire(slot).await {
+                Ok(lease) => lease,
+                Err(err) => return unavailable(err),
+            };
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = parts.method.clone();
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = headers.clone();
+            *request.uri_mut() = match path.parse() {
+                Ok(uri) => uri,
+                Err(_) => return error_response(StatusCode::BAD_REQUEST, "Bad request target\n"),
+            };
+            let Some(conn) = lease.conn() else {
+                lease.unsent();
+                continue;
+            };
+            if conn.ready().await.is_err() {
+                lease.unsent();
+                continue;
+            }
+            match conn.send_request(request).await {
+                Ok(response) => return respond(response, lease).await,
+                Err(err) if err.is_canceled() => {
+                    lease.unsent();
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        "[slot {}] worker failed during the request: {err}",
+                        lease.slot()
+                    );
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "The PHP worker died during the request\n",
+                    );
+                }
+            }
+        }
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            "No PHP worker could take the request\n",
+        )
+    }
+}
+
+/// Passes the worker's response on. A response with a known length that
+/// fits `RESPONSE_BUFFER` is read whole, so the worker is free at once
+/// whatever the client's speed. Anything else (streamed output, large
+/// files) is forwarded as it arrives by a pump task that reads ahead of the
+/// client by up to `RESPONSE_BUFFER` bytes and holds the worker until the
+/// last byte has been read from it.
+async fn respond(response: Response<Incoming>, mut lease: Lease) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let known_len = body.size_hint().exact();
+    if known_len.is_some_and(|len| len <= RESPONSE_BUFFER as u64) {
+        return match body.collect().await {
+            Ok(collected) => {
+                lease.complete();
+                drop(lease);
+                Response::from_parts(parts, full(collected.to_bytes()))
+            }
+            Err(err) => {
+                tracing::warn!("[slot {}] worker response broke off: {err}", lease.slot());
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "The PHP worker died during the response\n",
+                )
+            }
+        };
+    }
+    let budget = Arc::new(Semaphore::new(RESPONSE_BUFFER));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(pump(body, lease, budget, tx));
+    Response::from_parts(parts, PumpedBody { rx }.boxed_unsync())
+}
+
+type Chunk = Result<(Bytes, OwnedSemaphorePermit), BoxError>;
+
+async fn pump(
+    mut body: Incoming,
+    mut lease: Lease,
+    budget: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Chunk>,
+) {
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // The client went away: stop reading; the unfinished lease
+            // renews the worker's connection.
+            _ = tx.closed() => return,
+        };
+        match frame {
+            None => {
+                lease.complete();
+                return;
+            }
+            Some(Err(err)) => {
+                tracing::warn!("[slot {}] worker response broke off: {err}", lease.slot());
+                let _ = tx.send(Err(err.into()));
+                return;
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let permits = data.len().clamp(1, RESPONSE_BUFFER) as u32;
+                let permit = tokio::select! {
+                    permit = budget.clone().acquire_many_owned(permits) => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    _ = tx.closed() => return,
+                };
+                if tx.send(Ok((data, permit))).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The client's side of a pumped response.
+struct PumpedBody {
+    rx: mpsc::UnboundedReceiver<Chunk>,
+}
+
+impl Body for PumpedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.rx.poll_recv(cx) {
+            // The permit is dropped here: the pump may read that much more.
+            Poll::Ready(Some(Ok((data, _permit)))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Headers whose meaning is limited to one connection (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether a client-sent header must not reach PHP: the forwarding headers
+/// the master sets itself (clients could spoof them) and the master's
+/// private channel to the worker.
+fn is_reserved(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-ppm-")
+        || name.starts_with("x-forwarded-")
+        || name == "forwarded"
+        || name == "x-real-ip"
+        || name == "x-request-id"
+}
+
+/// The headers of the normalized request sent to a worker.
+pub fn forwarded_headers(
+    client: &HeaderMap,
+    uri: &hyper::Uri,
+    body_len: Option<usize>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    request_id: &str,
+) -> HeaderMap {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
+    for name in reserved {
+        headers.remove(name);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
+    if let Some(len) = body_len {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if !headers.contains_key(header::HOST) {
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| local.to_string());
+        if let Ok(value) = HeaderValue::from_str(&host) {
+            headers.insert(header::HOST, value);
+        }
+    }
+    let host = headers.get(header::HOST).cloned();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("x-forwarded-for", peer.ip().to_string());
+    set("x-forwarded-proto", "http".to_string());
+    set("x-forwarded-port", local.port().to_string());
+    set("x-request-id", request_id.to_string());
+    set("x-ppm-remote-addr", peer.ip().to_string());
+    set("x-ppm-remote-port", peer.port().to_string());
+    set("x-ppm-server-addr", local.ip().to_string());
+    set("x-ppm-server-port", local.port().to_string());
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    headers
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A short plain-text response from the master itself.
+pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn unavailable(err: AcquireError) -> Response<ProxyBody> {
+    let text = match err {
+        AcquireError::QueueFull => "All workers are busy and the queue is full\n",
+        AcquireError::Timeout => "No worker became free in time\n",
+        AcquireError::ShuttingDown => "The server is shutting down\n",
+    };
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, text);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Request ids: a per-process random prefix and a counter, so they are
+/// unique without a random number per request.
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        Self {
+            prefix: hasher.finish(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{:016x}{:016x}",
+            self.prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map.len(), 1);
+        assert!(map.contains_key("accept"));
+    }
+
+    #[test]
+    fn client_forwarding_headers_are_replaced_by_what_the_master_saw() {
+        let client = headers(&[
+            ("host", "example.test"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-ppm-remote-addr", "6.6.6.6"),
+            ("content-length", "999"),
+        ]);
+        let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:5501".parse().unwrap();
+        let out = forwarded_headers(&client, &"/".parse().unwrap(), Some(3), peer, local, "id1");
+        assert_eq!(out["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(out["x-ppm-remote-addr"], "127.0.0.9");
+        assert_eq!(out["x-ppm-remote-port"], "4000");
+        assert_eq!(out["x-forwarded-host"], "example.test");
+        assert_eq!(out["content-length"], "3");
+        assert!(!out.contains_key("forwarded"));
+        assert!(!out.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn a_request_without_body_gets_no_content_length() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let out = forwarded_headers(
+            &HeaderMap::new(),
+            &"/".parse().unwrap(),
+            None,
+            peer,
+            peer,
+            "x",
+        );
+        assert!(!out.contains_key("content-length"));
+        assert_eq!(out["host"], "127.0.0.1:1");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::new();
+        assert_ne!(ids.next(), ids.next());
+        assert_eq!(ids.next().len(), 32);
+    }
+}

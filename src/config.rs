@@ -1,0 +1,159 @@
+//! Options of `ppm start` and `ppm worker`, their defaults and validation.
+//!
+//! The long option names are also the keys of `ppm.json` (a later step);
+//! keeping them in one struct keeps the two in agreement.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::Error;
+
+/// What every PHP worker needs to know about the application.
+#[derive(Args, Debug, Clone)]
+pub struct AppOptions {
+    /// Application directory; the workers' working directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Bridge between the worker runtime and the application:
+    /// httpKernel, psr15, callable, static, or a PHP class name.
+    #[arg(long, default_value = "httpKernel")]
+    pub bridge: String,
+    /// What the bridge bootstraps: `symfony`/`laravel` for httpKernel, a PHP
+    /// file (relative to DIR) for callable and psr15.
+    #[arg(long, default_value = "symfony")]
+    pub bootstrap: String,
+    /// Application environment passed to the bootstrap (APP_ENV).
+    #[arg(long, default_value = "prod")]
+    pub app_env: String,
+    /// Debug mode: errors are shown in responses.
+    #[arg(long)]
+    pub debug: bool,
+    /// PHP binary for workers; php-cgi on PATH by default, falling back to php.
+    #[arg(long)]
+    pub cgi_path: Option<PathBuf>,
+    /// php.ini setting passed to every worker as KEY=VALUE (repeatable).
+    #[arg(long = "php-ini", value_name = "KEY=VALUE")]
+    pub php_ini: Vec<String>,
+}
+
+/// Options of `ppm start`.
+#[derive(Args, Debug, Clone)]
+pub struct StartOptions {
+    #[command(flatten)]
+    pub app: AppOptions,
+    /// Number of worker slots.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Address of the balancer and the slot ports.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Balancer port.
+    #[arg(long, default_value_t = 5501)]
+    pub port: u16,
+    /// Address of the control plane.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub control_host: IpAddr,
+    /// Control plane port.
+    #[arg(long, default_value_t = 5500)]
+    pub control_port: u16,
+    /// First slot port (slot N listens on worker-port + N); default port + 1.
+    #[arg(long)]
+    pub worker_port: Option<u16>,
+    /// Requests that may wait for a worker at once; 503 past it.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Seconds a request may wait for a worker; 503 past it.
+    #[arg(long, default_value_t = 30.0)]
+    pub queue_timeout: f64,
+    /// Largest request body accepted, in bytes; 413 past it.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_body_size: u64,
+    /// Seconds in-flight requests get to finish on stop before workers are killed.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+    /// Seconds a worker may take to bootstrap before it counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    pub bootstrap_timeout: f64,
+}
+
+impl StartOptions {
+    /// Checks values clap cannot check alone.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.app.validate()?;
+        if self.workers == 0 || self.workers > 512 {
+            return Err(invalid("workers", "must be between 1 and 512"));
+        }
+        let first = self.first_worker_port();
+        if u32::from(first) + self.workers as u32 - 1 > u32::from(u16::MAX) {
+            return Err(invalid(
+                "worker-port",
+                format!(
+                    "{} workers from port {first} run past port 65535",
+                    self.workers
+                ),
+            ));
+        }
+        if self.max_queue == 0 {
+            return Err(invalid("max-queue", "must be at least 1"));
+        }
+        for (name, value) in [
+            ("queue-timeout", self.queue_timeout),
+            ("shutdown-timeout", self.shutdown_timeout),
+            ("bootstrap-timeout", self.bootstrap_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+                return Err(invalid(name, "must be a number of seconds above 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The port of slot 0.
+    pub fn first_worker_port(&self) -> u16 {
+        self.worker_port
+            .unwrap_or_else(|| self.port.saturating_add(1))
+    }
+
+    /// The port of slot `slot`.
+    pub fn slot_port(&self, slot: usize) -> u16 {
+        self.first_worker_port() + slot as u16
+    }
+
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.queue_timeout)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout)
+    }
+
+    pub fn bootstrap_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.bootstrap_timeout)
+    }
+}
+
+impl AppOptions {
+    /// Checks the application options.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.bridge.trim().is_empty() {
+            return Err(invalid("bridge", "must not be empty"));
+        }
+        for setting in &self.php_ini {
+            match setting.split_once('=') {
+                Some((key, _)) if !key.trim().is_empty() => {}
+                _ => return Err(invalid("php-ini", format!("{setting:?} is not KEY=VALUE"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(option: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidOption {
+        option,
+        message: message.into(),
+    }
+}

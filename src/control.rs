@@ -1,0 +1,268 @@
+//! The control plane (port 5500): status, health, readiness and stop over
+//! HTTP, and the client side used by `ppm status` and `ppm stop`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::pool::{Pool, SlotState, SlotStatus};
+use crate::Error;
+
+/// What the control plane knows besides the pool.
+pub struct ControlState {
+    pub pool: Arc<Pool>,
+    /// Set to true to stop the master.
+    pub shutdown: watch::Sender<bool>,
+    pub started: Instant,
+    pub info: ClusterInfo,
+}
+
+/// Fixed facts about the running cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub master_pid: u32,
+    pub app_dir: PathBuf,
+    pub bridge: String,
+    pub bootstrap: String,
+    pub php: PathBuf,
+    pub balancer: SocketAddr,
+    pub control: SocketAddr,
+}
+
+/// The body of `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    #[serde(flatten)]
+    pub info: ClusterInfo,
+    pub uptime_seconds: u64,
+    pub total_workers: usize,
+    pub ready_workers: usize,
+    pub busy_workers: usize,
+    pub queue_length: usize,
+    pub requests_total: u64,
+    pub shutting_down: bool,
+    pub workers: Vec<WorkerRow>,
+}
+
+/// One slot in `GET /status`: `SlotStatus`, kept as plain JSON so that
+/// the client side needs no knowledge of the pool's types.
+pub type WorkerRow = serde_json::Value;
+
+/// The control plane's routes.
+pub fn router(state: Arc<ControlState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/stop", post(stop))
+        .with_state(state)
+}
+
+fn cluster_status(state: &ControlState) -> ClusterStatus {
+    let slots: Vec<SlotStatus> = state.pool.status();
+    let count = |s: SlotState| slots.iter().filter(|w| w.state == s).count();
+    ClusterStatus {
+        info: state.info.clone(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        total_workers: slots.len(),
+        ready_workers: count(SlotState::Ready),
+        busy_workers: count(SlotState::Busy),
+        queue_length: state.pool.queue_len(),
+        requests_total: slots.iter().map(|w| w.requests).sum(),
+        shutting_down: *state.shutdown.borrow(),
+        workers: slots
+            .iter()
+            .map(|w| serde_json::to_value(w).unwrap_or_default())
+            .collect(),
+    }
+}
+
+async fn status(State(state): State<Arc<ControlState>>) -> Json<ClusterStatus> {
+    Json(cluster_status(&state))
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    if state.pool.any_ready() && !*state.shutdown.borrow() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn stop(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    tracing::info!("stop requested through the control plane");
+    state.shutdown.send_replace(true);
+    (StatusCode::ACCEPTED, "stopping\n")
+}
+
+/// Makes one HTTP request to a control plane and returns status and body.
+pub async fn call(addr: &str, method: &str, path: &str) -> Result<(u16, Bytes), Error> {
+    let fail = |message: String| Error::Control {
+        addr: addr.to_string(),
+        message,
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail("connection timed out".into()))?
+        .map_err(|e| fail(format!("cannot connect ({e}); is ppm running there?")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fail(e.to_string()))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+        .await
+        .map_err(|_| fail("no answer within 30 s".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// `ppm status`: prints the cluster as a table, or its JSON.
+pub async fn print_status(addr: &str, json: bool) -> Result<(), Error> {
+    let (code, body) = call(addr, "GET", "/status").await?;
+    if code != 200 {
+        return Err(Error::Control {
+            addr: addr.to_string(),
+            message: format!("GET /status answered {code}"),
+        });
+    }
+    if json {
+        println!("{}", String::from_utf8_lossy(&body));
+        return Ok(());
+    }
+    let status: ClusterStatus = serde_json::from_slice(&body).map_err(|e| Error::Control {
+        addr: addr.to_string(),
+        message: format!("unreadable status: {e}"),
+    })?;
+    print!("{}", render_table(&status));
+    Ok(())
+}
+
+/// The human-readable form of a status.
+pub fn render_table(status: &ClusterStatus) -> String {
+    let mut out = format!(
+        "ppm master {} · {} · bridge {} ({}) · balancer {} · up {}s\n",
+        status.info.master_pid,
+        status.info.app_dir.display(),
+        status.info.bridge,
+        status.info.bootstrap,
+        status.info.balancer,
+        status.uptime_seconds
+    );
+    out.push_str(&format!(
+        "workers: {} total, {} ready, {} busy · queue {} · {} requests{}\n\n",
+        status.total_workers,
+        status.ready_workers,
+        status.busy_workers,
+        status.queue_length,
+        status.requests_total,
+        if status.shutting_down {
+            " · shutting down"
+        } else {
+            ""
+        }
+    ));
+    let header = [
+        "SLOT",
+        "PORT",
+        "STATE",
+        "PID",
+        "REQUESTS",
+        "MEMORY",
+        "RESTARTS",
+        "LAST ERROR",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for w in &status.workers {
+        let text = |key: &str| match &w[key] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let memory = w["memory_bytes"].as_u64().unwrap_or(0);
+        let last_error = text("last_error")
+            .lines()
+            .next()
+            .unwrap_or("-")
+            .chars()
+            .take(80)
+            .collect();
+        rows.push(vec![
+            text("slot"),
+            text("port"),
+            text("state"),
+            text("pid"),
+            text("requests"),
+            format!("{:.1} MiB", memory as f64 / 1048576.0),
+            text("restarts"),
+            last_error,
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `ppm stop`: asks the master to stop and waits until it has exited.
+pub async fn stop_master(addr: &str, timeout: Duration) -> Result<(), Error> {
+    let (code, _) = call(addr, "POST", "/stop").await?;
+    if code != 202 {
+        return Err(Error::Control {
+            addr: addr.to_string(),
+            message: format!("POST /stop answered {code}"),
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    // The master closes the control port last, after every worker exited.
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Control {
+        addr: addr.to_string(),
+        message: format!(
+            "still running {}s after the stop request",
+            timeout.as_secs()
+        ),
+    })
+}

@@ -1,0 +1,45 @@
+//! The library's error type. Each variant carries what the person running
+//! ppm needs to fix the problem; `main` prints it as one line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything that can stop a ppm command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listening socket could not be bound (usually: port in use).
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An option has a value ppm cannot use.
+    #[error("invalid option --{option}: {message}")]
+    InvalidOption {
+        option: &'static str,
+        message: String,
+    },
+    /// The PHP binary to run workers with cannot be found or run.
+    #[error("{0}")]
+    Php(String),
+    /// The application directory is missing.
+    #[error("application directory {0} does not exist")]
+    AppDir(PathBuf),
+    /// The run directory (private worker sockets, runtime files) failed.
+    #[error("cannot prepare the run directory: {0}")]
+    RunDir(std::io::Error),
+    /// A worker could not be started.
+    #[error("cannot start a PHP worker: {0}")]
+    Spawn(std::io::Error),
+    /// A worker failed to boot; the text is PHP's own error message.
+    #[error("PHP worker failed to boot: {0}")]
+    Bootstrap(String),
+    /// Talking to a running master's control plane failed.
+    #[error("control plane at {addr}: {message}")]
+    Control { addr: String, message: String },
+    /// Any other I/O failure.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,26 @@
+//! ppm: a process manager and load balancer for long-lived PHP workers.
+//!
+//! The master (`master`) binds every public socket, starts one PHP worker
+//! per slot (`worker`, `pool`), forwards HTTP requests to idle workers
+//! (`balancer`) and answers the control plane (`control`). The PHP side of
+//! a worker ships in `bridges/` and is embedded in the binary (`runtime`).
+
+pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod logging;
+pub mod master;
+pub mod php;
+pub mod pool;
+pub mod runtime;
+pub mod worker;
+
+pub use error::Error;
+
+/// Waits until a stop flag turns true (or its sender is gone).
+pub(crate) async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; drop it here.
+    let _ = flag.wait_for(|stop| *stop).await.map(|_| ());
+}

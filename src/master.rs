@@ -1,0 +1,242 @@
+//! The master process: binds every public socket, starts the pool, serves
+//! the balancer, the slot ports and the control plane, and shuts all of it
+//! down in order on SIGTERM, SIGINT or `POST /stop`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::balancer::{Balancer, Target};
+use crate::config::{AppOptions, StartOptions};
+use crate::control::{self, ClusterInfo, ControlState};
+use crate::php::PhpBinary;
+use crate::pool::{Pool, PoolConfig};
+use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
+use crate::{runtime, Error};
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, Error> {
+    let addr = SocketAddr::new(ip, port);
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        what: what.to_string(),
+        addr,
+        source,
+    })
+}
+
+/// The private directory for worker sockets and the runtime files.
+fn make_run_dir() -> Result<tempfile::TempDir, Error> {
+    let dir = tempfile::Builder::new()
+        .prefix("ppm-")
+        .tempdir()
+        .map_err(Error::RunDir)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::RunDir)?;
+    Ok(dir)
+}
+
+fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+    let app_dir = app
+        .dir
+        .canonicalize()
+        .ok()
+        .filter(|d| d.is_dir())
+        .ok_or_else(|| Error::AppDir(app.dir.clone()))?;
+    let php = PhpBinary::locate(app.cgi_path.as_deref())?;
+    let entry = runtime::install(run_dir).map_err(Error::RunDir)?;
+    Ok(WorkerSpec {
+        php,
+        entry,
+        app: app.clone(),
+        app_dir,
+    })
+}
+
+/// Runs the master in the foreground until it is told to stop.
+pub async fn run(opts: StartOptions) -> Result<(), Error> {
+    opts.validate()?;
+    let run_dir = make_run_dir()?;
+    let spec = Arc::new(worker_spec(&opts.app, run_dir.path())?);
+
+    // Every public socket is bound before any worker starts, so a port in
+    // use fails the start with nothing left behind.
+    let control_listener = bind(opts.control_host, opts.control_port, "control plane").await?;
+    let balancer_listener = bind(opts.host, opts.port, "balancer").await?;
+    let mut slot_listeners = Vec::with_capacity(opts.workers);
+    for slot in 0..opts.workers {
+        slot_listeners.push(bind(opts.host, opts.slot_port(slot), &format!("slot {slot}")).await?);
+    }
+    let balancer_addr = balancer_listener.local_addr()?;
+    let control_addr = control_listener.local_addr()?;
+    let slot_ports: Vec<u16> = slot_listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+
+    let (pool, slot_tasks) = Pool::start(PoolConfig {
+        spec: spec.clone(),
+        run_dir: run_dir.path().to_path_buf(),
+        slot_ports: slot_ports.clone(),
+        max_queue: opts.max_queue,
+        queue_timeout: opts.queue_timeout(),
+        bootstrap_timeout: opts.bootstrap_timeout(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let balancer = Arc::new(Balancer::new(pool.clone(), opts.max_body_size));
+    let grace = opts.shutdown_timeout();
+    let mut servers = vec![tokio::spawn(balancer.clone().serve(
+        balancer_listener,
+        Target::Any,
+        shutdown_rx.clone(),
+        grace,
+    ))];
+    for (slot, listener) in slot_listeners.into_iter().enumerate() {
+        servers.push(tokio::spawn(balancer.clone().serve(
+            listener,
+            Target::Slot(slot),
+            shutdown_rx.clone(),
+            grace,
+        )));
+    }
+
+    let state = Arc::new(ControlState {
+        pool: pool.clone(),
+        shutdown: shutdown_tx.clone(),
+        started: Instant::now(),
+        info: ClusterInfo {
+            master_pid: std::process::id(),
+            app_dir: spec.app_dir.clone(),
+            bridge: opts.app.bridge.clone(),
+            bootstrap: opts.app.bootstrap.clone(),
+            php: spec.php.path.clone(),
+            balancer: balancer_addr,
+            control: control_addr,
+        },
+    });
+    let (control_stop_tx, mut control_stop_rx) = watch::channel(false);
+    let control_server = tokio::spawn(async move {
+        let served = axum::serve(control_listener, control::router(state))
+            .with_graceful_shutdown(async move {
+                crate::until_true(&mut control_stop_rx).await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!("control plane failed: {err}");
+        }
+    });
+
+    tracing::info!(
+        "ppm {} master {} serving {} with {} workers ({}, bridge {}): balancer http://{balancer_addr}, slots {}-{}, control http://{control_addr}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        spec.app_dir.display(),
+        opts.workers,
+        spec.php.path.display(),
+        opts.app.bridge,
+        slot_ports.first().copied().unwrap_or_default(),
+        slot_ports.last().copied().unwrap_or_default(),
+    );
+
+    let forced = wait_for_stop(shutdown_rx.clone()).await?;
+    shutdown_tx.send_replace(true);
+    pool.close();
+    tracing::info!("stopping: finishing in-flight requests (up to {:?})", grace);
+    let drain = async {
+        for server in servers {
+            let _ = server.await;
+        }
+    };
+    tokio::select! {
+        _ = drain => {}
+        _ = tokio::time::sleep(grace + Duration::from_secs(1)) => {
+            tracing::warn!("in-flight requests did not finish within --shutdown-timeout");
+        }
+        _ = forced => tracing::warn!("second signal: stopping at once"),
+    }
+    pool.stop_all().await;
+    for task in slot_tasks {
+        let _ = task.await;
+    }
+    control_stop_tx.send_replace(true);
+    let _ = control_server.await;
+    drop(run_dir);
+    tracing::info!("ppm stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM, SIGINT or a stop request. Returns a future that
+/// completes on a second SIGTERM/SIGINT, which cuts the graceful stop short.
+async fn wait_for_stop(
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()>, Error> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = crate::until_true(&mut shutdown) => {}
+    }
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// `ppm worker`: one PHP worker answering HTTP on `listen` directly, with
+/// no master in between (for debugging an app, and as a benchmark baseline).
+pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), Error> {
+    app.validate()?;
+    let run_dir = make_run_dir()?;
+    let spec = worker_spec(&app, run_dir.path())?;
+    let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Tcp(listen), 0, "worker".into())
+        .await
+        .map_err(Error::Spawn)?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(WorkerEvent::Ready { pid }) => {
+                    tracing::info!("worker {pid} serving {} on http://{listen}", spec.app_dir.display());
+                    break;
+                }
+                Some(WorkerEvent::BootstrapError { message }) => {
+                    worker.kill_group();
+                    return Err(Error::Bootstrap(message));
+                }
+                Some(_) => {}
+                None => {
+                    let exit = worker.wait().await;
+                    return Err(Error::Bootstrap(format!("the worker exited during bootstrap ({exit})\n{}", worker.recent_output())));
+                }
+            },
+            exit = worker.wait() => {
+                return Err(Error::Bootstrap(format!("the worker exited during bootstrap ({exit})\n{}", worker.recent_output())));
+            }
+        }
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        exit = worker.wait() => {
+            tracing::warn!("worker exited ({exit})");
+            return Ok(());
+        }
+    }
+    let exit = worker.stop(Duration::from_secs(5)).await;
+    tracing::info!("worker stopped ({exit})");
+    Ok(())
+}
+
+/// Where the runtime lives for a run directory (used by tests).
+pub fn runtime_entry(run_dir: &Path) -> PathBuf {
+    run_dir.join("runtime").join("worker.php")
+}

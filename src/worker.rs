@@ -1,0 +1,315 @@
+//! One PHP worker process: spawning it, its control channel, its logs and
+//! its end.
+//!
+//! A worker inherits one end of a Unix socket pair as fd 3, the control
+//! channel. The master writes the worker's configuration as the first JSON
+//! line; the worker answers `ready` (or `bootstrap_error`) and reports each
+//! finished request. The worker exits when it reads EOF on fd 3, so no
+//! worker outlives its master, even after `kill -9` of the master. Each
+//! worker leads its own process group, so stopping it kills the whole
+//! group, grandchildren included.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::config::AppOptions;
+use crate::php::PhpBinary;
+
+/// How many of a worker's last output lines are kept to explain a failure.
+const KEPT_LINES: usize = 20;
+
+/// Everything needed to start workers of one application.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub php: PhpBinary,
+    /// The runtime's entry script in the run directory.
+    pub entry: PathBuf,
+    pub app: AppOptions,
+    /// Absolute application directory.
+    pub app_dir: PathBuf,
+}
+
+/// Where a worker serves HTTP.
+#[derive(Debug, Clone)]
+pub enum Listen {
+    /// A private Unix socket; only the master connects.
+    Unix(PathBuf),
+    /// A TCP address clients reach directly (`ppm worker --listen`).
+    Tcp(std::net::SocketAddr),
+}
+
+impl Listen {
+    fn to_url(&self) -> String {
+        match self {
+            Listen::Unix(path) => format!("unix://{}", path.display()),
+            Listen::Tcp(addr) => format!("tcp://{addr}"),
+        }
+    }
+}
+
+/// A message from a worker on its control channel.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    /// Bootstrapped and listening.
+    Ready { pid: u32 },
+    /// The bootstrap failed; the message is PHP's error text.
+    BootstrapError { message: String },
+    /// A request finished (after terminate work and reset).
+    RequestDone { memory: u64, peak_memory: u64 },
+    /// The worker is about to exit on its own (the app called exit()).
+    Exiting { reason: String },
+}
+
+/// A running PHP worker process.
+pub struct Worker {
+    child: Child,
+    pid: u32,
+    /// Dropping this closes the control channel, which tells the worker to exit.
+    control: Option<OwnedWriteHalf>,
+    output: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Worker {
+    /// Starts a worker serving on `listen`; its events arrive on the
+    /// returned channel, which closes when the control channel does.
+    /// `label` prefixes its log lines (e.g. `slot 3`).
+    pub async fn spawn(
+        spec: &WorkerSpec,
+        listen: &Listen,
+        slot: usize,
+        label: String,
+    ) -> std::io::Result<(Worker, mpsc::Receiver<WorkerEvent>)> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let theirs: OwnedFd = theirs.into();
+        let their_fd = theirs.as_raw_fd();
+
+        let mut cmd = Command::new(&spec.php.path);
+        if spec.php.is_cgi {
+            cmd.arg("-q");
+        }
+        for setting in [
+            "max_execution_time=0",
+            "output_buffering=0",
+            "implicit_flush=0",
+            "expose_php=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(spec.app.php_ini.iter().cloned())
+        {
+            cmd.arg("-d").arg(setting);
+        }
+        cmd.arg(&spec.entry)
+            .current_dir(&spec.app_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // php-cgi switches to CGI or FastCGI mode when it sees these.
+        for var in [
+            "REQUEST_METHOD",
+            "GATEWAY_INTERFACE",
+            "SCRIPT_FILENAME",
+            "PHP_FCGI_CHILDREN",
+            "FCGI_WEB_SERVER_ADDRS",
+        ] {
+            cmd.env_remove(var);
+        }
+        // SAFETY: between fork and exec only async-signal-safe calls are
+        // made: dup2 and fcntl on a descriptor we own.
+        unsafe {
+            cmd.pre_exec(move || {
+                if their_fd == 3 {
+                    let flags = nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_GETFD)?;
+                    let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
+                    flags.remove(nix::fcntl::FdFlag::FD_CLOEXEC);
+                    nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+                } else {
+                    nix::unistd::dup2(their_fd, 3)?;
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        drop(theirs);
+        let pid = child.id().unwrap_or_default();
+
+        let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward_lines(stdout, label.clone(), output.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_lines(stderr, label.clone(), output.clone()));
+        }
+
+        let stream = tokio::net::UnixStream::from_std(ours)?;
+        let (read, mut write) = stream.into_split();
+        let config = serde_json::json!({
+            "type": "config",
+            "listen": listen.to_url(),
+            "trust_master": matches!(listen, Listen::Unix(_)),
+            "bridge": spec.app.bridge,
+            "bootstrap": spec.app.bootstrap,
+            "app_dir": spec.app_dir,
+            "app_env": spec.app.app_env,
+            "debug": spec.app.debug,
+            "slot": slot,
+        });
+        let mut line = config.to_string();
+        line.push('\n');
+        // A worker that died before reading its config shows up as an
+        // early exit; the write error adds nothing.
+        let _ = write.write_all(line.as_bytes()).await;
+
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(read_events(read, tx, label));
+        Ok((
+            Worker {
+                child,
+                pid,
+                control: Some(write),
+                output,
+            },
+            rx,
+        ))
+    }
+
+    /// The worker's process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the process to exit and describes how it ended.
+    pub async fn wait(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(status) => describe_exit(status),
+            Err(err) => format!("wait failed: {err}"),
+        }
+    }
+
+    /// The last lines the worker printed, for error reports.
+    pub fn recent_output(&self) -> String {
+        let lines = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the worker: closes its control channel so it exits by itself,
+    /// and kills its process group if it has not exited after `grace`.
+    /// Returns how it ended.
+    pub async fn stop(&mut self, grace: Duration) -> String {
+        self.control.take();
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => {
+                self.kill_group();
+                describe_exit(status)
+            }
+            _ => {
+                self.kill_group();
+                self.wait().await
+            }
+        }
+    }
+
+    /// Kills the worker's whole process group at once.
+    pub fn kill_group(&self) {
+        if self.pid != 0 {
+            // ESRCH (already gone) is the expected case after a clean exit.
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown");
+            format!("killed by signal {sig} ({name})")
+        }
+        _ => "ended".to_string(),
+    }
+}
+
+async fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    label: String,
+    kept: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        tracing::info!("[{label}] {line}");
+        let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == KEPT_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(line);
+    }
+}
+
+async fn read_events(
+    read: tokio::net::unix::OwnedReadHalf,
+    tx: mpsc::Sender<WorkerEvent>,
+    label: String,
+) {
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<WorkerEvent>(&line) {
+            Ok(event) => {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => tracing::warn!("[{label}] unreadable control message ({err}): {line}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_messages_parse() {
+        let ready: WorkerEvent =
+            serde_json::from_str(r#"{"type":"ready","pid":12,"sapi":"cgi-fcgi"}"#).unwrap();
+        assert_eq!(ready, WorkerEvent::Ready { pid: 12 });
+        let done: WorkerEvent =
+            serde_json::from_str(r#"{"type":"request_done","memory":10,"peak_memory":20}"#)
+                .unwrap();
+        assert_eq!(
+            done,
+            WorkerEvent::RequestDone {
+                memory: 10,
+                peak_memory: 20
+            }
+        );
+        assert!(serde_json::from_str::<WorkerEvent>(r#"{"type":"nonsense"}"#).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! Test harness: starts a real `ppm` master with real PHP workers on ports
+//! of its own, and checks that nothing is left running afterwards.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const PPM: &str = env!("CARGO_BIN_EXE_ppm");
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture application under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+
+/// Finds `count` consecutive free TCP ports on 127.0.0.1. Tests run in
+/// parallel processes, so each process starts from a different offset.
+pub fn free_ports(count: u16) -> u16 {
+    let start = 20000 + (std::process::id() % 400) as u16 * 100;
+    let _ = NEXT_BASE.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let base = NEXT_BASE.fetch_add(count + 1, Ordering::SeqCst);
+        let base = if base > 64000 {
+            20000 + base % 40000
+        } else {
+            base
+        };
+        let held: Vec<_> = (0..count)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == count as usize {
+            return base;
+        }
+    }
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; count it as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// A running `ppm start`.
+pub struct Cluster {
+    pub child: Option<Child>,
+    pub control_port: u16,
+    pub port: u16,
+    pub workers: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+    seen_pids: Vec<u32>,
+}
+
+/// Options for `Cluster::start`.
+pub struct Setup<'a> {
+    pub app: PathBuf,
+    pub bridge: &'a str,
+    pub bootstrap: &'a str,
+    pub workers: u16,
+    pub extra: Vec<String>,
+    /// Wait until every worker is ready (else: until the master answers).
+    pub wait_ready: bool,
+}
+
+impl<'a> Setup<'a> {
+    pub fn callable(app: &str, workers: u16) -> Self {
+        Setup {
+            app: fixture(app),
+            bridge: "callable",
+            bootstrap: "app.php",
+            workers,
+            extra: Vec::new(),
+            wait_ready: true,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+}
+
+impl Cluster {
+    pub fn start(setup: Setup) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_ports(setup.workers + 2);
+        let (control_port, port) = (base, base + 1);
+        let log = dir.path().join("ppm.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(PPM)
+            .arg("start")
+            .arg(&setup.app)
+            .args(["--bridge", setup.bridge, "--bootstrap", setup.bootstrap])
+            .args(["--workers", &setup.workers.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--control-port",
+                &control_port.to_string(),
+            ])
+            .args(&setup.extra)
+            .env("PPM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("ppm starts");
+        let mut cluster = Cluster {
+            child: Some(child),
+            control_port,
+            port,
+            workers: setup.workers,
+            log,
+            _dir: dir,
+            seen_pids: Vec::new(),
+        };
+        let want = if setup.wait_ready {
+            setup.workers as u64
+        } else {
+            0
+        };
+        let ok = wait_until(Duration::from_secs(30), || {
+            let status = cluster.try_status()?;
+            let ready = status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?;
+            (ready >= want).then_some(())
+        });
+        if ok.is_none() {
+            panic!("cluster did not come up; log:\n{}", cluster.log_text());
+        }
+        cluster.remember_pids();
+        cluster
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn slot_url(&self, slot: u16, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port + 1 + slot)
+    }
+
+    pub fn control_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.control_port)
+    }
+
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        http()
+            .get(self.control_url("/status"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .ok()?
+            .json()
+            .ok()
+    }
+
+    pub fn status(&mut self) -> serde_json::Value {
+        let status = self.try_status().expect("GET /status answers");
+        self.note_pids(&status);
+        status
+    }
+
+    fn note_pids(&mut self, status: &serde_json::Value) {
+        for w in status["workers"].as_array().into_iter().flatten() {
+            if let Some(pid) = w["pid"].as_u64() {
+                if !self.seen_pids.contains(&(pid as u32)) {
+                    self.seen_pids.push(pid as u32);
+                }
+            }
+        }
+    }
+
+    pub fn remember_pids(&mut self) {
+        if let Some(status) = self.try_status() {
+            self.note_pids(&status);
+        }
+    }
+
+    /// The pid of each slot's worker.
+    pub fn worker_pids(&mut self) -> Vec<u32> {
+        let status = self.status();
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pid"].as_u64().unwrap_or(0) as u32)
+            .collect()
+    }
+
+    pub fn master_pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits for the master to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let code = wait_until(timeout, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(code.code().unwrap_or(-1))
+    }
+
+    /// Asserts every worker this cluster ever had is gone within `timeout`.
+    pub fn assert_no_workers_left(&self, timeout: Duration) {
+        let left = wait_until(timeout, || {
+            let alive: Vec<u32> = self
+                .seen_pids
+                .iter()
+                .copied()
+                .filter(|&p| pid_alive(p))
+                .collect();
+            alive.is_empty().then_some(())
+        });
+        assert!(
+            left.is_some(),
+            "worker processes left behind: {:?}\nlog:\n{}",
+            self.seen_pids
+                .iter()
+                .filter(|&&p| pid_alive(p))
+                .collect::<Vec<_>>(),
+            self.log_text()
+        );
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.master_pid() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.remember_pids();
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Leave nothing behind even if a test failed half-way.
+        for &pid in &self.seen_pids {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Runs `ppm` with `args` to completion (bounded), returning (code, stdout, stderr).
+pub fn run_ppm(args: &[&str], timeout: Duration) -> (i32, String, String) {
+    let mut child = Command::new(PPM)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_until(timeout, || child.try_wait().ok().flatten());
+    let status = match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            panic!("ppm {args:?} did not finish within {timeout:?}");
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
