@@ -25,8 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use crate::pool::{AcquireError, Lease, Pool};
+use crate::pool::{AcquireError, ExitReason, Lease, Pool};
 
 /// Responses up to this size are read whole from the worker before the
 /// client gets them, so the worker is free whatever the client's speed.
@@ -53,14 +54,16 @@ pub enum Target {
 pub struct Balancer {
     pool: Arc<Pool>,
     max_body_size: u64,
+    max_execution_time: Option<Duration>,
     request_ids: RequestIds,
 }
 
 impl Balancer {
-    pub fn new(pool: Arc<Pool>, max_body_size: u64) -> Self {
+    pub fn new(pool: Arc<Pool>, max_body_size: u64, max_execution_time: Option<Duration>) -> Self {
         Self {
             pool,
             max_body_size,
+            max_execution_time,
             request_ids: RequestIds::new(),
         }
     }
@@ -200,8 +203,14 @@ impl Balancer {
                 lease.unsent();
                 continue;
             }
-            match conn.send_request(request).await {
-                Ok(response) => return respond(response, lease).await,
+            let deadline = self
+                .max_execution_time
+                .map(|limit| tokio::time::Instant::now() + limit);
+            let Some(sent) = within(deadline, conn.send_request(request)).await else {
+                return timed_out(&lease, &format!("{} {path}", parts.method));
+            };
+            match sent {
+                Ok(response) => return respond(response, lease, deadline).await,
                 Err(err) if err.is_canceled() => {
                     lease.unsent();
                     continue;
@@ -231,12 +240,19 @@ impl Balancer {
 /// files) is forwarded as it arrives by a pump task that reads ahead of the
 /// client by up to `RESPONSE_BUFFER` bytes and holds the worker until the
 /// last byte has been read from it.
-async fn respond(response: Response<Incoming>, mut lease: Lease) -> Response<ProxyBody> {
+async fn respond(
+    response: Response<Incoming>,
+    mut lease: Lease,
+    deadline: Option<Instant>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let known_len = body.size_hint().exact();
     if known_len.is_some_and(|len| len <= RESPONSE_BUFFER as u64) {
-        return match body.collect().await {
+        let Some(collected) = within(deadline, body.collect()).await else {
+            return timed_out(&lease, "a response");
+        };
+        return match collected {
             Ok(collected) => {
                 lease.complete();
                 drop(lease);
@@ -253,7 +269,7 @@ async fn respond(response: Response<Incoming>, mut lease: Lease) -> Response<Pro
     }
     let budget = Arc::new(Semaphore::new(RESPONSE_BUFFER));
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(pump(body, lease, budget, tx));
+    tokio::spawn(pump(body, lease, budget, tx, deadline));
     Response::from_parts(parts, PumpedBody { rx }.boxed_unsync())
 }
 
@@ -264,10 +280,18 @@ async fn pump(
     mut lease: Lease,
     budget: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Chunk>,
+    deadline: Option<Instant>,
 ) {
     loop {
         let frame = tokio::select! {
-            frame = body.frame() => frame,
+            frame = within(deadline, body.frame()) => match frame {
+                Some(frame) => frame,
+                None => {
+                    let _ = timed_out(&lease, "a streamed response");
+                    let _ = tx.send(Err("the request passed --max-execution-time".into()));
+                    return;
+                }
+            },
             // The client went away: stop reading; the unfinished lease
             // renews the worker's connection.
             _ = tx.closed() => return,
@@ -432,6 +456,28 @@ pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyB
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// Runs `work` until `deadline` (if any); None when the deadline passed.
+async fn within<F: std::future::Future>(deadline: Option<Instant>, work: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+/// The request passed `--max-execution-time`: the worker is killed and
+/// replaced, the client gets 504.
+fn timed_out(lease: &Lease, what: &str) -> Response<ProxyBody> {
+    tracing::warn!(
+        "[slot {}] {what} passed --max-execution-time; killing the worker",
+        lease.slot()
+    );
+    lease.kill(ExitReason::Timeout);
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "The PHP worker did not answer within the maximum execution time\n",
+    )
 }
 
 fn unavailable(err: AcquireError) -> Response<ProxyBody> {

@@ -57,6 +57,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace every worker of a running master, surge-first; exits non-zero
+    /// (with PHP's error) if a replacement fails to boot.
+    Restart {
+        #[command(flatten)]
+        control: ControlAddr,
+        /// Seconds to wait for the restart to finish.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Stop a running master gracefully; returns once everything exited.
     Stop {
         #[command(flatten)]
@@ -76,6 +85,9 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
             Command::Status { control, json } => {
                 control::print_status(&control.addr(), json).await?
+            }
+            Command::Restart { control, timeout } => {
+                control::restart_master(&control.addr(), Duration::from_secs(timeout)).await?;
             }
             Command::Stop { control, timeout } => {
                 control::stop_master(&control.addr(), Duration::from_secs(timeout)).await?;

@@ -77,6 +77,29 @@ pub struct StartOptions {
     /// Seconds a worker may take to bootstrap before it counts as failed.
     #[arg(long, default_value_t = 60.0)]
     pub bootstrap_timeout: f64,
+    /// Requests a worker serves before it is replaced (0 = unlimited).
+    #[arg(long, default_value_t = 1000)]
+    pub max_requests: u64,
+    /// Seconds a worker lives before it is replaced (0 = forever).
+    #[arg(long, default_value_t = 0.0)]
+    pub ttl: f64,
+    /// MB of PHP memory or RSS after which a worker is replaced (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub memory_limit: u64,
+    /// Percent by which --max-requests and --ttl are lowered at random per
+    /// worker, so workers do not all recycle together.
+    #[arg(long, default_value_t = 10.0)]
+    pub recycle_jitter: f64,
+    /// Seconds a request may run in PHP, from dispatch; 504 and the worker
+    /// is killed and replaced past it (0 = no limit).
+    #[arg(long, default_value_t = 30.0)]
+    pub max_execution_time: f64,
+    /// Seconds after which a running request's PHP backtrace is logged (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_request_time: f64,
+    /// Replacement workers that may boot at once beside the ones they replace.
+    #[arg(long, default_value_t = 1)]
+    pub max_surge: usize,
 }
 
 impl StartOptions {
@@ -108,7 +131,50 @@ impl StartOptions {
                 return Err(invalid(name, "must be a number of seconds above 0"));
             }
         }
+        for (name, value) in [
+            ("ttl", self.ttl),
+            ("max-execution-time", self.max_execution_time),
+            ("slow-request-time", self.slow_request_time),
+        ] {
+            if !(value.is_finite() && (0.0..=31_536_000.0).contains(&value)) {
+                return Err(invalid(name, "must be a number of seconds, 0 to turn it off"));
+            }
+        }
+        if !(self.recycle_jitter.is_finite() && (0.0..=90.0).contains(&self.recycle_jitter)) {
+            return Err(invalid("recycle-jitter", "must be a percentage from 0 to 90"));
+        }
+        if self.max_surge == 0 || self.max_surge > self.workers {
+            return Err(invalid(
+                "max-surge",
+                format!("must be between 1 and the number of workers ({})", self.workers),
+            ));
+        }
+        if self.memory_limit > 1024 * 1024 {
+            return Err(invalid("memory-limit", "is in MB; at most 1048576"));
+        }
         Ok(())
+    }
+
+    /// When workers are recycled.
+    pub fn limits(&self) -> crate::slot::Limits {
+        let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+        crate::slot::Limits {
+            bootstrap_timeout: self.bootstrap_timeout(),
+            max_requests: self.max_requests,
+            ttl: seconds(self.ttl),
+            memory_limit: (self.memory_limit > 0).then_some(self.memory_limit * 1024 * 1024),
+            jitter: self.recycle_jitter / 100.0,
+        }
+    }
+
+    /// `--max-execution-time`, when set.
+    pub fn max_execution_time(&self) -> Option<Duration> {
+        (self.max_execution_time > 0.0).then(|| Duration::from_secs_f64(self.max_execution_time))
+    }
+
+    /// `--slow-request-time`, when set.
+    pub fn slow_request_time(&self) -> Option<Duration> {
+        (self.slow_request_time > 0.0).then(|| Duration::from_secs_f64(self.slow_request_time))
     }
 
     /// The port of slot 0.

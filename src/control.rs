@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -18,11 +18,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::pool::{Pool, SlotState, SlotStatus};
+use crate::rolling::{RestartState, RestartStatus, Restarts};
 use crate::Error;
 
 /// What the control plane knows besides the pool.
 pub struct ControlState {
     pub pool: Arc<Pool>,
+    pub restarts: Arc<Restarts>,
     /// Set to true to stop the master.
     pub shutdown: watch::Sender<bool>,
     pub started: Instant,
@@ -53,6 +55,8 @@ pub struct ClusterStatus {
     pub queue_length: usize,
     pub requests_total: u64,
     pub shutting_down: bool,
+    /// The last rolling restart, running or finished.
+    pub restart: Option<RestartStatus>,
     pub workers: Vec<WorkerRow>,
 }
 
@@ -67,6 +71,8 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stop", post(stop))
+        .route("/restart", post(restart))
+        .route("/workers/{slot}/restart", post(restart_slot))
         .with_state(state)
 }
 
@@ -82,6 +88,7 @@ fn cluster_status(state: &ControlState) -> ClusterStatus {
         queue_length: state.pool.queue_len(),
         requests_total: slots.iter().map(|w| w.requests).sum(),
         shutting_down: *state.shutdown.borrow(),
+        restart: state.restarts.last(),
         workers: slots
             .iter()
             .map(|w| serde_json::to_value(w).unwrap_or_default())
@@ -109,6 +116,81 @@ async fn stop(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     tracing::info!("stop requested through the control plane");
     state.shutdown.send_replace(true);
     (StatusCode::ACCEPTED, "stopping\n")
+}
+
+async fn restart(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    if *state.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    (StatusCode::ACCEPTED, Json(state.restarts.start(None))).into_response()
+}
+
+async fn restart_slot(State(state): State<Arc<ControlState>>, Path(slot): Path<String>) -> impl IntoResponse {
+    let Some(slot) = slot.parse::<usize>().ok().filter(|s| *s < state.pool.len()) else {
+        let message = format!("no slot {slot}: slots are 0 to {}\n", state.pool.len().saturating_sub(1));
+        return (StatusCode::NOT_FOUND, message).into_response();
+    };
+    if *state.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    (StatusCode::ACCEPTED, Json(state.restarts.start(Some(vec![slot])))).into_response()
+}
+
+/// `ppm restart`: starts (or joins) a rolling restart and follows it,
+/// printing one line per replaced slot. Fails with PHP's error when a
+/// replacement could not boot.
+pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> {
+    let fail = |message: String| Error::Control {
+        addr: addr.to_string(),
+        message,
+    };
+    let (code, body) = call(addr, "POST", "/restart").await?;
+    if code != 202 {
+        return Err(fail(format!("POST /restart answered {code}: {}", String::from_utf8_lossy(&body).trim())));
+    }
+    let started: RestartStatus =
+        serde_json::from_slice(&body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
+    println!("rolling restart {} of {} slots", started.id, started.slots.len());
+    let deadline = Instant::now() + timeout;
+    let mut reported = 0;
+    loop {
+        let (code, body) = call(addr, "GET", "/status").await?;
+        if code != 200 {
+            return Err(fail(format!("GET /status answered {code}")));
+        }
+        let status: ClusterStatus =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("unreadable status: {e}")))?;
+        let Some(restart) = status.restart.filter(|r| r.id == started.id) else {
+            return Err(fail("the restart disappeared from /status".into()));
+        };
+        for &slot in restart.done.iter().skip(reported) {
+            let pid = status
+                .workers
+                .get(slot)
+                .and_then(|w| w["pid"].as_u64())
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into());
+            reported += 1;
+            println!("slot {slot}: new worker {pid} ready ({reported}/{})", restart.slots.len());
+        }
+        match restart.state {
+            RestartState::Succeeded => {
+                println!("restart done: {} workers replaced", restart.done.len());
+                return Ok(());
+            }
+            RestartState::Failed => {
+                return Err(fail(format!(
+                    "restart failed; the old workers keep serving.\n{}",
+                    restart.error.unwrap_or_default()
+                )));
+            }
+            RestartState::Running => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(format!("restart still running after {}s", timeout.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Makes one HTTP request to a control plane and returns status and body.

@@ -14,6 +14,8 @@ pub mod logging;
 pub mod master;
 pub mod php;
 pub mod pool;
+pub mod rolling;
+pub mod slot;
 pub mod runtime;
 pub mod worker;
 

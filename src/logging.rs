@@ -1,6 +1,8 @@
 //! Log set-up: everything the master does, and every line workers print,
 //! goes to the master's stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `PPM_LOG` overrides the level filter
@@ -10,6 +12,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

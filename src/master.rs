@@ -17,6 +17,7 @@ use crate::config::{AppOptions, StartOptions};
 use crate::control::{self, ClusterInfo, ControlState};
 use crate::php::PhpBinary;
 use crate::pool::{Pool, PoolConfig};
+use crate::rolling::Restarts;
 use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
 use crate::{runtime, Error};
 
@@ -84,11 +85,18 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         slot_ports: slot_ports.clone(),
         max_queue: opts.max_queue,
         queue_timeout: opts.queue_timeout(),
-        bootstrap_timeout: opts.bootstrap_timeout(),
+        max_surge: opts.max_surge,
+        limits: opts.limits(),
     });
 
+    let restarts = Arc::new(Restarts::new(pool.clone(), opts.max_surge));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let balancer = Arc::new(Balancer::new(pool.clone(), opts.max_body_size));
+    tokio::spawn(restart_on_signals(restarts.clone()));
+    let balancer = Arc::new(Balancer::new(
+        pool.clone(),
+        opts.max_body_size,
+        opts.max_execution_time(),
+    ));
     let grace = opts.shutdown_timeout();
     let mut servers = vec![tokio::spawn(balancer.clone().serve(
         balancer_listener,
@@ -107,6 +115,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
 
     let state = Arc::new(ControlState {
         pool: pool.clone(),
+        restarts,
         shutdown: shutdown_tx.clone(),
         started: Instant::now(),
         info: ClusterInfo {
@@ -168,6 +177,21 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     drop(run_dir);
     tracing::info!("ppm stopped");
     Ok(())
+}
+
+/// SIGHUP and SIGUSR2 start a rolling restart.
+async fn restart_on_signals(restarts: Arc<Restarts>) {
+    let (Ok(mut hup), Ok(mut usr2)) = (signal(SignalKind::hangup()), signal(SignalKind::user_defined2())) else {
+        tracing::error!("cannot install the SIGHUP/SIGUSR2 handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => tracing::info!("SIGHUP received"),
+            _ = usr2.recv() => tracing::info!("SIGUSR2 received"),
+        }
+        restarts.start(None);
+    }
 }
 
 /// Waits for SIGTERM, SIGINT or a stop request. Returns a future that

@@ -1,22 +1,23 @@
-//! Worker slots: the slot state machine, one task per slot that owns its
-//! worker process, and the dispatcher that hands idle workers to requests.
+//! The dispatcher: slot states, idle workers and the request queue.
 //!
 //! # Theory of operation
 //!
-//! Each slot has a task (`run_slot`) that owns the slot's `Worker`: it
-//! spawns it, waits for `ready`, connects to its private socket, and tells
-//! the dispatcher the slot is ready. It then watches the process and its
-//! control channel until the worker exits, and starts a new one (after a
-//! backoff when workers keep failing). Other parts of ppm never touch the
-//! process; they send the task `SlotCommand`s.
+//! Each slot has a task (`slot::SlotTask`) that owns the slot's worker
+//! processes: it boots them, replaces them surge-first, and tells the pool
+//! when a worker is ready or gone. Other parts of ppm never touch a process;
+//! they send the task `SlotCommand`s.
 //!
-//! The dispatcher (`Pool`) holds, under one short lock, each slot's state
-//! and its idle connection, the idle list and the FIFO queue of waiting
-//! requests. A request takes a `Lease` on an idle worker: round-robin,
-//! because released workers go to the back of the idle list. When the
-//! lease is dropped the worker goes to the first queued request it can
-//! serve, or back to the idle list. A worker serves one request at a time,
-//! so the lease is exclusive use of its connection.
+//! The pool holds, under one short lock, each slot's state and its idle
+//! connection, the idle list and the FIFO queue of waiting requests. A
+//! request takes a `Lease` on an idle worker: round-robin, because released
+//! workers go to the back of the idle list. When the lease is dropped the
+//! worker goes to the first queued request it can serve, or back to the
+//! idle list. A worker serves one request at a time, so the lease is
+//! exclusive use of its connection.
+//!
+//! A replacement worker takes over its slot atomically (`swap`): new
+//! requests go to it at once, while a request the old worker is still
+//! serving finishes there; the slot task is told when it has.
 //!
 //! Every state change goes through `SlotState::can_become`, the one table
 //! of allowed transitions.
@@ -25,35 +26,23 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
+use crate::slot::{Limits, SlotTask};
+use crate::worker::WorkerSpec;
 
 /// The request body type sent to workers: always whole, with a length.
 pub type WorkerBody = Full<Bytes>;
 /// A connection to one worker's private socket.
 pub type WorkerConn = SendRequest<WorkerBody>;
 
-/// Backoff after the first failed boot; doubles per failure.
-const BACKOFF_START: Duration = Duration::from_millis(500);
-/// Longest wait between two boot attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Consecutive failures after which a slot is reported `failed`.
-const FAILED_AFTER: u32 = 5;
-/// A worker that exits sooner than this after becoming ready counts as a
-/// failure for backoff purposes, so a crash loop cannot spin.
-const MIN_HEALTHY_RUN: Duration = Duration::from_secs(2);
-/// How long a stopping worker gets to exit by itself before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// The state of a worker slot.
+/// The state of a worker slot: of the worker that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlotState {
@@ -86,10 +75,7 @@ impl SlotState {
                 | (Ready, Busy)
                 | (Busy, Ready)
                 | (Ready | Busy, Draining)
-                | (
-                    Starting | Ready | Busy | Draining | Backoff | Failed | Exited,
-                    Stopping
-                )
+                | (Starting | Ready | Busy | Draining | Backoff | Failed | Exited, Stopping)
                 | (Ready | Busy | Draining | Stopping, Exited)
                 | (Exited, Backoff)
         )
@@ -101,11 +87,51 @@ impl SlotState {
     }
 }
 
+/// Why a worker ended; reported per slot in `/status` and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitReason {
+    /// `--max-requests` reached.
+    MaxRequests,
+    /// `--ttl` reached.
+    Ttl,
+    /// `--memory-limit` passed.
+    Memory,
+    /// A request passed `--max-execution-time`.
+    Timeout,
+    /// The worker died on its own.
+    Crash,
+    /// A rolling or single-slot restart.
+    Restart,
+    /// The master is stopping.
+    Shutdown,
+    /// The application called exit() during a request.
+    Exit,
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
 /// Commands to a slot's task.
 #[derive(Debug)]
 pub enum SlotCommand {
     /// The connection to worker `generation` broke; open a new one.
     Reconnect { generation: u64 },
+    /// Replace the worker surge-first; the reply says whether the
+    /// replacement booted (else PHP's error; the old worker keeps serving).
+    Replace {
+        reason: ExitReason,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Kill worker `generation` at once (it is stuck) and start a new one.
+    Kill { generation: u64, reason: ExitReason },
     /// Stop the worker and end the task.
     Stop,
 }
@@ -118,14 +144,24 @@ pub struct SlotStatus {
     pub state: SlotState,
     pub pid: Option<u32>,
     pub socket: Option<PathBuf>,
+    /// Requests served by this slot, all its workers together.
     pub requests: u64,
+    /// Requests served by the current worker.
+    pub worker_requests: u64,
     pub memory_bytes: u64,
     pub peak_memory_bytes: u64,
+    pub rss_bytes: u64,
     /// Unix time (seconds) the current worker was started.
     pub started_at: Option<u64>,
+    /// Workers of this slot that ended and were replaced.
     pub restarts: u64,
+    pub last_reason: Option<ExitReason>,
     pub last_exit: Option<String>,
     pub last_error: Option<String>,
+    /// Pid of a replacement that is booting, during a surge.
+    pub replacement_pid: Option<u32>,
+    /// Pids of replaced workers finishing their last request.
+    pub draining_pids: Vec<u32>,
 }
 
 /// Why a request got no worker.
@@ -143,6 +179,10 @@ struct Slot {
     state: SlotState,
     generation: u64,
     conn: Option<WorkerConn>,
+    /// A lease on the current worker is out.
+    leased: bool,
+    /// A replaced worker still serving a request, and who to tell when done.
+    draining: Option<(u64, oneshot::Sender<()>)>,
     status: SlotStatus,
 }
 
@@ -166,9 +206,11 @@ pub struct Pool {
     max_queue: usize,
     queue_timeout: Duration,
     closed: AtomicBool,
+    /// Permits for extra workers booting beside the ones they replace.
+    pub(crate) surge: Arc<Semaphore>,
 }
 
-/// Where the pool runs its workers.
+/// Where and how the pool runs its workers.
 pub struct PoolConfig {
     pub spec: Arc<WorkerSpec>,
     pub run_dir: PathBuf,
@@ -176,7 +218,8 @@ pub struct PoolConfig {
     pub slot_ports: Vec<u16>,
     pub max_queue: usize,
     pub queue_timeout: Duration,
-    pub bootstrap_timeout: Duration,
+    pub max_surge: usize,
+    pub limits: Limits,
 }
 
 impl Pool {
@@ -186,7 +229,7 @@ impl Pool {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in &config.slot_ports {
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = mpsc::channel(64);
             senders.push(tx);
             receivers.push(rx);
         }
@@ -198,6 +241,8 @@ impl Pool {
                 state: SlotState::Exited,
                 generation: 0,
                 conn: None,
+                leased: false,
+                draining: None,
                 status: SlotStatus {
                     slot,
                     port,
@@ -205,12 +250,17 @@ impl Pool {
                     pid: None,
                     socket: None,
                     requests: 0,
+                    worker_requests: 0,
                     memory_bytes: 0,
                     peak_memory_bytes: 0,
+                    rss_bytes: 0,
                     started_at: None,
                     restarts: 0,
+                    last_reason: None,
                     last_exit: None,
                     last_error: None,
+                    replacement_pid: None,
+                    draining_pids: Vec::new(),
                 },
             })
             .collect();
@@ -225,19 +275,20 @@ impl Pool {
             max_queue: config.max_queue,
             queue_timeout: config.queue_timeout,
             closed: AtomicBool::new(false),
+            surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
         });
         let tasks = receivers
             .into_iter()
             .enumerate()
             .map(|(slot, rx)| {
-                let task = SlotTask {
-                    pool: pool.clone(),
+                let task = SlotTask::new(
+                    pool.clone(),
                     slot,
-                    spec: config.spec.clone(),
-                    run_dir: config.run_dir.clone(),
-                    bootstrap_timeout: config.bootstrap_timeout,
-                    commands: rx,
-                };
+                    config.spec.clone(),
+                    config.run_dir.clone(),
+                    config.limits.clone(),
+                    rx,
+                );
                 tokio::spawn(task.run())
             })
             .collect();
@@ -255,10 +306,24 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        // A panic while holding the lock leaves consistent data: every
-        // critical section completes its updates before any call that
-        // could panic.
+        // Every critical section completes its updates before any call
+        // that could panic, so the data behind a poisoned lock is sound.
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a command to a slot's task without waiting.
+    pub fn command(&self, slot: usize, command: SlotCommand) -> bool {
+        self.commands
+            .get(slot)
+            .is_some_and(|tx| tx.try_send(command).is_ok())
+    }
+
+    /// Sends a command to a slot's task, waiting for room in its queue.
+    pub async fn send(&self, slot: usize, command: SlotCommand) -> bool {
+        match self.commands.get(slot) {
+            Some(tx) => tx.send(command).await.is_ok(),
+            None => false,
+        }
     }
 
     /// Takes an idle worker (any, or the given slot's), waiting in the FIFO
@@ -311,6 +376,7 @@ impl Pool {
     fn lease_idle(self: &Arc<Self>, shared: &mut Shared, s: usize) -> Lease {
         let slot = &mut shared.slots[s];
         transition(slot, SlotState::Busy);
+        slot.leased = true;
         Lease {
             pool: self.clone(),
             slot: s,
@@ -324,7 +390,9 @@ impl Pool {
     /// Gives the now idle slot `s` to the first queued request that can
     /// take it, or puts it on the idle list.
     fn hand_over(self: &Arc<Self>, shared: &mut Shared, s: usize) {
-        transition(&mut shared.slots[s], SlotState::Ready);
+        if shared.slots[s].state != SlotState::Ready {
+            transition(&mut shared.slots[s], SlotState::Ready);
+        }
         while let Some(pos) = shared
             .waiters
             .iter()
@@ -341,6 +409,7 @@ impl Pool {
                     let conn = lease.conn.take();
                     let slot = &mut shared.slots[s];
                     slot.conn = conn;
+                    slot.leased = false;
                     transition(slot, SlotState::Ready);
                 }
             }
@@ -358,11 +427,26 @@ impl Pool {
     ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
+        if sent {
+            slot.status.requests += 1;
+        }
+        if slot
+            .draining
+            .as_ref()
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            // A replaced worker finished its last request.
+            if let Some((_, done)) = slot.draining.take() {
+                let _ = done.send(());
+            }
+            return;
+        }
         if slot.generation != generation || slot.state != SlotState::Busy {
             return;
         }
+        slot.leased = false;
         if sent {
-            slot.status.requests += 1;
+            slot.status.worker_requests += 1;
         }
         if reusable && !conn.is_closed() {
             slot.conn = Some(conn);
@@ -371,32 +455,37 @@ impl Pool {
             // The worker may be fine but this connection is not; the slot
             // stays busy until its task has a new one.
             drop(shared);
-            let _ = self.commands[s].try_send(SlotCommand::Reconnect { generation });
+            self.command(s, SlotCommand::Reconnect { generation });
         }
     }
 
-    fn set_state(&self, s: usize, generation: u64, next: SlotState) {
+    pub(crate) fn set_state(&self, s: usize, generation: u64, next: SlotState) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
-        if slot.generation == generation {
+        if slot.generation == generation && slot.state != next {
             transition(slot, next);
         }
     }
 
-    fn worker_starting(&self, s: usize, generation: u64, socket: PathBuf) {
+    /// A cold boot begins (no worker serves the slot).
+    pub(crate) fn worker_starting(&self, s: usize, generation: u64, socket: PathBuf) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         slot.generation = generation;
         slot.conn = None;
+        slot.leased = false;
         transition(slot, SlotState::Starting);
         slot.status.pid = None;
         slot.status.socket = Some(socket);
         slot.status.memory_bytes = 0;
         slot.status.peak_memory_bytes = 0;
+        slot.status.rss_bytes = 0;
+        slot.status.worker_requests = 0;
         slot.status.started_at = Some(unix_now());
     }
 
-    fn worker_ready(self: &Arc<Self>, s: usize, generation: u64, pid: u32, conn: WorkerConn) {
+    /// Worker `generation` is (again) connected and idle.
+    pub(crate) fn worker_ready(self: &Arc<Self>, s: usize, generation: u64, pid: u32, conn: WorkerConn) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if slot.generation != generation {
@@ -407,34 +496,97 @@ impl Pool {
         self.hand_over(&mut shared, s);
     }
 
-    fn worker_gone(&self, s: usize, generation: u64, exit: String, next: SlotState) {
+    /// Switches slot `s` to a booted replacement in one step. The returned
+    /// receiver fires once the replaced worker has no request in flight.
+    pub(crate) fn swap(
+        self: &Arc<Self>,
+        s: usize,
+        generation: u64,
+        pid: u32,
+        socket: PathBuf,
+        conn: WorkerConn,
+    ) -> oneshot::Receiver<()> {
+        let (done_tx, done_rx) = oneshot::channel();
         let mut shared = self.lock();
         shared.idle.retain(|&i| i != s);
+        let slot = &mut shared.slots[s];
+        if slot.leased {
+            slot.draining = Some((slot.generation, done_tx));
+        } else {
+            let _ = done_tx.send(());
+        }
+        if !matches!(slot.state, SlotState::Ready | SlotState::Busy | SlotState::Starting) {
+            transition(slot, SlotState::Starting);
+        }
+        slot.generation = generation;
+        slot.leased = false;
+        slot.conn = Some(conn);
+        slot.status.pid = Some(pid);
+        slot.status.socket = Some(socket);
+        slot.status.memory_bytes = 0;
+        slot.status.peak_memory_bytes = 0;
+        slot.status.rss_bytes = 0;
+        slot.status.worker_requests = 0;
+        slot.status.started_at = Some(unix_now());
+        slot.status.replacement_pid = None;
+        self.hand_over(&mut shared, s);
+        done_rx
+    }
+
+    /// Worker `generation` ended; `next` is the slot's state from now on.
+    pub(crate) fn worker_gone(&self, s: usize, generation: u64, reason: ExitReason, exit: String, next: SlotState) {
+        let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if slot.generation != generation {
             return;
         }
+        shared.idle.retain(|&i| i != s);
+        let slot = &mut shared.slots[s];
         slot.conn = None;
+        slot.leased = false;
         slot.status.pid = None;
-        if slot.state != SlotState::Stopping {
+        if reason != ExitReason::Shutdown {
             slot.status.restarts += 1;
         }
+        slot.status.last_reason = Some(reason);
         slot.status.last_exit = Some(exit);
         if slot.state != next {
             transition(slot, next);
         }
     }
 
-    fn record_error(&self, s: usize, message: String) {
-        self.lock().slots[s].status.last_error = Some(message);
+    /// A replaced worker ended (it no longer served the slot).
+    pub(crate) fn replaced_worker_gone(&self, s: usize, pid: u32, reason: ExitReason, exit: String) {
+        let mut shared = self.lock();
+        let slot = &mut shared.slots[s];
+        slot.status.draining_pids.retain(|&p| p != pid);
+        slot.status.restarts += 1;
+        slot.status.last_reason = Some(reason);
+        slot.status.last_exit = Some(exit);
     }
 
-    fn record_memory(&self, s: usize, generation: u64, memory: u64, peak: u64) {
+    pub(crate) fn set_surge(&self, s: usize, replacement: Option<u32>, draining: Option<u32>) {
+        let mut shared = self.lock();
+        let status = &mut shared.slots[s].status;
+        status.replacement_pid = replacement;
+        if let Some(pid) = draining {
+            status.draining_pids.push(pid);
+        }
+    }
+
+    pub(crate) fn record_error(&self, s: usize, message: Option<String>) {
+        self.lock().slots[s].status.last_error = message;
+    }
+
+    pub(crate) fn record_memory(&self, s: usize, generation: u64, memory: u64, peak: u64, rss: Option<u64>) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if slot.generation == generation {
             slot.status.memory_bytes = memory;
             slot.status.peak_memory_bytes = peak;
+            if let Some(rss) = rss {
+                slot.status.rss_bytes = rss;
+            }
         }
     }
 
@@ -458,7 +610,12 @@ impl Pool {
         self.closed.store(true, Ordering::Release);
     }
 
-    /// Tells every slot task to stop its worker and end.
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Tells every slot task to stop its workers and end.
     pub async fn stop_all(&self) {
         for tx in &self.commands {
             let _ = tx.send(SlotCommand::Stop).await;
@@ -476,17 +633,13 @@ fn transition(slot: &mut Slot, next: SlotState) {
             slot.state,
             next
         );
-        debug_assert!(
-            false,
-            "illegal slot transition {:?} -> {:?}",
-            slot.state, next
-        );
+        debug_assert!(false, "illegal slot transition {:?} -> {:?}", slot.state, next);
     }
     slot.state = next;
     slot.status.state = next;
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -522,6 +675,11 @@ impl Lease {
         self.slot
     }
 
+    /// Which of the slot's workers this is.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The worker's connection; using it marks the request as sent.
     pub fn conn(&mut self) -> Option<&mut WorkerConn> {
         self.sent = true;
@@ -539,6 +697,17 @@ impl Lease {
         self.sent = false;
         self.completed = false;
     }
+
+    /// The worker is stuck: have it killed and replaced.
+    pub fn kill(&self, reason: ExitReason) {
+        self.pool.command(
+            self.slot,
+            SlotCommand::Kill {
+                generation: self.generation,
+                reason,
+            },
+        );
+    }
 }
 
 impl Drop for Lease {
@@ -549,298 +718,6 @@ impl Drop for Lease {
                 .release(self.slot, self.generation, conn, reusable, self.sent);
         }
     }
-}
-
-/// The task that owns one slot's worker.
-struct SlotTask {
-    pool: Arc<Pool>,
-    slot: usize,
-    spec: Arc<WorkerSpec>,
-    run_dir: PathBuf,
-    bootstrap_timeout: Duration,
-    commands: mpsc::Receiver<SlotCommand>,
-}
-
-/// How a worker's boot ended.
-enum Boot {
-    Ready { pid: u32, conn: WorkerConn },
-    Failed(String),
-    Stop,
-}
-
-/// How a running worker's life ended.
-enum Life {
-    Exited(String),
-    Stop,
-}
-
-impl SlotTask {
-    fn label(&self) -> String {
-        format!("slot {}", self.slot)
-    }
-
-    async fn run(mut self) {
-        let mut generation = 0u64;
-        let mut failures = 0u32;
-        let label = self.label();
-        loop {
-            generation += 1;
-            let socket = self
-                .run_dir
-                .join(format!("w{}-{generation}.sock", self.slot));
-            let _ = std::fs::remove_file(&socket);
-            self.pool
-                .worker_starting(self.slot, generation, socket.clone());
-            tracing::info!("[{label}] starting worker");
-            let listen = Listen::Unix(socket.clone());
-            let (mut worker, mut events) =
-                match Worker::spawn(&self.spec, &listen, self.slot, label.clone()).await {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        let message = format!("cannot run {}: {err}", self.spec.php.path.display());
-                        if self.fail_and_wait(generation, &mut failures, message).await {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-            let (pid, conn) = match self.boot(&mut worker, &mut events, &socket).await {
-                Boot::Ready { pid, conn } => (pid, conn),
-                Boot::Stop => {
-                    self.stop_worker(generation, &mut worker).await;
-                    return;
-                }
-                Boot::Failed(message) => {
-                    worker.kill_group();
-                    let exit = worker.wait().await;
-                    tracing::debug!("[{label}] failed worker ended: {exit}");
-                    if self.fail_and_wait(generation, &mut failures, message).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            tracing::info!("[{label}] worker {pid} ready");
-            let ready_at = Instant::now();
-            self.pool.worker_ready(self.slot, generation, pid, conn);
-            match self
-                .serve(generation, &mut worker, &mut events, &socket)
-                .await
-            {
-                Life::Stop => {
-                    self.stop_worker(generation, &mut worker).await;
-                    return;
-                }
-                Life::Exited(exit) => {
-                    let _ = std::fs::remove_file(&socket);
-                    tracing::warn!("[{label}] worker {pid} exited ({exit}); starting a new one");
-                    if ready_at.elapsed() < MIN_HEALTHY_RUN {
-                        failures += 1;
-                        self.pool
-                            .worker_gone(self.slot, generation, exit, SlotState::Exited);
-                        if self.wait_backoff(generation, failures, false).await {
-                            return;
-                        }
-                    } else {
-                        failures = 0;
-                        self.pool
-                            .worker_gone(self.slot, generation, exit, SlotState::Exited);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for the worker's `ready`, then connects to its socket.
-    async fn boot(
-        &mut self,
-        worker: &mut Worker,
-        events: &mut mpsc::Receiver<WorkerEvent>,
-        socket: &std::path::Path,
-    ) -> Boot {
-        let deadline = tokio::time::sleep(self.bootstrap_timeout);
-        tokio::pin!(deadline);
-        let pid = loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(WorkerEvent::Ready { pid }) => break pid,
-                    Some(WorkerEvent::BootstrapError { message }) => return Boot::Failed(message),
-                    Some(_) => {}
-                    None => {
-                        // The control channel closed: the worker is exiting.
-                        let exit = worker.wait().await;
-                        return Boot::Failed(self.explain(worker, &format!("the worker exited during bootstrap ({exit})")));
-                    }
-                },
-                exit = worker.wait() => {
-                    return Boot::Failed(self.explain(worker, &format!("the worker exited during bootstrap ({exit})")));
-                }
-                command = self.commands.recv() => match command {
-                    Some(SlotCommand::Stop) | None => return Boot::Stop,
-                    Some(SlotCommand::Reconnect { .. }) => {}
-                },
-                _ = &mut deadline => {
-                    return Boot::Failed(self.explain(worker, &format!(
-                        "the worker did not become ready within {:?} (--bootstrap-timeout)",
-                        self.bootstrap_timeout
-                    )));
-                }
-            }
-        };
-        match connect(socket).await {
-            Ok(conn) => Boot::Ready { pid, conn },
-            Err(err) => Boot::Failed(format!(
-                "cannot connect to the worker's socket {}: {err}",
-                socket.display()
-            )),
-        }
-    }
-
-    /// Adds the worker's last output lines to a failure message: a PHP error
-    /// printed before the runtime could report it is the useful part.
-    fn explain(&self, worker: &Worker, what: &str) -> String {
-        let output = worker.recent_output();
-        if output.is_empty() {
-            what.to_string()
-        } else {
-            format!("{what}; its last output:\n{output}")
-        }
-    }
-
-    /// Watches a ready worker until it exits or the slot is told to stop.
-    async fn serve(
-        &mut self,
-        generation: u64,
-        worker: &mut Worker,
-        events: &mut mpsc::Receiver<WorkerEvent>,
-        socket: &std::path::Path,
-    ) -> Life {
-        let mut events_open = true;
-        loop {
-            tokio::select! {
-                event = events.recv(), if events_open => match event {
-                    Some(WorkerEvent::RequestDone { memory, peak_memory }) => {
-                        self.pool.record_memory(self.slot, generation, memory, peak_memory);
-                    }
-                    Some(WorkerEvent::Exiting { reason }) => {
-                        tracing::info!("[{}] worker is exiting: {reason}", self.label());
-                    }
-                    Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
-                    None => events_open = false,
-                },
-                exit = worker.wait() => return Life::Exited(exit),
-                command = self.commands.recv() => match command {
-                    Some(SlotCommand::Stop) | None => return Life::Stop,
-                    Some(SlotCommand::Reconnect { generation: g }) if g == generation => {
-                        match connect(socket).await {
-                            Ok(conn) => self.pool.worker_ready(self.slot, generation, worker.pid(), conn),
-                            Err(err) => {
-                                // The worker is dying or wedged: replace it.
-                                tracing::warn!("[{}] cannot reconnect to worker ({err}); killing it", self.label());
-                                worker.kill_group();
-                            }
-                        }
-                    }
-                    Some(SlotCommand::Reconnect { .. }) => {}
-                },
-            }
-        }
-    }
-
-    /// Records a failed boot and waits out the backoff. Returns true when
-    /// the slot was told to stop meanwhile.
-    async fn fail_and_wait(
-        &mut self,
-        generation: u64,
-        failures: &mut u32,
-        message: String,
-    ) -> bool {
-        *failures += 1;
-        tracing::error!(
-            "[{}] worker failed to boot (attempt {}): {message}",
-            self.label(),
-            failures
-        );
-        self.pool.record_error(self.slot, message);
-        let next = if *failures >= FAILED_AFTER {
-            SlotState::Failed
-        } else {
-            SlotState::Backoff
-        };
-        self.pool.set_state(self.slot, generation, next);
-        self.wait_backoff(generation, *failures, true).await
-    }
-
-    /// Sleeps for the backoff of `failures` consecutive failures. Returns
-    /// true when the slot was told to stop meanwhile.
-    async fn wait_backoff(
-        &mut self,
-        generation: u64,
-        failures: u32,
-        already_in_backoff: bool,
-    ) -> bool {
-        if !already_in_backoff {
-            self.pool
-                .set_state(self.slot, generation, SlotState::Backoff);
-        }
-        let delay = backoff(failures);
-        tracing::info!(
-            "[{}] next attempt in {:.1}s",
-            self.label(),
-            delay.as_secs_f64()
-        );
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => return false,
-                command = self.commands.recv() => match command {
-                    Some(SlotCommand::Stop) | None => {
-                        self.pool.set_state(self.slot, generation, SlotState::Stopping);
-                        self.pool.set_state(self.slot, generation, SlotState::Exited);
-                        return true;
-                    }
-                    Some(SlotCommand::Reconnect { .. }) => {}
-                },
-            }
-        }
-    }
-
-    async fn stop_worker(&mut self, generation: u64, worker: &mut Worker) {
-        self.pool
-            .set_state(self.slot, generation, SlotState::Stopping);
-        let exit = worker.stop(STOP_GRACE).await;
-        tracing::info!(
-            "[{}] worker {} stopped ({exit})",
-            self.label(),
-            worker.pid()
-        );
-        self.pool.worker_gone(
-            self.slot,
-            generation,
-            format!("shutdown: {exit}"),
-            SlotState::Exited,
-        );
-    }
-}
-
-/// The delay before boot attempt number `failures + 1`.
-fn backoff(failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
-}
-
-/// Opens an HTTP/1.1 connection to a worker's private socket.
-async fn connect(socket: &std::path::Path) -> std::io::Result<WorkerConn> {
-    let stream = tokio::net::UnixStream::connect(socket).await?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        // Ends when the worker or the master closes the connection.
-        let _ = connection.await;
-    });
-    Ok(sender)
 }
 
 #[cfg(test)]
@@ -870,10 +747,8 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_a_limit() {
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(2), Duration::from_secs(1));
-        assert_eq!(backoff(3), Duration::from_secs(2));
-        assert_eq!(backoff(40), BACKOFF_MAX);
+    fn exit_reasons_read_like_the_options() {
+        assert_eq!(ExitReason::MaxRequests.to_string(), "max-requests");
+        assert_eq!(ExitReason::Ttl.to_string(), "ttl");
     }
 }

@@ -208,29 +208,36 @@ impl Worker {
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    /// Stops the worker: closes its control channel so it exits by itself,
-    /// and kills its process group if it has not exited after `grace`.
-    /// Returns how it ended.
+    /// Stops the worker: closes its control channel so it exits by itself;
+    /// if it has not after `grace`, SIGTERM to its process group, and one
+    /// second later SIGKILL. Returns how it ended.
     pub async fn stop(&mut self, grace: Duration) -> String {
         self.control.take();
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => {
-                self.kill_group();
-                describe_exit(status)
-            }
-            _ => {
-                self.kill_group();
-                self.wait().await
-            }
+        if let Ok(Ok(status)) = tokio::time::timeout(grace, self.child.wait()).await {
+            // Grandchildren the worker left behind go with its group.
+            self.kill_group();
+            return describe_exit(status);
+        }
+        self.signal_group(Signal::SIGTERM);
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await {
+            self.kill_group();
+            return describe_exit(status);
+        }
+        self.kill_group();
+        self.wait().await
+    }
+
+    /// Sends a signal to the worker's whole process group.
+    pub fn signal_group(&self, signal: Signal) {
+        if self.pid != 0 {
+            // ESRCH (already gone) is expected after an exit.
+            let _ = killpg(Pid::from_raw(self.pid as i32), signal);
         }
     }
 
     /// Kills the worker's whole process group at once.
     pub fn kill_group(&self) {
-        if self.pid != 0 {
-            // ESRCH (already gone) is the expected case after a clean exit.
-            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-        }
+        self.signal_group(Signal::SIGKILL);
     }
 }
 

@@ -1,0 +1,730 @@
+//! The task that owns one slot's workers.
+//!
+//! # Theory of operation
+//!
+//! `SlotTask::run` is the only code that starts, replaces or stops the
+//! slot's PHP processes. It keeps at most three: the `current` worker that
+//! serves the slot, a `replacing` one booting beside it, and replaced ones
+//! finishing their last request (each owned by a small stopper task).
+//!
+//! Every restart is surge-first: the replacement boots on a new private
+//! socket while the current worker keeps serving; once it reports `ready`
+//! and is connected, `Pool::swap` switches the slot to it in one step; the
+//! old worker finishes the request it may be serving and is then stopped.
+//! If the replacement fails to boot, nothing changes for the slot and the
+//! PHP error goes back to whoever asked (a rolling restart stops there).
+//!
+//! Only a worker that is already gone (crash, exit(), killed after a
+//! timeout) is followed by a cold boot, with exponential backoff when
+//! boots keep failing.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::pool::{ExitReason, Pool, SlotCommand, SlotState, WorkerConn};
+use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
+
+/// Backoff after the first failed boot; doubles per failure.
+const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Longest wait between two boot attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Consecutive failures after which a slot is reported `failed`.
+const FAILED_AFTER: u32 = 5;
+/// A worker that crashes sooner than this after becoming ready counts as a
+/// failed boot for backoff purposes, so a crash loop cannot spin.
+const MIN_HEALTHY_RUN: Duration = Duration::from_secs(2);
+/// How long a replaced or stopping worker gets to exit by itself.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a worker whose connection broke gets to show it is exiting
+/// before a new connection is opened.
+const RECONNECT_SETTLE: Duration = Duration::from_millis(100);
+/// How often a worker's RSS is read at most.
+const RSS_INTERVAL: Duration = Duration::from_secs(1);
+/// After a recycle whose replacement failed to boot, wait this long before
+/// the next recycle attempt of that worker.
+const RECYCLE_RETRY: Duration = Duration::from_secs(30);
+
+/// When workers are recycled.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub bootstrap_timeout: Duration,
+    /// Requests per worker; 0 = unlimited.
+    pub max_requests: u64,
+    /// Lifetime of a worker.
+    pub ttl: Option<Duration>,
+    /// Bytes of PHP memory or RSS after which a worker is recycled.
+    pub memory_limit: Option<u64>,
+    /// Fraction (0..1) by which max-requests and ttl are lowered at random
+    /// per worker, so workers do not all recycle together.
+    pub jitter: f64,
+}
+
+/// A worker that is ready and serving (or was).
+struct Running {
+    worker: Worker,
+    events: mpsc::Receiver<WorkerEvent>,
+    events_open: bool,
+    generation: u64,
+    pid: u32,
+    ready_at: Instant,
+    requests: u64,
+    max_requests: u64,
+    ttl_deadline: Option<Instant>,
+    /// Why it will exit, when that is known before it does.
+    exit_reason: Option<ExitReason>,
+    /// A recycle is under way or may not be retried before this instant.
+    recycle_blocked_until: Option<Instant>,
+    last_rss: Option<Instant>,
+}
+
+/// A booted worker and its connection.
+struct Booted {
+    running: Running,
+    conn: WorkerConn,
+    socket: PathBuf,
+}
+
+type BootFuture = Pin<Box<dyn Future<Output = Result<Booted, String>> + Send>>;
+
+struct Replacing {
+    boot: BootFuture,
+    reason: ExitReason,
+    replies: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// What happened to the current worker.
+enum News {
+    Event(Option<WorkerEvent>),
+    Exited(String),
+}
+
+/// The task that owns one slot's workers; see the module docs.
+pub(crate) struct SlotTask {
+    pool: Arc<Pool>,
+    slot: usize,
+    spec: Arc<WorkerSpec>,
+    run_dir: PathBuf,
+    limits: Limits,
+    commands: mpsc::Receiver<SlotCommand>,
+    generation: u64,
+    failures: u32,
+    stoppers: Vec<JoinHandle<()>>,
+}
+
+impl SlotTask {
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        slot: usize,
+        spec: Arc<WorkerSpec>,
+        run_dir: PathBuf,
+        limits: Limits,
+        commands: mpsc::Receiver<SlotCommand>,
+    ) -> Self {
+        Self {
+            pool,
+            slot,
+            spec,
+            run_dir,
+            limits,
+            commands,
+            generation: 0,
+            failures: 0,
+            stoppers: Vec::new(),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("slot {}", self.slot)
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut current: Option<Running> = None;
+        let mut replacing: Option<Replacing> = None;
+        loop {
+            if current.is_none() && replacing.is_none() {
+                match self.cold_boot().await {
+                    Some(running) => current = Some(running),
+                    None => break,
+                }
+            }
+            let ttl_at = current
+                .as_ref()
+                .filter(|c| c.recycle_blocked_until.is_none())
+                .and_then(|c| c.ttl_deadline);
+            tokio::select! {
+                news = watch(&mut current) => match news {
+                    News::Event(event) => {
+                        if let Some(reason) = self.on_event(&mut current, event).await {
+                            self.replace(&mut current, &mut replacing, reason, None);
+                        }
+                    }
+                    News::Exited(exit) => {
+                        if let Some(gone) = current.take() {
+                            if self.on_exit(gone, exit, replacing.is_some()).await {
+                                break;
+                            }
+                        }
+                    }
+                },
+                booted = poll_boot(&mut replacing) => {
+                    let Some(Replacing { reason, replies, .. }) = replacing.take() else { continue };
+                    self.on_replacement(&mut current, booted, reason, replies);
+                    if current.is_none() && self.wait_backoff(None).await {
+                        break;
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    None | Some(SlotCommand::Stop) => break,
+                    Some(SlotCommand::Replace { reason, reply }) => {
+                        self.replace(&mut current, &mut replacing, reason, reply);
+                    }
+                    Some(SlotCommand::Reconnect { generation }) => {
+                        if let Some(exit) = self.reconnect(&mut current, generation).await {
+                            if let Some(gone) = current.take() {
+                                if self.on_exit(gone, exit, replacing.is_some()).await {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Some(SlotCommand::Kill { generation, reason }) => {
+                        if let Some(running) = current.as_mut().filter(|c| c.generation == generation) {
+                            tracing::warn!("[{}] killing worker {} ({reason})", self.label(), running.pid);
+                            running.exit_reason = Some(reason);
+                            running.worker.kill_group();
+                        }
+                    }
+                },
+                _ = sleep_until(ttl_at) => self.replace(&mut current, &mut replacing, ExitReason::Ttl, None),
+            }
+        }
+        self.shutdown(current, replacing).await;
+    }
+
+    /// Boots a worker when none serves the slot, retrying with backoff.
+    /// Returns None when the slot was told to stop meanwhile.
+    async fn cold_boot(&mut self) -> Option<Running> {
+        let mut replies: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+        loop {
+            self.generation += 1;
+            let socket = self.socket(self.generation);
+            self.pool.worker_starting(self.slot, self.generation, socket.clone());
+            let boot = boot(
+                self.pool.clone(),
+                self.spec.clone(),
+                self.limits.clone(),
+                self.slot,
+                self.generation,
+                socket,
+                false,
+            );
+            tokio::pin!(boot);
+            let result = loop {
+                tokio::select! {
+                    result = &mut boot => break result,
+                    command = self.commands.recv() => match command {
+                        None | Some(SlotCommand::Stop) => {
+                            self.pool.set_state(self.slot, self.generation, SlotState::Stopping);
+                            self.pool.set_state(self.slot, self.generation, SlotState::Exited);
+                            answer(replies, Err("ppm is stopping".into()));
+                            return None;
+                        }
+                        // A worker booting now runs the newest code already.
+                        Some(SlotCommand::Replace { reply, .. }) => replies.extend(reply),
+                        Some(SlotCommand::Reconnect { .. } | SlotCommand::Kill { .. }) => {}
+                    },
+                }
+            };
+            match result {
+                Ok(Booted { running, conn, .. }) => {
+                    tracing::info!("[{}] worker {} ready", self.label(), running.pid);
+                    self.pool.record_error(self.slot, None);
+                    self.pool.worker_ready(self.slot, running.generation, running.pid, conn);
+                    answer(replies, Ok(()));
+                    return Some(running);
+                }
+                Err(message) => {
+                    self.failures += 1;
+                    tracing::error!(
+                        "[{}] worker failed to boot (attempt {}): {message}",
+                        self.label(),
+                        self.failures
+                    );
+                    self.pool.record_error(self.slot, Some(message.clone()));
+                    let next = if self.failures >= FAILED_AFTER {
+                        SlotState::Failed
+                    } else {
+                        SlotState::Backoff
+                    };
+                    self.pool.set_state(self.slot, self.generation, next);
+                    answer(std::mem::take(&mut replies), Err(message));
+                    if self.wait_backoff(Some(&mut replies)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a control message of the current worker; returns a reason
+    /// to recycle it, if one was reached.
+    async fn on_event(&mut self, current: &mut Option<Running>, event: Option<WorkerEvent>) -> Option<ExitReason> {
+        let running = current.as_mut()?;
+        match event {
+            None => running.events_open = false,
+            Some(WorkerEvent::Exiting { reason }) => {
+                tracing::info!("[{}] worker {} is exiting: {reason}", self.label(), running.pid);
+                running.exit_reason = Some(ExitReason::Exit);
+            }
+            Some(WorkerEvent::RequestDone { memory, peak_memory }) => {
+                running.requests += 1;
+                let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
+                    running.last_rss = Some(Instant::now());
+                    read_rss(running.pid).await
+                } else {
+                    None
+                };
+                self.pool
+                    .record_memory(self.slot, running.generation, memory, peak_memory, rss);
+                if running
+                    .recycle_blocked_until
+                    .is_some_and(|until| Instant::now() < until)
+                {
+                    return None;
+                }
+                if running.max_requests > 0 && running.requests >= running.max_requests {
+                    return Some(ExitReason::MaxRequests);
+                }
+                if let Some(limit) = self.limits.memory_limit {
+                    if memory.max(peak_memory) >= limit || rss.is_some_and(|rss| rss >= limit) {
+                        return Some(ExitReason::Memory);
+                    }
+                }
+            }
+            Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
+        }
+        None
+    }
+
+    /// The current worker exited. Returns true when the slot was told to
+    /// stop while waiting out a backoff.
+    async fn on_exit(&mut self, gone: Running, exit: String, replacement_booting: bool) -> bool {
+        let reason = gone.exit_reason.unwrap_or(ExitReason::Crash);
+        let _ = std::fs::remove_file(self.socket(gone.generation));
+        let log = format!("[{}] worker {} exited ({exit}, {reason})", self.label(), gone.pid);
+        if reason == ExitReason::Crash {
+            tracing::warn!("{log}");
+        } else {
+            tracing::info!("{log}");
+        }
+        self.pool
+            .worker_gone(self.slot, gone.generation, reason, exit, SlotState::Exited);
+        if replacement_booting {
+            // The replacement will take the slot when it is ready.
+            return false;
+        }
+        if reason == ExitReason::Crash && gone.ready_at.elapsed() < MIN_HEALTHY_RUN {
+            self.failures += 1;
+            self.pool.set_state(self.slot, gone.generation, SlotState::Backoff);
+            return self.wait_backoff(None).await;
+        }
+        self.failures = 0;
+        false
+    }
+
+    /// Starts a surge-first replacement of the current worker, or joins the
+    /// one under way.
+    fn replace(
+        &mut self,
+        current: &mut Option<Running>,
+        replacing: &mut Option<Replacing>,
+        reason: ExitReason,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        if let Some(under_way) = replacing.as_mut() {
+            under_way.replies.extend(reply);
+            return;
+        }
+        if let Some(running) = current.as_mut() {
+            running.recycle_blocked_until = Some(Instant::now() + Duration::from_secs(86_400 * 365));
+            tracing::info!(
+                "[{}] replacing worker {} ({reason}, {} requests served)",
+                self.label(),
+                running.pid,
+                running.requests
+            );
+        }
+        self.generation += 1;
+        let socket = self.socket(self.generation);
+        *replacing = Some(Replacing {
+            boot: Box::pin(boot(
+                self.pool.clone(),
+                self.spec.clone(),
+                self.limits.clone(),
+                self.slot,
+                self.generation,
+                socket,
+                true,
+            )),
+            reason,
+            replies: reply.into_iter().collect(),
+        });
+    }
+
+    /// A replacement finished booting: switch the slot to it, or keep the
+    /// current worker when it failed.
+    fn on_replacement(
+        &mut self,
+        current: &mut Option<Running>,
+        booted: Result<Booted, String>,
+        reason: ExitReason,
+        replies: Vec<oneshot::Sender<Result<(), String>>>,
+    ) {
+        match booted {
+            Ok(Booted { running, conn, socket }) => {
+                let old = current.take();
+                self.pool.set_surge(self.slot, None, old.as_ref().map(|o| o.pid));
+                let drained = self
+                    .pool
+                    .swap(self.slot, running.generation, running.pid, socket, conn);
+                tracing::info!(
+                    "[{}] worker {} took over{}",
+                    self.label(),
+                    running.pid,
+                    old.as_ref()
+                        .map(|o| format!(" from worker {} ({reason})", o.pid))
+                        .unwrap_or_default()
+                );
+                *current = Some(running);
+                self.failures = 0;
+                self.pool.record_error(self.slot, None);
+                if let Some(old) = old {
+                    self.stoppers.push(tokio::spawn(retire(
+                        self.pool.clone(),
+                        self.slot,
+                        old,
+                        drained,
+                        reason,
+                    )));
+                }
+                self.stoppers.retain(|s| !s.is_finished());
+                answer(replies, Ok(()));
+            }
+            Err(message) => {
+                self.pool.set_surge(self.slot, None, None);
+                tracing::error!("[{}] replacement failed to boot: {message}", self.label());
+                self.pool.record_error(self.slot, Some(message.clone()));
+                if let Some(running) = current.as_mut() {
+                    // Keep serving; try recycling again later.
+                    running.recycle_blocked_until = Some(Instant::now() + RECYCLE_RETRY);
+                } else {
+                    self.failures += 1;
+                }
+                answer(replies, Err(message));
+            }
+        }
+    }
+
+    /// Opens a new connection to the current worker after its last one
+    /// broke. Returns how the worker ended if it turns out to be exiting.
+    async fn reconnect(&mut self, current: &mut Option<Running>, generation: u64) -> Option<String> {
+        let running = current.as_mut().filter(|c| c.generation == generation)?;
+        // A connection usually breaks because the worker is exiting (exit(),
+        // a crash), and its socket may accept for a moment longer: give it
+        // that moment rather than hand out a connection to a dying worker.
+        if let Ok(exit) = tokio::time::timeout(RECONNECT_SETTLE, running.worker.wait()).await {
+            return Some(exit);
+        }
+        match connect(&self.socket(generation)).await {
+            Ok(conn) => self
+                .pool
+                .worker_ready(self.slot, generation, running.pid, conn),
+            Err(err) => {
+                // The worker is dying or wedged: replace it.
+                tracing::warn!("[{}] cannot reconnect to worker ({err}); killing it", self.label());
+                running.worker.kill_group();
+            }
+        }
+        None
+    }
+
+    /// Sleeps for the backoff of the failures so far. Returns true when the
+    /// slot was told to stop meanwhile; restart requests that arrive are
+    /// collected in `replies` when given (answered after the next boot).
+    async fn wait_backoff(&mut self, mut replies: Option<&mut Vec<oneshot::Sender<Result<(), String>>>>) -> bool {
+        let delay = backoff(self.failures);
+        tracing::info!("[{}] next attempt in {:.1}s", self.label(), delay.as_secs_f64());
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return false,
+                command = self.commands.recv() => match command {
+                    None | Some(SlotCommand::Stop) => {
+                        self.pool.set_state(self.slot, self.generation, SlotState::Stopping);
+                        self.pool.set_state(self.slot, self.generation, SlotState::Exited);
+                        if let Some(replies) = replies.take() {
+                            answer(std::mem::take(replies), Err("ppm is stopping".into()));
+                        }
+                        return true;
+                    }
+                    Some(SlotCommand::Replace { reply, .. }) => match replies.as_deref_mut() {
+                        Some(replies) => replies.extend(reply),
+                        None => answer(reply.into_iter().collect(), Err("the slot is waiting to retry a failed boot".into())),
+                    },
+                    Some(SlotCommand::Reconnect { .. } | SlotCommand::Kill { .. }) => {}
+                },
+            }
+        }
+    }
+
+    async fn shutdown(mut self, current: Option<Running>, replacing: Option<Replacing>) {
+        if let Some(under_way) = replacing {
+            // Dropping the boot kills the half-booted worker.
+            drop(under_way.boot);
+            answer(under_way.replies, Err("ppm is stopping".into()));
+        }
+        if let Some(mut running) = current {
+            self.pool
+                .set_state(self.slot, running.generation, SlotState::Stopping);
+            let exit = running.worker.stop(STOP_GRACE).await;
+            tracing::info!("[{}] worker {} stopped ({exit})", self.label(), running.pid);
+            self.pool.worker_gone(
+                self.slot,
+                running.generation,
+                ExitReason::Shutdown,
+                exit,
+                SlotState::Exited,
+            );
+            let _ = std::fs::remove_file(self.socket(running.generation));
+        }
+        for stopper in self.stoppers.drain(..) {
+            let _ = stopper.await;
+        }
+    }
+
+    fn socket(&self, generation: u64) -> PathBuf {
+        self.run_dir.join(format!("w{}-{generation}.sock", self.slot))
+    }
+}
+
+/// Waits for news of the current worker; never resolves without one.
+async fn watch(current: &mut Option<Running>) -> News {
+    match current {
+        None => std::future::pending().await,
+        Some(running) => tokio::select! {
+            event = running.events.recv(), if running.events_open => News::Event(event),
+            exit = running.worker.wait() => News::Exited(exit),
+        },
+    }
+}
+
+async fn poll_boot(replacing: &mut Option<Replacing>) -> Result<Booted, String> {
+    match replacing {
+        None => std::future::pending().await,
+        Some(under_way) => (&mut under_way.boot).await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn answer(replies: Vec<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
+    for reply in replies {
+        let _ = reply.send(result.clone());
+    }
+}
+
+/// Lets a replaced worker finish its request, then stops it.
+async fn retire(pool: Arc<Pool>, slot: usize, mut old: Running, drained: oneshot::Receiver<()>, reason: ExitReason) {
+    tokio::select! {
+        _ = drained => {}
+        exit = old.worker.wait() => {
+            pool.replaced_worker_gone(slot, old.pid, reason, exit);
+            return;
+        }
+    }
+    let exit = old.worker.stop(STOP_GRACE).await;
+    tracing::info!("[slot {slot}] replaced worker {} stopped ({exit})", old.pid);
+    pool.replaced_worker_gone(slot, old.pid, reason, exit);
+}
+
+/// Spawns a worker and waits until it is ready and connected. With
+/// `surge`, it first takes one of the pool's surge permits, so at most
+/// `--max-surge` extra workers boot at once.
+async fn boot(
+    pool: Arc<Pool>,
+    spec: Arc<WorkerSpec>,
+    limits: Limits,
+    slot: usize,
+    generation: u64,
+    socket: PathBuf,
+    surge: bool,
+) -> Result<Booted, String> {
+    let _permit = if surge {
+        Some(pool.surge.clone().acquire_owned().await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let label = format!("slot {slot}");
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("[{label}] starting worker");
+    let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket.clone()), slot, label)
+        .await
+        .map_err(|err| format!("cannot run {}: {err}", spec.php.path.display()))?;
+    if surge {
+        pool.set_surge(slot, Some(worker.pid()), None);
+    }
+    let deadline = tokio::time::sleep(limits.bootstrap_timeout);
+    tokio::pin!(deadline);
+    let failed = |worker: &Worker, what: String| {
+        let output = worker.recent_output();
+        if output.is_empty() {
+            what
+        } else {
+            format!("{what}; its last output:\n{output}")
+        }
+    };
+    let outcome = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(WorkerEvent::Ready { pid }) => break Ok(pid),
+                Some(WorkerEvent::BootstrapError { message }) => break Err(message),
+                Some(_) => {}
+                None => {
+                    let exit = worker.wait().await;
+                    break Err(failed(&worker, format!("the worker exited during bootstrap ({exit})")));
+                }
+            },
+            exit = worker.wait() => {
+                break Err(failed(&worker, format!("the worker exited during bootstrap ({exit})")));
+            }
+            _ = &mut deadline => {
+                break Err(failed(&worker, format!(
+                    "the worker did not become ready within {:?} (--bootstrap-timeout)",
+                    limits.bootstrap_timeout
+                )));
+            }
+        }
+    };
+    let outcome = match outcome {
+        Ok(pid) => connect(&socket)
+            .await
+            .map(|conn| (pid, conn))
+            .map_err(|err| format!("cannot connect to the worker's socket {}: {err}", socket.display())),
+        Err(message) => Err(message),
+    };
+    let (pid, conn) = match outcome {
+        Ok(pair) => pair,
+        Err(message) => {
+            worker.kill_group();
+            let _ = worker.wait().await;
+            let _ = std::fs::remove_file(&socket);
+            return Err(message);
+        }
+    };
+    let seed = random_fraction(slot, generation);
+    let max_requests = match limits.max_requests {
+        0 => 0,
+        n => (n - (n as f64 * limits.jitter * seed) as u64).max(1),
+    };
+    let ttl_deadline = limits
+        .ttl
+        .map(|ttl| Instant::now() + ttl.mul_f64(1.0 - limits.jitter * seed));
+    Ok(Booted {
+        running: Running {
+            worker,
+            events,
+            events_open: true,
+            generation,
+            pid,
+            ready_at: Instant::now(),
+            requests: 0,
+            max_requests,
+            ttl_deadline,
+            exit_reason: None,
+            recycle_blocked_until: None,
+            last_rss: None,
+        },
+        conn,
+        socket,
+    })
+}
+
+/// A number in [0, 1), different per slot and worker.
+fn random_fraction(slot: usize, generation: u64) -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(slot);
+    hasher.write_u64(generation);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The resident set size of a process, read off the async threads.
+async fn read_rss(pid: u32) -> Option<u64> {
+    tokio::task::spawn_blocking(move || {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+        let mut system = System::new();
+        let pid = Pid::from_u32(pid);
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        system.process(pid).map(|p| p.memory())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The delay before boot attempt number `failures + 1`.
+fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// Opens an HTTP/1.1 connection to a worker's private socket.
+async fn connect(socket: &std::path::Path) -> std::io::Result<WorkerConn> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        // Ends when the worker or the master closes the connection.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_limit() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn jitter_fractions_differ_between_workers_and_stay_below_one() {
+        let values: Vec<f64> = (0..50).map(|g| random_fraction(1, g)).collect();
+        assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
+        let first = values[0];
+        assert!(values.iter().any(|v| (v - first).abs() > 1e-9));
+    }
+}
