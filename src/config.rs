@@ -137,16 +137,25 @@ impl StartOptions {
             ("slow-request-time", self.slow_request_time),
         ] {
             if !(value.is_finite() && (0.0..=31_536_000.0).contains(&value)) {
-                return Err(invalid(name, "must be a number of seconds, 0 to turn it off"));
+                return Err(invalid(
+                    name,
+                    "must be a number of seconds, 0 to turn it off",
+                ));
             }
         }
         if !(self.recycle_jitter.is_finite() && (0.0..=90.0).contains(&self.recycle_jitter)) {
-            return Err(invalid("recycle-jitter", "must be a percentage from 0 to 90"));
+            return Err(invalid(
+                "recycle-jitter",
+                "must be a percentage from 0 to 90",
+            ));
         }
         if self.max_surge == 0 || self.max_surge > self.workers {
             return Err(invalid(
                 "max-surge",
-                format!("must be between 1 and the number of workers ({})", self.workers),
+                format!(
+                    "must be between 1 and the number of workers ({})",
+                    self.workers
+                ),
             ));
         }
         if self.memory_limit > 1024 * 1024 {

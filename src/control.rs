@@ -125,15 +125,25 @@ async fn restart(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     (StatusCode::ACCEPTED, Json(state.restarts.start(None))).into_response()
 }
 
-async fn restart_slot(State(state): State<Arc<ControlState>>, Path(slot): Path<String>) -> impl IntoResponse {
+async fn restart_slot(
+    State(state): State<Arc<ControlState>>,
+    Path(slot): Path<String>,
+) -> impl IntoResponse {
     let Some(slot) = slot.parse::<usize>().ok().filter(|s| *s < state.pool.len()) else {
-        let message = format!("no slot {slot}: slots are 0 to {}\n", state.pool.len().saturating_sub(1));
+        let message = format!(
+            "no slot {slot}: slots are 0 to {}\n",
+            state.pool.len().saturating_sub(1)
+        );
         return (StatusCode::NOT_FOUND, message).into_response();
     };
     if *state.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
-    (StatusCode::ACCEPTED, Json(state.restarts.start(Some(vec![slot])))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(state.restarts.start(Some(vec![slot]))),
+    )
+        .into_response()
 }
 
 /// `ppm restart`: starts (or joins) a rolling restart and follows it,
@@ -146,11 +156,18 @@ pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> 
     };
     let (code, body) = call(addr, "POST", "/restart").await?;
     if code != 202 {
-        return Err(fail(format!("POST /restart answered {code}: {}", String::from_utf8_lossy(&body).trim())));
+        return Err(fail(format!(
+            "POST /restart answered {code}: {}",
+            String::from_utf8_lossy(&body).trim()
+        )));
     }
     let started: RestartStatus =
         serde_json::from_slice(&body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
-    println!("rolling restart {} of {} slots", started.id, started.slots.len());
+    println!(
+        "rolling restart {} of {} slots",
+        started.id,
+        started.slots.len()
+    );
     let deadline = Instant::now() + timeout;
     let mut reported = 0;
     loop {
@@ -171,7 +188,10 @@ pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> 
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into());
             reported += 1;
-            println!("slot {slot}: new worker {pid} ready ({reported}/{})", restart.slots.len());
+            println!(
+                "slot {slot}: new worker {pid} ready ({reported}/{})",
+                restart.slots.len()
+            );
         }
         match restart.state {
             RestartState::Succeeded => {
@@ -187,7 +207,10 @@ pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> 
             RestartState::Running => {}
         }
         if Instant::now() >= deadline {
-            return Err(fail(format!("restart still running after {}s", timeout.as_secs())));
+            return Err(fail(format!(
+                "restart still running after {}s",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

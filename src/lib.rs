@@ -15,8 +15,8 @@ pub mod master;
 pub mod php;
 pub mod pool;
 pub mod rolling;
-pub mod slot;
 pub mod runtime;
+pub mod slot;
 pub mod worker;
 
 pub use error::Error;

@@ -181,7 +181,10 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
 
 /// SIGHUP and SIGUSR2 start a rolling restart.
 async fn restart_on_signals(restarts: Arc<Restarts>) {
-    let (Ok(mut hup), Ok(mut usr2)) = (signal(SignalKind::hangup()), signal(SignalKind::user_defined2())) else {
+    let (Ok(mut hup), Ok(mut usr2)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    ) else {
         tracing::error!("cannot install the SIGHUP/SIGUSR2 handlers");
         return;
     };

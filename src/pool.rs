@@ -75,7 +75,10 @@ impl SlotState {
                 | (Ready, Busy)
                 | (Busy, Ready)
                 | (Ready | Busy, Draining)
-                | (Starting | Ready | Busy | Draining | Backoff | Failed | Exited, Stopping)
+                | (
+                    Starting | Ready | Busy | Draining | Backoff | Failed | Exited,
+                    Stopping
+                )
                 | (Ready | Busy | Draining | Stopping, Exited)
                 | (Exited, Backoff)
         )
@@ -485,7 +488,13 @@ impl Pool {
     }
 
     /// Worker `generation` is (again) connected and idle.
-    pub(crate) fn worker_ready(self: &Arc<Self>, s: usize, generation: u64, pid: u32, conn: WorkerConn) {
+    pub(crate) fn worker_ready(
+        self: &Arc<Self>,
+        s: usize,
+        generation: u64,
+        pid: u32,
+        conn: WorkerConn,
+    ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if slot.generation != generation {
@@ -515,7 +524,10 @@ impl Pool {
         } else {
             let _ = done_tx.send(());
         }
-        if !matches!(slot.state, SlotState::Ready | SlotState::Busy | SlotState::Starting) {
+        if !matches!(
+            slot.state,
+            SlotState::Ready | SlotState::Busy | SlotState::Starting
+        ) {
             transition(slot, SlotState::Starting);
         }
         slot.generation = generation;
@@ -534,7 +546,14 @@ impl Pool {
     }
 
     /// Worker `generation` ended; `next` is the slot's state from now on.
-    pub(crate) fn worker_gone(&self, s: usize, generation: u64, reason: ExitReason, exit: String, next: SlotState) {
+    pub(crate) fn worker_gone(
+        &self,
+        s: usize,
+        generation: u64,
+        reason: ExitReason,
+        exit: String,
+        next: SlotState,
+    ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if slot.generation != generation {
@@ -556,7 +575,13 @@ impl Pool {
     }
 
     /// A replaced worker ended (it no longer served the slot).
-    pub(crate) fn replaced_worker_gone(&self, s: usize, pid: u32, reason: ExitReason, exit: String) {
+    pub(crate) fn replaced_worker_gone(
+        &self,
+        s: usize,
+        pid: u32,
+        reason: ExitReason,
+        exit: String,
+    ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         slot.status.draining_pids.retain(|&p| p != pid);
@@ -578,7 +603,14 @@ impl Pool {
         self.lock().slots[s].status.last_error = message;
     }
 
-    pub(crate) fn record_memory(&self, s: usize, generation: u64, memory: u64, peak: u64, rss: Option<u64>) {
+    pub(crate) fn record_memory(
+        &self,
+        s: usize,
+        generation: u64,
+        memory: u64,
+        peak: u64,
+        rss: Option<u64>,
+    ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if slot.generation == generation {
@@ -633,7 +665,11 @@ fn transition(slot: &mut Slot, next: SlotState) {
             slot.state,
             next
         );
-        debug_assert!(false, "illegal slot transition {:?} -> {:?}", slot.state, next);
+        debug_assert!(
+            false,
+            "illegal slot transition {:?} -> {:?}",
+            slot.state, next
+        );
     }
     slot.state = next;
     slot.status.state = next;

@@ -111,7 +111,9 @@ impl Restarts {
         }
         match &error {
             None => tracing::info!("rolling restart {id} done"),
-            Some(message) => tracing::error!("rolling restart {id} stopped; old workers keep serving: {message}"),
+            Some(message) => {
+                tracing::error!("rolling restart {id} stopped; old workers keep serving: {message}")
+            }
         }
         self.update(id, |r| {
             r.state = if error.is_some() {

@@ -215,7 +215,8 @@ impl SlotTask {
         loop {
             self.generation += 1;
             let socket = self.socket(self.generation);
-            self.pool.worker_starting(self.slot, self.generation, socket.clone());
+            self.pool
+                .worker_starting(self.slot, self.generation, socket.clone());
             let boot = boot(
                 self.pool.clone(),
                 self.spec.clone(),
@@ -246,7 +247,8 @@ impl SlotTask {
                 Ok(Booted { running, conn, .. }) => {
                     tracing::info!("[{}] worker {} ready", self.label(), running.pid);
                     self.pool.record_error(self.slot, None);
-                    self.pool.worker_ready(self.slot, running.generation, running.pid, conn);
+                    self.pool
+                        .worker_ready(self.slot, running.generation, running.pid, conn);
                     answer(replies, Ok(()));
                     return Some(running);
                 }
@@ -275,15 +277,26 @@ impl SlotTask {
 
     /// Handles a control message of the current worker; returns a reason
     /// to recycle it, if one was reached.
-    async fn on_event(&mut self, current: &mut Option<Running>, event: Option<WorkerEvent>) -> Option<ExitReason> {
+    async fn on_event(
+        &mut self,
+        current: &mut Option<Running>,
+        event: Option<WorkerEvent>,
+    ) -> Option<ExitReason> {
         let running = current.as_mut()?;
         match event {
             None => running.events_open = false,
             Some(WorkerEvent::Exiting { reason }) => {
-                tracing::info!("[{}] worker {} is exiting: {reason}", self.label(), running.pid);
+                tracing::info!(
+                    "[{}] worker {} is exiting: {reason}",
+                    self.label(),
+                    running.pid
+                );
                 running.exit_reason = Some(ExitReason::Exit);
             }
-            Some(WorkerEvent::RequestDone { memory, peak_memory }) => {
+            Some(WorkerEvent::RequestDone {
+                memory,
+                peak_memory,
+            }) => {
                 running.requests += 1;
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
@@ -318,7 +331,11 @@ impl SlotTask {
     async fn on_exit(&mut self, gone: Running, exit: String, replacement_booting: bool) -> bool {
         let reason = gone.exit_reason.unwrap_or(ExitReason::Crash);
         let _ = std::fs::remove_file(self.socket(gone.generation));
-        let log = format!("[{}] worker {} exited ({exit}, {reason})", self.label(), gone.pid);
+        let log = format!(
+            "[{}] worker {} exited ({exit}, {reason})",
+            self.label(),
+            gone.pid
+        );
         if reason == ExitReason::Crash {
             tracing::warn!("{log}");
         } else {
@@ -332,7 +349,8 @@ impl SlotTask {
         }
         if reason == ExitReason::Crash && gone.ready_at.elapsed() < MIN_HEALTHY_RUN {
             self.failures += 1;
-            self.pool.set_state(self.slot, gone.generation, SlotState::Backoff);
+            self.pool
+                .set_state(self.slot, gone.generation, SlotState::Backoff);
             return self.wait_backoff(None).await;
         }
         self.failures = 0;
@@ -353,7 +371,8 @@ impl SlotTask {
             return;
         }
         if let Some(running) = current.as_mut() {
-            running.recycle_blocked_until = Some(Instant::now() + Duration::from_secs(86_400 * 365));
+            running.recycle_blocked_until =
+                Some(Instant::now() + Duration::from_secs(86_400 * 365));
             tracing::info!(
                 "[{}] replacing worker {} ({reason}, {} requests served)",
                 self.label(),
@@ -388,12 +407,17 @@ impl SlotTask {
         replies: Vec<oneshot::Sender<Result<(), String>>>,
     ) {
         match booted {
-            Ok(Booted { running, conn, socket }) => {
+            Ok(Booted {
+                running,
+                conn,
+                socket,
+            }) => {
                 let old = current.take();
-                self.pool.set_surge(self.slot, None, old.as_ref().map(|o| o.pid));
-                let drained = self
-                    .pool
-                    .swap(self.slot, running.generation, running.pid, socket, conn);
+                self.pool
+                    .set_surge(self.slot, None, old.as_ref().map(|o| o.pid));
+                let drained =
+                    self.pool
+                        .swap(self.slot, running.generation, running.pid, socket, conn);
                 tracing::info!(
                     "[{}] worker {} took over{}",
                     self.label(),
@@ -434,7 +458,11 @@ impl SlotTask {
 
     /// Opens a new connection to the current worker after its last one
     /// broke. Returns how the worker ended if it turns out to be exiting.
-    async fn reconnect(&mut self, current: &mut Option<Running>, generation: u64) -> Option<String> {
+    async fn reconnect(
+        &mut self,
+        current: &mut Option<Running>,
+        generation: u64,
+    ) -> Option<String> {
         let running = current.as_mut().filter(|c| c.generation == generation)?;
         // A connection usually breaks because the worker is exiting (exit(),
         // a crash), and its socket may accept for a moment longer: give it
@@ -448,7 +476,10 @@ impl SlotTask {
                 .worker_ready(self.slot, generation, running.pid, conn),
             Err(err) => {
                 // The worker is dying or wedged: replace it.
-                tracing::warn!("[{}] cannot reconnect to worker ({err}); killing it", self.label());
+                tracing::warn!(
+                    "[{}] cannot reconnect to worker ({err}); killing it",
+                    self.label()
+                );
                 running.worker.kill_group();
             }
         }
@@ -458,9 +489,16 @@ impl SlotTask {
     /// Sleeps for the backoff of the failures so far. Returns true when the
     /// slot was told to stop meanwhile; restart requests that arrive are
     /// collected in `replies` when given (answered after the next boot).
-    async fn wait_backoff(&mut self, mut replies: Option<&mut Vec<oneshot::Sender<Result<(), String>>>>) -> bool {
+    async fn wait_backoff(
+        &mut self,
+        mut replies: Option<&mut Vec<oneshot::Sender<Result<(), String>>>>,
+    ) -> bool {
         let delay = backoff(self.failures);
-        tracing::info!("[{}] next attempt in {:.1}s", self.label(), delay.as_secs_f64());
+        tracing::info!(
+            "[{}] next attempt in {:.1}s",
+            self.label(),
+            delay.as_secs_f64()
+        );
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -511,7 +549,8 @@ impl SlotTask {
     }
 
     fn socket(&self, generation: u64) -> PathBuf {
-        self.run_dir.join(format!("w{}-{generation}.sock", self.slot))
+        self.run_dir
+            .join(format!("w{}-{generation}.sock", self.slot))
     }
 }
 
@@ -547,7 +586,13 @@ fn answer(replies: Vec<oneshot::Sender<Result<(), String>>>, result: Result<(), 
 }
 
 /// Lets a replaced worker finish its request, then stops it.
-async fn retire(pool: Arc<Pool>, slot: usize, mut old: Running, drained: oneshot::Receiver<()>, reason: ExitReason) {
+async fn retire(
+    pool: Arc<Pool>,
+    slot: usize,
+    mut old: Running,
+    drained: oneshot::Receiver<()>,
+    reason: ExitReason,
+) {
     tokio::select! {
         _ = drained => {}
         exit = old.worker.wait() => {
@@ -573,7 +618,13 @@ async fn boot(
     surge: bool,
 ) -> Result<Booted, String> {
     let _permit = if surge {
-        Some(pool.surge.clone().acquire_owned().await.map_err(|e| e.to_string())?)
+        Some(
+            pool.surge
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -622,7 +673,12 @@ async fn boot(
         Ok(pid) => connect(&socket)
             .await
             .map(|conn| (pid, conn))
-            .map_err(|err| format!("cannot connect to the worker's socket {}: {err}", socket.display())),
+            .map_err(|err| {
+                format!(
+                    "cannot connect to the worker's socket {}: {err}",
+                    socket.display()
+                )
+            }),
         Err(message) => Err(message),
     };
     let (pid, conn) = match outcome {

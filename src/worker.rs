@@ -219,7 +219,9 @@ impl Worker {
             return describe_exit(status);
         }
         self.signal_group(Signal::SIGTERM);
-        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await {
+        if let Ok(Ok(status)) =
+            tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await
+        {
             self.kill_group();
             return describe_exit(status);
         }

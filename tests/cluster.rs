@@ -218,10 +218,13 @@ fn a_broken_bootstrap_shows_the_php_error_and_is_retried_with_backoff() {
         status.unwrap_or_else(|| panic!("no repeated boot failure; log:\n{}", cluster.log_text()));
     assert!(error.contains("syntax error"), "{error}");
     assert!(error.contains("app.php"), "{error}");
-    assert!(matches!(
-        status["workers"][0]["state"].as_str(),
-        Some("backoff" | "starting")
-    ));
+    assert!(
+        matches!(
+            status["workers"][0]["state"].as_str(),
+            Some("backoff" | "starting")
+        ),
+        "{status}"
+    );
     let log = cluster.log_text();
     assert!(
         log.contains("next attempt in 0.5s") && log.contains("next attempt in 1.0s"),

@@ -336,3 +336,125 @@ pub fn run_ppm(args: &[&str], timeout: Duration) -> (i32, String, String) {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Copies a fixture application into a temporary directory the test may change.
+pub fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// One response seen by a load client.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub status: u16,
+    pub body: String,
+    pub started: Instant,
+}
+
+/// A steady load of concurrent clients looping over one URL until stopped
+/// (bounded by a maximum duration), counting every response.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Seen>>>,
+}
+
+impl Load {
+    pub fn start(url: String, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let url = url.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let client = http();
+                    let until = Instant::now() + Duration::from_secs(120);
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        let started = Instant::now();
+                        let (status, body) = match client.get(&url).send() {
+                            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+                            Err(e) => (0, e.to_string()),
+                        };
+                        seen.push(Seen {
+                            status,
+                            body,
+                            started,
+                        });
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn stop(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    }
+}
+
+/// Samples `/status` until stopped; returns the fewest ready-or-busy
+/// workers seen.
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, usize)>,
+}
+
+impl Sampler {
+    pub fn start(control_url: String) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let client = http();
+            let (mut fewest, mut samples) = (u64::MAX, 0);
+            let until = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                if let Ok(status) = client
+                    .get(&control_url)
+                    .send()
+                    .and_then(|r| r.json::<serde_json::Value>())
+                {
+                    let serving = status["ready_workers"].as_u64().unwrap_or(0)
+                        + status["busy_workers"].as_u64().unwrap_or(0);
+                    fewest = fewest.min(serving);
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (fewest, samples)
+        });
+        Sampler { stop, thread }
+    }
+
+    /// (fewest serving workers seen, number of samples)
+    pub fn stop(self) -> (u64, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+impl Cluster {
+    /// Asserts the only live workers are the ones `/status` lists: replaced
+    /// workers were stopped.
+    pub fn assert_pids_alive_are_current(&mut self) {
+        let current = self.worker_pids();
+        let stale = wait_until(Duration::from_secs(10), || {
+            let stale: Vec<u32> = self
+                .seen_pids
+                .iter()
+                .copied()
+                .filter(|p| !current.contains(p) && pid_alive(*p))
+                .collect();
+            stale.is_empty().then_some(())
+        });
+        assert!(stale.is_some(), "replaced workers still running");
+    }
+}
