@@ -55,17 +55,44 @@ pub struct Balancer {
     pool: Arc<Pool>,
     max_body_size: u64,
     max_execution_time: Option<Duration>,
+    /// Path the master answers itself on every port, for load balancers'
+    /// health checks (never sent to PHP).
+    health_path: Option<String>,
     request_ids: RequestIds,
 }
 
 impl Balancer {
-    pub fn new(pool: Arc<Pool>, max_body_size: u64, max_execution_time: Option<Duration>) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        max_body_size: u64,
+        max_execution_time: Option<Duration>,
+        health_path: Option<String>,
+    ) -> Self {
         Self {
             pool,
             max_body_size,
             max_execution_time,
+            health_path,
             request_ids: RequestIds::new(),
         }
+    }
+
+    /// The health check answer: 200 while the port has a ready worker
+    /// (any worker for the balancer, its own for a slot port), else 503.
+    fn health(&self, target: Target) -> Response<ProxyBody> {
+        let up = match target {
+            Target::Any => self.pool.any_ready(),
+            Target::Slot(slot) => self.pool.slot_serving(slot),
+        };
+        let mut response = if up {
+            error_response(StatusCode::OK, "ok\n")
+        } else {
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "no ready worker\n")
+        };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 
     /// Accepts connections until `shutdown` turns true, then lets open
@@ -125,6 +152,9 @@ impl Balancer {
         local: SocketAddr,
         target: Target,
     ) -> Response<ProxyBody> {
+        if self.health_path.as_deref() == Some(req.uri().path()) {
+            return self.health(target);
+        }
         let request_id = self.request_ids.next();
         let mut response = self.forward(req, peer, local, target, &request_id).await;
         if let Ok(value) = HeaderValue::from_str(&request_id) {

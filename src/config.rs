@@ -100,6 +100,11 @@ pub struct StartOptions {
     /// Replacement workers that may boot at once beside the ones they replace.
     #[arg(long, default_value_t = 1)]
     pub max_surge: usize,
+    /// Path the master answers itself on the balancer and every slot port
+    /// (200 while a worker is ready, else 503), for load balancer health
+    /// checks; never sent to PHP. Empty to turn it off.
+    #[arg(long, default_value = "/_ppm/health")]
+    pub health_path: String,
 }
 
 impl StartOptions {
@@ -156,6 +161,12 @@ impl StartOptions {
                     "must be between 1 and the number of workers ({})",
                     self.workers
                 ),
+            ));
+        }
+        if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
+            return Err(invalid(
+                "health-path",
+                "must start with / (or be empty to turn it off)",
             ));
         }
         if self.memory_limit > 1024 * 1024 {

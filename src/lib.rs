@@ -17,6 +17,7 @@ pub mod pool;
 pub mod rolling;
 pub mod runtime;
 pub mod slot;
+pub mod systemd;
 pub mod worker;
 
 pub use error::Error;

@@ -18,16 +18,28 @@ use crate::control::{self, ClusterInfo, ControlState};
 use crate::php::PhpBinary;
 use crate::pool::{Pool, PoolConfig};
 use crate::rolling::Restarts;
+use crate::systemd::{Inherited, Notifier};
 use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
 use crate::{runtime, Error};
 
-async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, Error> {
+/// Takes the listening socket for `ip:port` from the service manager, or
+/// binds it.
+async fn bind(
+    inherited: &Inherited,
+    ip: IpAddr,
+    port: u16,
+    what: &str,
+) -> Result<TcpListener, Error> {
     let addr = SocketAddr::new(ip, port);
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+    let fail = |source| Error::Bind {
         what: what.to_string(),
         addr,
         source,
-    })
+    };
+    match inherited.take(addr) {
+        Some(listener) => TcpListener::from_std(listener).map_err(fail),
+        None => TcpListener::bind(addr).await.map_err(fail),
+    }
 }
 
 /// The private directory for worker sockets and the runtime files.
@@ -66,12 +78,33 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
 
     // Every public socket is bound before any worker starts, so a port in
     // use fails the start with nothing left behind.
-    let control_listener = bind(opts.control_host, opts.control_port, "control plane").await?;
-    let balancer_listener = bind(opts.host, opts.port, "balancer").await?;
+    let inherited = Inherited::from_env()?;
+    let control_listener = bind(
+        &inherited,
+        opts.control_host,
+        opts.control_port,
+        "control plane",
+    )
+    .await?;
+    let balancer_listener = bind(&inherited, opts.host, opts.port, "balancer").await?;
     let mut slot_listeners = Vec::with_capacity(opts.workers);
     for slot in 0..opts.workers {
-        slot_listeners.push(bind(opts.host, opts.slot_port(slot), &format!("slot {slot}")).await?);
+        slot_listeners.push(
+            bind(
+                &inherited,
+                opts.host,
+                opts.slot_port(slot),
+                &format!("slot {slot}"),
+            )
+            .await?,
+        );
     }
+    for addr in inherited.unused() {
+        tracing::warn!(
+            "the service manager passed a socket for {addr}, which no option names; it is not used"
+        );
+    }
+    let notifier = Arc::new(Notifier::from_env());
     let balancer_addr = balancer_listener.local_addr()?;
     let control_addr = control_listener.local_addr()?;
     let slot_ports: Vec<u16> = slot_listeners
@@ -89,13 +122,19 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         limits: opts.limits(),
     });
 
-    let restarts = Arc::new(Restarts::new(pool.clone(), opts.max_surge));
+    let restarts = Arc::new(Restarts::new(
+        pool.clone(),
+        opts.max_surge,
+        notifier.clone(),
+    ));
+    tokio::spawn(notify_ready(pool.clone(), notifier.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(restart_on_signals(restarts.clone()));
     let balancer = Arc::new(Balancer::new(
         pool.clone(),
         opts.max_body_size,
         opts.max_execution_time(),
+        (!opts.health_path.is_empty()).then(|| opts.health_path.clone()),
     ));
     let grace = opts.shutdown_timeout();
     let mut servers = vec![tokio::spawn(balancer.clone().serve(
@@ -153,6 +192,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     );
 
     let forced = wait_for_stop(shutdown_rx.clone()).await?;
+    notifier.notify("STOPPING=1");
     shutdown_tx.send_replace(true);
     pool.close();
     tracing::info!("stopping: finishing in-flight requests (up to {:?})", grace);
@@ -177,6 +217,15 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     drop(run_dir);
     tracing::info!("ppm stopped");
     Ok(())
+}
+
+/// Tells the service manager the cluster is ready once every slot is.
+async fn notify_ready(pool: Arc<Pool>, notifier: Arc<Notifier>) {
+    while !pool.all_serving() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!("all {} workers ready", pool.len());
+    notifier.notify(&format!("READY=1\nSTATUS={} workers ready", pool.len()));
 }
 
 /// SIGHUP and SIGUSR2 start a rolling restart.

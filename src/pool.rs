@@ -632,6 +632,19 @@ impl Pool {
         self.lock().waiters.len()
     }
 
+    /// Whether slot `s` has a worker that can serve (idle or busy).
+    pub fn slot_serving(&self, s: usize) -> bool {
+        self.lock()
+            .slots
+            .get(s)
+            .is_some_and(|slot| slot.state.is_serving())
+    }
+
+    /// Whether every slot has a worker that can serve.
+    pub fn all_serving(&self) -> bool {
+        self.lock().slots.iter().all(|s| s.state.is_serving())
+    }
+
     /// Whether at least one worker can serve.
     pub fn any_ready(&self) -> bool {
         self.lock().slots.iter().any(|s| s.state.is_serving())

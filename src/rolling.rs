@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::pool::{unix_now, ExitReason, Pool, SlotCommand};
+use crate::systemd::Notifier;
 
 /// Progress of a rolling restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,14 +39,16 @@ pub struct RestartStatus {
 pub struct Restarts {
     pool: Arc<Pool>,
     max_surge: usize,
+    notifier: Arc<Notifier>,
     last: Mutex<Option<RestartStatus>>,
 }
 
 impl Restarts {
-    pub fn new(pool: Arc<Pool>, max_surge: usize) -> Self {
+    pub fn new(pool: Arc<Pool>, max_surge: usize, notifier: Arc<Notifier>) -> Self {
         Self {
             pool,
             max_surge: max_surge.max(1),
+            notifier,
             last: Mutex::new(None),
         }
     }
@@ -83,6 +86,7 @@ impl Restarts {
     }
 
     async fn roll(self: Arc<Self>, id: u64, slots: Vec<usize>) {
+        self.notifier.reloading();
         let mut error = None;
         'roll: for group in slots.chunks(self.max_surge) {
             let mut replies = Vec::new();
@@ -115,6 +119,7 @@ impl Restarts {
                 tracing::error!("rolling restart {id} stopped; old workers keep serving: {message}")
             }
         }
+        self.notifier.notify("READY=1");
         self.update(id, |r| {
             r.state = if error.is_some() {
                 RestartState::Failed

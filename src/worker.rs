@@ -120,13 +120,18 @@ impl Worker {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        // php-cgi switches to CGI or FastCGI mode when it sees these.
+        // php-cgi switches to CGI or FastCGI mode when it sees the first ones.
         for var in [
             "REQUEST_METHOD",
             "GATEWAY_INTERFACE",
             "SCRIPT_FILENAME",
             "PHP_FCGI_CHILDREN",
             "FCGI_WEB_SERVER_ADDRS",
+            // The service manager's variables are the master's, not the workers'.
+            "NOTIFY_SOCKET",
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
         ] {
             cmd.env_remove(var);
         }

@@ -236,7 +236,7 @@ fn max_requests_recycles_workers_at_spread_out_times_without_failures() {
 
 #[test]
 fn memory_limit_recycles_a_leaking_worker_without_failures() {
-    let mut cluster = Cluster::start(
+    let cluster = Cluster::start(
         Setup::callable("versioned", 1)
             .arg("--memory-limit=48")
             .arg("--php-ini=memory_limit=256M"),

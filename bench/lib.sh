@@ -1,0 +1,72 @@
+# Shared helpers of the bench scripts (sourced, not run).
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+cargo build --release --quiet
+ppm=target/release/ppm
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# free_ports N -> first of N consecutive free loopback ports
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+while True:
+    base = random.randint(20000, 60000 - n)
+    held = []
+    try:
+        for p in range(base, base + n):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); held.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in held: s.close()
+PY
+}
+
+wait_http() {
+  for _ in $(seq 1 150); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "no answer from $1" >&2; exit 1
+}
+
+# start_ppm WORKERS APP [ppm start options...] -> sets $control and $balancer ports
+start_ppm() {
+  local workers=$1 app=$2; shift 2
+  local base; base=$(free_ports $((workers + 2)))
+  control=$base; balancer=$((base + 1))
+  "$ppm" start "$app" --workers "$workers" --control-port "$control" --port "$balancer" "$@" 2>"$work/ppm-$control.log" &
+  pids+=($!)
+  for _ in $(seq 1 150); do
+    ready=$(curl -fsS "http://127.0.0.1:$control/status" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["ready_workers"])' 2>/dev/null || echo 0)
+    [ "$ready" = "$workers" ] && return 0
+    sleep 0.1
+  done
+  echo "ppm did not come up; log:" >&2; cat "$work/ppm-$control.log" >&2; exit 1
+}
+
+# run_wrk URL SECONDS CONNECTIONS -> "requests_per_second p99_ms failed_requests"
+run_wrk() {
+  wrk -t2 -c"$3" -d"$2s" --latency "$1" > "$work/wrk.txt"
+  python3 - "$work/wrk.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+failed = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
+errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+if errors:
+    failed += sum(int(x) for x in errors.groups())
+print(f"{rps:.0f} {float(p99.group(1)) * scale:.2f} {failed}")
+PY
+}
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
