@@ -1,12 +1,16 @@
-//! The command line: `ppm start`, `ppm worker`, `ppm status`, `ppm stop`.
+//! The command line: `ppm start`, `ppm worker`, `ppm status`, `ppm
+//! restart`, `ppm stop`, `ppm config`. Errors become one clear message
+//! here, at the edge.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{AppOptions, StartOptions};
-use crate::{control, master, Error};
+use crate::config::{self, AppOptions, ConfigFile, StartOptions, CONFIG_FILE};
+use crate::{control, logging, master, Error};
 
 /// Process manager and load balancer for PHP applications.
 #[derive(Parser, Debug)]
@@ -19,21 +23,46 @@ pub struct Cli {
 /// Where a running master's control plane is.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControlAddr {
-    /// Control plane port of the running master.
-    #[arg(default_value_t = 5500)]
-    pub port: u16,
-    /// Control plane host of the running master.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
+    /// Control plane port of the running master (default: control-port of
+    /// ./ppm.json, else 5500).
+    pub port: Option<u16>,
+    /// Control plane host of the running master (default: control-host of
+    /// ./ppm.json, else 127.0.0.1).
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 impl ControlAddr {
-    fn addr(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
+    /// The address, completed from `./ppm.json` where not given.
+    fn resolve(&self) -> Result<String, Error> {
+        let file = ConfigFile::find(None, &PathBuf::from("."))?;
+        let from_file = |key: &str| {
+            file.as_ref().and_then(|f| f.values.get(key)).map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+        };
+        let port = match self.port {
+            Some(port) => port,
+            None => match from_file("control-port") {
+                Some(text) => text.parse().map_err(|_| Error::Config {
+                    file: PathBuf::from(CONFIG_FILE),
+                    message: format!("key \"control-port\": {text} is not a port"),
+                })?,
+                None => 5500,
+            },
+        };
+        let host = self
+            .host
+            .clone()
+            .or_else(|| from_file("control-host"))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        Ok(if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
         } else {
-            format!("{}:{}", self.host, self.port)
-        }
+            format!("{host}:{port}")
+        })
     }
 }
 
@@ -74,26 +103,114 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Write the given `ppm start` options to ppm.json (only those that
+    /// differ from the defaults), or show one effective setting.
+    Config {
+        #[command(flatten)]
+        options: StartOptions,
+        /// Print the effective value of one option instead of writing.
+        #[arg(long, value_name = "NAME")]
+        show_option: Option<String>,
+    },
+}
+
+/// Runs the command line `args` (program name first); returns the exit status.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    logging::init();
+    // The arguments after the subcommand, for merging with ppm.json.
+    let rest = args.get(2..).unwrap_or_default();
+    match run(cli, rest) {
+        Ok(code) => code,
+        Err(Error::Usage(text)) => {
+            eprint!("{text}");
+            2
+        }
+        Err(err) => {
+            eprintln!("ppm: {err}");
+            1
+        }
+    }
 }
 
 /// Runs a parsed command line; returns the process exit status.
-pub fn run(cli: Cli) -> Result<i32, Error> {
+pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Start(opts) => master::run(opts).await?,
+            Command::Start(_) => {
+                let (opts, file) = config::start_options(rest)?;
+                if let Some(file) = file {
+                    tracing::info!("configuration from {}", file.path.display());
+                }
+                master::run(opts).await?;
+            }
             Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
             Command::Status { control, json } => {
-                control::print_status(&control.addr(), json).await?
+                control::print_status(&control.resolve()?, json).await?
             }
             Command::Restart { control, timeout } => {
-                control::restart_master(&control.addr(), Duration::from_secs(timeout)).await?;
+                control::restart_master(&control.resolve()?, Duration::from_secs(timeout)).await?;
             }
             Command::Stop { control, timeout } => {
-                control::stop_master(&control.addr(), Duration::from_secs(timeout)).await?;
-                println!("ppm on {} stopped", control.addr());
+                let addr = control.resolve()?;
+                control::stop_master(&addr, Duration::from_secs(timeout)).await?;
+                println!("ppm on {addr} stopped");
+            }
+            Command::Config {
+                options,
+                show_option,
+            } => {
+                let rest: Vec<OsString> = strip_show_option(rest);
+                match show_option {
+                    Some(name) => {
+                        let (effective, _) = config::start_options(&rest)?;
+                        let settings = config::settings(&effective);
+                        let value = settings.get(&name).ok_or_else(|| Error::InvalidOption {
+                            option: "show-option",
+                            message: format!("{name:?} is not a ppm.json key"),
+                        })?;
+                        match value {
+                            serde_json::Value::String(s) => println!("{s}"),
+                            other => println!("{other}"),
+                        }
+                    }
+                    None => {
+                        let changed = config::changed_settings(&rest)?;
+                        let path = options
+                            .config
+                            .clone()
+                            .unwrap_or_else(|| options.app.dir.join(CONFIG_FILE));
+                        let text = serde_json::to_string_pretty(&changed)
+                            .map_err(std::io::Error::other)?;
+                        std::fs::write(&path, text + "\n")?;
+                        println!("wrote {} ({} settings)", path.display(), changed.len());
+                    }
+                }
             }
         }
         Ok(0)
     })
+}
+
+/// `ppm config`'s own option is not a `ppm start` option.
+fn strip_show_option(args: &[OsString]) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for arg in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if text == "--show-option" {
+            skip_next = true;
+        } else if !text.starts_with("--show-option=") {
+            out.push(arg.clone());
+        }
+    }
+    out
 }

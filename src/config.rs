@@ -1,21 +1,34 @@
-//! Options of `ppm start` and `ppm worker`, their defaults and validation.
+//! Options of `ppm start` and `ppm worker`, their defaults, validation and
+//! the configuration file.
 //!
-//! The long option names are also the keys of `ppm.json` (a later step);
-//! keeping them in one struct keeps the two in agreement.
+//! The long option names are also the keys of `ppm.json`; keeping both in
+//! one struct keeps them in agreement. The file is merged at the argument
+//! level: every key the command line did not give becomes `--key=value`,
+//! and the result is parsed again by clap, so a value from the file is
+//! checked exactly like one from the command line. Command line beats file
+//! beats default.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use serde::Serialize;
 
 use crate::Error;
 
+/// The configuration file's name, looked up in the application directory.
+pub const CONFIG_FILE: &str = "ppm.json";
+
 /// What every PHP worker needs to know about the application.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct AppOptions {
     /// Application directory; the workers' working directory.
     #[arg(default_value = ".")]
+    #[serde(skip)]
     pub dir: PathBuf,
     /// Bridge between the worker runtime and the application:
     /// httpKernel, psr15, callable, static, or a PHP class name.
@@ -33,6 +46,7 @@ pub struct AppOptions {
     pub debug: bool,
     /// PHP binary for workers; php-cgi on PATH by default, falling back to php.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cgi_path: Option<PathBuf>,
     /// php.ini setting passed to every worker as KEY=VALUE (repeatable).
     #[arg(long = "php-ini", value_name = "KEY=VALUE")]
@@ -40,9 +54,15 @@ pub struct AppOptions {
 }
 
 /// Options of `ppm start`.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct StartOptions {
+    /// Configuration file (default: DIR/ppm.json when it exists).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub app: AppOptions,
     /// Number of worker slots.
     #[arg(long, default_value_t = 8)]
@@ -61,6 +81,7 @@ pub struct StartOptions {
     pub control_port: u16,
     /// First slot port (slot N listens on worker-port + N); default port + 1.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_port: Option<u16>,
     /// Requests that may wait for a worker at once; 503 past it.
     #[arg(long, default_value_t = 1024)]
@@ -241,5 +262,343 @@ fn invalid(option: &'static str, message: impl Into<String>) -> Error {
     Error::InvalidOption {
         option,
         message: message.into(),
+    }
+}
+
+/// Names that are options of `ppm start` but not keys of `ppm.json`.
+const NOT_KEYS: [&str; 2] = ["config", "dir"];
+
+/// A `ppm.json` file, read.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConfigFile {
+    /// Reads `explicit`, else `dir/ppm.json` if it exists.
+    pub fn find(explicit: Option<&Path>, dir: &Path) -> Result<Option<ConfigFile>, Error> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let candidate = dir.join(CONFIG_FILE);
+                if !candidate.is_file() {
+                    return Ok(None);
+                }
+                candidate
+            }
+        };
+        let fail = |message: String| Error::Config {
+            file: path.clone(),
+            message,
+        };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| fail(format!("not valid JSON: {e}")))?;
+        let serde_json::Value::Object(values) = value else {
+            return Err(fail(
+                "must be a JSON object of option names and values".into(),
+            ));
+        };
+        Ok(Some(ConfigFile { path, values }))
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::Config {
+            file: self.path.clone(),
+            message,
+        }
+    }
+
+    /// The file's settings as command-line arguments, leaving out the
+    /// options the command line gave (`given`).
+    fn to_args(&self, given: &ArgMatches) -> Result<Vec<OsString>, Error> {
+        let command = StartOptions::augment_args(clap::Command::new("ppm"));
+        let mut args = Vec::new();
+        for (key, value) in &self.values {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()) && !NOT_KEYS.contains(&key.as_str()));
+            let Some(arg) = arg else {
+                let known: Vec<&str> = command
+                    .get_arguments()
+                    .filter_map(|a| a.get_long())
+                    .filter(|l| !NOT_KEYS.contains(l))
+                    .collect();
+                let hint = closest(key, &known)
+                    .map(|k| format!("; did you mean \"{k}\"?"))
+                    .unwrap_or_default();
+                return Err(self.error(format!("unknown key \"{key}\"{hint}")));
+            };
+            if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+                continue;
+            }
+            let flag = !arg.get_action().takes_values();
+            let values: Vec<&serde_json::Value> = match value {
+                serde_json::Value::Array(items) if !flag => items.iter().collect(),
+                other => vec![other],
+            };
+            for item in values {
+                let text = match (item, flag) {
+                    (serde_json::Value::Bool(true), true) => {
+                        args.push(OsString::from(format!("--{key}")));
+                        continue;
+                    }
+                    (serde_json::Value::Bool(false), true) => continue,
+                    (_, true) => {
+                        return Err(self.error(format!(
+                            "key \"{key}\": expected true or false, found {item}"
+                        )))
+                    }
+                    (serde_json::Value::String(s), false) => s.clone(),
+                    (serde_json::Value::Number(n), false) => n.to_string(),
+                    (other, false) => {
+                        return Err(self.error(format!(
+                            "key \"{key}\": expected a string or a number, found {other}"
+                        )))
+                    }
+                };
+                args.push(OsString::from(format!("--{key}={text}")));
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// The option closest to a misspelt key, if any is close.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// `ppm start`'s options with `ppm.json` merged in: command line beats
+/// file beats default. `args` are the arguments after the subcommand.
+pub fn start_options(args: &[OsString]) -> Result<(StartOptions, Option<ConfigFile>), Error> {
+    let command =
+        || StartOptions::augment_args(clap::Command::new("ppm start").no_binary_name(true));
+    let matches = command()
+        .try_get_matches_from(args)
+        .map_err(|e| Error::Usage(e.render().to_string()))?;
+    let first = StartOptions::from_arg_matches(&matches)
+        .map_err(|e| Error::Usage(e.render().to_string()))?;
+    let Some(file) = ConfigFile::find(first.config.as_deref(), &first.app.dir)? else {
+        first.validate()?;
+        return Ok((first, None));
+    };
+    let mut merged = file.to_args(&matches)?;
+    merged.extend(args.iter().cloned());
+    let matches = command()
+        .try_get_matches_from(&merged)
+        .map_err(|e| file.error(clap_message(&e)))?;
+    let options =
+        StartOptions::from_arg_matches(&matches).map_err(|e| file.error(clap_message(&e)))?;
+    match options.validate() {
+        Err(Error::InvalidOption { option, message }) if file.values.contains_key(option) => {
+            Err(file.error(format!("key \"{option}\": {message}")))
+        }
+        other => other.map(|()| (options, Some(file))),
+    }
+}
+
+/// clap's error text without its usage footer.
+fn clap_message(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").to_string()
+}
+
+/// `ppm config`: the settings the command line gave that differ from the
+/// defaults, as the JSON object `ppm.json` holds.
+pub fn changed_settings(
+    args: &[OsString],
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let command = StartOptions::augment_args(clap::Command::new("ppm config").no_binary_name(true));
+    let matches = command
+        .clone()
+        .try_get_matches_from(args)
+        .map_err(|e| Error::Usage(e.render().to_string()))?;
+    let options = StartOptions::from_arg_matches(&matches)
+        .map_err(|e| Error::Usage(e.render().to_string()))?;
+    options.validate()?;
+    let defaults = StartOptions::from_arg_matches(
+        &command
+            .try_get_matches_from(Vec::<OsString>::new())
+            .map_err(|e| Error::Usage(e.render().to_string()))?,
+    )
+    .map_err(|e| Error::Usage(e.render().to_string()))?;
+    let to_map = |o: &StartOptions| match serde_json::to_value(o) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (chosen, defaults) = (to_map(&options), to_map(&defaults));
+    Ok(chosen
+        .into_iter()
+        .filter(|(key, value)| defaults.get(key) != Some(value))
+        .collect())
+}
+
+/// Every setting of `options` as `ppm.json` would name it.
+pub fn settings(options: &StartOptions) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(options) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    fn app_with(json: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), json).unwrap();
+        dir
+    }
+
+    #[test]
+    fn command_line_beats_file_beats_default() {
+        let dir =
+            app_with(r#"{"workers": 3, "max-queue": 7, "debug": true, "php-ini": ["a=1", "b=2"]}"#);
+        let d = dir.path().to_str().unwrap();
+        let (o, file) = start_options(&args(&[d, "--workers=5"])).unwrap();
+        assert!(file.is_some());
+        assert_eq!(o.workers, 5, "command line wins");
+        assert_eq!(o.max_queue, 7, "file beats default");
+        assert!(o.app.debug);
+        assert_eq!(o.app.php_ini, ["a=1", "b=2"]);
+        assert_eq!(o.port, 5501, "default");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_a_suggestion() {
+        let dir = app_with(r#"{"worker": 3}"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ppm.json"), "{err}");
+        assert!(
+            err.contains("unknown key \"worker\"") && err.contains("did you mean \"workers\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_and_key() {
+        let dir = app_with(r#"{"workers": "many"}"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ppm.json") && err.contains("--workers") && err.contains("many"),
+            "{err}"
+        );
+        let dir = app_with(r#"{"debug": "yes"}"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("key \"debug\": expected true or false"),
+            "{err}"
+        );
+        let dir = app_with(r#"[1, 2]"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a JSON object"), "{err}");
+        let dir = app_with(r#"{"workers": 3,"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn an_out_of_range_value_names_file_and_key() {
+        let dir = app_with(r#"{"workers": 0}"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ppm.json")
+                && err.contains("key \"workers\"")
+                && err.contains("between 1 and 512"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_config_file_is_used_instead_of_the_app_one() {
+        let app = app_with(r#"{"workers": 3}"#);
+        let other = app_with(r#"{"workers": 4}"#);
+        let file = other.path().join(CONFIG_FILE);
+        let (o, _) = start_options(&args(&[
+            app.path().to_str().unwrap(),
+            "-c",
+            file.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(o.workers, 4);
+        let err = start_options(&args(&["-c", "/nonexistent/ppm.json"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/ppm.json") && err.contains("cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_writes_only_what_differs_from_the_defaults_and_reads_back() {
+        let changed = changed_settings(&args(&[
+            "--workers=3",
+            "--port=5501",
+            "--debug",
+            "--php-ini=x=1",
+        ]))
+        .unwrap();
+        assert_eq!(changed.get("workers"), Some(&serde_json::json!(3)));
+        assert_eq!(changed.get("debug"), Some(&serde_json::json!(true)));
+        assert_eq!(changed.get("php-ini"), Some(&serde_json::json!(["x=1"])));
+        assert!(!changed.contains_key("port"), "same as the default");
+        let dir = app_with(&serde_json::Value::Object(changed).to_string());
+        let (o, _) = start_options(&args(&[dir.path().to_str().unwrap()])).unwrap();
+        assert_eq!(o.workers, 3);
+        assert!(o.app.debug);
+        assert_eq!(o.app.php_ini, ["x=1"]);
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("worker", "workers"), 1);
+        assert_eq!(edit_distance("wrokers", "workers"), 2);
+        assert_eq!(
+            closest("max-qeue", &["max-queue", "workers"]),
+            Some("max-queue")
+        );
+        assert_eq!(closest("zzz", &["max-queue", "workers"]), None);
     }
 }

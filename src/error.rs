@@ -21,6 +21,12 @@ pub enum Error {
         option: &'static str,
         message: String,
     },
+    /// The configuration file is unreadable or has a bad key or value.
+    #[error("{}: {message}", file.display())]
+    Config { file: PathBuf, message: String },
+    /// The command line could not be parsed (clap's full message).
+    #[error("{0}")]
+    Usage(String),
     /// The PHP binary to run workers with cannot be found or run.
     #[error("{0}")]
     Php(String),

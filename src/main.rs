@@ -1,17 +1,5 @@
-//! `ppm` command-line entry point: parse arguments, run, turn errors into
-//! one clear message and an exit status.
-
-use clap::Parser;
+//! `ppm` command-line entry point; everything else lives in the library.
 
 fn main() {
-    let cli = ppm::cli::Cli::parse();
-    ppm::logging::init();
-    let code = match ppm::cli::run(cli) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("ppm: {err}");
-            1
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(ppm::cli::main(std::env::args_os().collect()));
 }
