@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, AppOptions, ConfigFile, StartOptions, CONFIG_FILE};
+use crate::control::ControlClient;
 use crate::{control, logging, master, Error};
 
 /// Process manager and load balancer for PHP applications.
@@ -30,11 +31,15 @@ pub struct ControlAddr {
     /// ./ppm.json, else 127.0.0.1).
     #[arg(long)]
     pub host: Option<String>,
+    /// Token for a control plane that requires one (default: control-token
+    /// of ./ppm.json).
+    #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
 }
 
 impl ControlAddr {
-    /// The address, completed from `./ppm.json` where not given.
-    fn resolve(&self) -> Result<String, Error> {
+    /// The address and token, completed from `./ppm.json` where not given.
+    fn resolve(&self) -> Result<ControlClient, Error> {
         let file = ConfigFile::find(None, &PathBuf::from("."))?;
         let from_file = |key: &str| {
             file.as_ref().and_then(|f| f.values.get(key)).map(|v| {
@@ -58,11 +63,16 @@ impl ControlAddr {
             .clone()
             .or_else(|| from_file("control-host"))
             .unwrap_or_else(|| "127.0.0.1".into());
-        Ok(if host.contains(':') && !host.starts_with('[') {
+        let addr = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
-        })
+        };
+        let token = self
+            .control_token
+            .clone()
+            .or_else(|| from_file("control-token"));
+        Ok(ControlClient { addr, token })
     }
 }
 
@@ -156,9 +166,9 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 control::restart_master(&control.resolve()?, Duration::from_secs(timeout)).await?;
             }
             Command::Stop { control, timeout } => {
-                let addr = control.resolve()?;
-                control::stop_master(&addr, Duration::from_secs(timeout)).await?;
-                println!("ppm on {addr} stopped");
+                let client = control.resolve()?;
+                control::stop_master(&client, Duration::from_secs(timeout)).await?;
+                println!("ppm on {} stopped", client.addr);
             }
             Command::Config {
                 options,

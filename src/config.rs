@@ -79,6 +79,15 @@ pub struct StartOptions {
     /// Control plane port.
     #[arg(long, default_value_t = 5500)]
     pub control_port: u16,
+    /// Token the control plane requires as `Authorization: Bearer TOKEN`
+    /// (required when --control-host is not a loopback address).
+    #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_token: Option<String>,
+    /// With a token: let GET /status, /metrics and the dashboard be read
+    /// without it (mutating endpoints still need it).
+    #[arg(long)]
+    pub control_public_read: bool,
     /// First slot port (slot N listens on worker-port + N); default port + 1.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +192,27 @@ impl StartOptions {
                     self.workers
                 ),
             ));
+        }
+        match &self.control_token {
+            Some(token)
+                if token.len() < 16
+                    || token.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                return Err(invalid(
+                    "control-token",
+                    "must be at least 16 characters, without spaces or control characters",
+                ));
+            }
+            None if !self.control_host.is_loopback() => {
+                return Err(invalid(
+                    "control-token",
+                    format!(
+                        "is required when the control plane listens on {}, which is not a loopback address",
+                        self.control_host
+                    ),
+                ));
+            }
+            _ => {}
         }
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
             return Err(invalid(

@@ -25,6 +25,9 @@ use crate::Error;
 pub struct ControlState {
     pub pool: Arc<Pool>,
     pub restarts: Arc<Restarts>,
+    /// The token mutating (and, unless `public_read`, reading) requests need.
+    pub token: Option<String>,
+    pub public_read: bool,
     /// Set to true to stop the master.
     pub shutdown: watch::Sender<bool>,
     pub started: Instant,
@@ -73,7 +76,79 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .route("/stop", post(stop))
         .route("/restart", post(restart))
         .route("/workers/{slot}/restart", post(restart_slot))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Access rules: probes are always open; with a token, every other request
+/// needs it (reads may be left open with `--control-public-read`); and a
+/// browser may only send mutating requests from the dashboard's own origin.
+async fn guard(
+    State(state): State<Arc<ControlState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if matches!(path, "/health" | "/ready") {
+        return next.run(request).await;
+    }
+    let mutating =
+        request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
+    let headers = request.headers();
+    if mutating && !same_origin(headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "cross-origin requests may not change the cluster\n",
+        )
+            .into_response();
+    }
+    if let Some(token) = &state.token {
+        if (mutating || !state.public_read) && !bearer_matches(headers, token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                "this endpoint needs Authorization: Bearer <control token>\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a request came from the control plane's own pages, or from a
+/// client that is no browser (no `Origin`, no cross-site fetch metadata).
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return false;
+    }
+    match (text("origin"), text("host")) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(host)
+        }
+        (Some(_), None) => false,
+    }
+}
+
+fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare in constant time: the token guards a network endpoint.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn cluster_status(state: &ControlState) -> ClusterStatus {
@@ -149,12 +224,9 @@ async fn restart_slot(
 /// `ppm restart`: starts (or joins) a rolling restart and follows it,
 /// printing one line per replaced slot. Fails with PHP's error when a
 /// replacement could not boot.
-pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> {
-    let fail = |message: String| Error::Control {
-        addr: addr.to_string(),
-        message,
-    };
-    let (code, body) = call(addr, "POST", "/restart").await?;
+pub async fn restart_master(client: &ControlClient, timeout: Duration) -> Result<(), Error> {
+    let fail = |message: String| client.fail(message);
+    let (code, body) = client.call("POST", "/restart").await?;
     if code != 202 {
         return Err(fail(format!(
             "POST /restart answered {code}: {}",
@@ -171,7 +243,7 @@ pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> 
     let deadline = Instant::now() + timeout;
     let mut reported = 0;
     loop {
-        let (code, body) = call(addr, "GET", "/status").await?;
+        let (code, body) = client.call("GET", "/status").await?;
         if code != 200 {
             return Err(fail(format!("GET /status answered {code}")));
         }
@@ -216,8 +288,40 @@ pub async fn restart_master(addr: &str, timeout: Duration) -> Result<(), Error> 
     }
 }
 
+/// Where a running master's control plane is, and the token it may want.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+impl ControlClient {
+    fn fail(&self, message: String) -> Error {
+        Error::Control {
+            addr: self.addr.clone(),
+            message,
+        }
+    }
+
+    /// Makes one HTTP request to the control plane; returns status and body.
+    pub async fn call(&self, method: &str, path: &str) -> Result<(u16, Bytes), Error> {
+        let (code, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
+        if code == 401 {
+            return Err(self.fail(format!(
+                "{method} {path} needs the control token: pass --control-token or set PPM_CONTROL_TOKEN"
+            )));
+        }
+        Ok((code, body))
+    }
+}
+
 /// Makes one HTTP request to a control plane and returns status and body.
-pub async fn call(addr: &str, method: &str, path: &str) -> Result<(u16, Bytes), Error> {
+async fn call(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+) -> Result<(u16, Bytes), Error> {
     let fail = |message: String| Error::Control {
         addr: addr.to_string(),
         message,
@@ -230,10 +334,14 @@ pub async fn call(addr: &str, method: &str, path: &str) -> Result<(u16, Bytes), 
         .await
         .map_err(|e| fail(e.to_string()))?;
     tokio::spawn(conn);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, addr)
+        .header(hyper::header::HOST, addr);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| fail(e.to_string()))?;
     let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
@@ -251,22 +359,17 @@ pub async fn call(addr: &str, method: &str, path: &str) -> Result<(u16, Bytes), 
 }
 
 /// `ppm status`: prints the cluster as a table, or its JSON.
-pub async fn print_status(addr: &str, json: bool) -> Result<(), Error> {
-    let (code, body) = call(addr, "GET", "/status").await?;
+pub async fn print_status(client: &ControlClient, json: bool) -> Result<(), Error> {
+    let (code, body) = client.call("GET", "/status").await?;
     if code != 200 {
-        return Err(Error::Control {
-            addr: addr.to_string(),
-            message: format!("GET /status answered {code}"),
-        });
+        return Err(client.fail(format!("GET /status answered {code}")));
     }
     if json {
         println!("{}", String::from_utf8_lossy(&body));
         return Ok(());
     }
-    let status: ClusterStatus = serde_json::from_slice(&body).map_err(|e| Error::Control {
-        addr: addr.to_string(),
-        message: format!("unreadable status: {e}"),
-    })?;
+    let status: ClusterStatus = serde_json::from_slice(&body)
+        .map_err(|e| client.fail(format!("unreadable status: {e}")))?;
     print!("{}", render_table(&status));
     Ok(())
 }
@@ -347,13 +450,11 @@ pub fn render_table(status: &ClusterStatus) -> String {
 }
 
 /// `ppm stop`: asks the master to stop and waits until it has exited.
-pub async fn stop_master(addr: &str, timeout: Duration) -> Result<(), Error> {
-    let (code, _) = call(addr, "POST", "/stop").await?;
+pub async fn stop_master(client: &ControlClient, timeout: Duration) -> Result<(), Error> {
+    let addr = client.addr.as_str();
+    let (code, _) = client.call("POST", "/stop").await?;
     if code != 202 {
-        return Err(Error::Control {
-            addr: addr.to_string(),
-            message: format!("POST /stop answered {code}"),
-        });
+        return Err(client.fail(format!("POST /stop answered {code}")));
     }
     let deadline = Instant::now() + timeout;
     // The master closes the control port last, after every worker exited.
@@ -370,4 +471,53 @@ pub async fn stop_master(addr: &str, timeout: Duration) -> Result<(), Error> {
             timeout.as_secs()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn only_the_dashboards_own_origin_may_post() {
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:5500")])));
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:5500"),
+            ("origin", "http://127.0.0.1:5500")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:5500"),
+            ("origin", "http://evil.test")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:5500"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+    }
+
+    #[test]
+    fn the_bearer_token_must_match_exactly() {
+        let token = "0123456789abcdef";
+        assert!(bearer_matches(
+            &headers(&[("authorization", "Bearer 0123456789abcdef")]),
+            token
+        ));
+        assert!(!bearer_matches(
+            &headers(&[("authorization", "Bearer 0123456789abcdeX")]),
+            token
+        ));
+        assert!(!bearer_matches(
+            &headers(&[("authorization", "Bearer 0123")]),
+            token
+        ));
+        assert!(!bearer_matches(&headers(&[]), token));
+    }
 }

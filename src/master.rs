@@ -155,6 +155,8 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     let state = Arc::new(ControlState {
         pool: pool.clone(),
         restarts,
+        token: opts.control_token.clone(),
+        public_read: opts.control_public_read,
         shutdown: shutdown_tx.clone(),
         started: Instant::now(),
         info: ClusterInfo {

@@ -9,6 +9,8 @@ use Ppm\Runtime\BootstrapException;
 /** Turns a --bridge value into a bridge. */
 final class BridgeFactory
 {
+    private const CLASS_NAME = '/^[A-Za-z_\x80-\xff][\w\x80-\xff]*(\\\\[A-Za-z_\x80-\xff][\w\x80-\xff]*)*$/D';
+
     private const BUILT_IN = [
         'callable' => CallableBridge::class,
         'psr15' => Psr15Bridge::class,
@@ -19,11 +21,13 @@ final class BridgeFactory
     public static function create(string $name): BridgeInterface
     {
         $class = self::BUILT_IN[strtolower($name)] ?? ltrim($name, '\\');
-        if (!preg_match('/^[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*(\\\\[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)*$/D', $class)) {
+        if (!preg_match(self::CLASS_NAME, $class)) {
             throw new BootstrapException(self::unknown($name));
         }
         if (!class_exists($class)) {
-            throw new BootstrapException(self::unknown($name) . " (no class $class; is it autoloadable by vendor/autoload.php?)");
+            throw new BootstrapException(
+                self::unknown($name) . " (no class $class; is it autoloadable by vendor/autoload.php?)"
+            );
         }
         if (!is_subclass_of($class, BridgeInterface::class)) {
             throw new BootstrapException("bridge class $class does not implement " . BridgeInterface::class);

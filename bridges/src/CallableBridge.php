@@ -25,7 +25,9 @@ final class CallableBridge implements BridgeInterface
     public function bootstrap(string $bootstrap, string $appDir, string $appEnv, bool $debug): void
     {
         if ($bootstrap === '') {
-            throw new BootstrapException('the callable bridge needs --bootstrap=FILE (a PHP file returning a callable)');
+            throw new BootstrapException(
+                'the callable bridge needs --bootstrap=FILE (a PHP file returning a callable)'
+            );
         }
         $file = $bootstrap[0] === '/' ? $bootstrap : $appDir . '/' . $bootstrap;
         if (!is_file($file)) {

@@ -62,10 +62,9 @@ final class ControlChannel
     /** @param array<string, mixed> $message */
     public function send(array $message): bool
     {
-        $line = json_encode(
-            $message,
-            JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_INVALID_UTF8_SUBSTITUTE | JSON_PARTIAL_OUTPUT_ON_ERROR
-        );
+        $flags = JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE
+            | JSON_INVALID_UTF8_SUBSTITUTE | JSON_PARTIAL_OUTPUT_ON_ERROR;
+        $line = json_encode($message, $flags);
         return @fwrite($this->stream, $line . "\n") !== false;
     }
 }

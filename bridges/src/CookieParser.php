@@ -28,9 +28,8 @@ final class CookieParser
                 continue;
             }
             if ($maxVars > 0 && ++$count > $maxVars) {
-                trigger_error(
-                    "Input variables exceeded $maxVars. To increase the limit change max_input_vars in php.ini.",
-                    E_USER_WARNING
+                Log::startupWarning(
+                    "Input variables exceeded $maxVars. To increase the limit change max_input_vars in php.ini."
                 );
                 break;
             }

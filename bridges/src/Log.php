@@ -18,6 +18,15 @@ final class Log
         self::write('ppm worker: ' . $message . "\n");
     }
 
+    /**
+     * A warning PHP itself would emit while reading the request (before any
+     * script runs, so no error handler sees it), worded the same way.
+     */
+    public static function startupWarning(string $message): void
+    {
+        self::raw("PHP Warning:  $message in Unknown on line 0");
+    }
+
     /** Writes text as is (PHP error messages keep their own format). */
     public static function raw(string $text): void
     {

@@ -68,10 +68,8 @@ final class MultipartParser
             if ($filename === null && $name !== null) {
                 if ($maxVars > 0 && ++$fieldCount > $maxVars) {
                     if ($fieldCount === $maxVars + 1) {
-                        trigger_error(
-                            "Input variables exceeded $maxVars. "
-                            . 'To increase the limit change max_input_vars in php.ini.',
-                            E_USER_WARNING
+                        Log::startupWarning(
+                            "Input variables exceeded $maxVars. To increase the limit change max_input_vars in php.ini."
                         );
                     }
                 } else {
@@ -88,10 +86,10 @@ final class MultipartParser
                 $skip = true;
             } elseif (!$skip && $uploadsLeft <= 0) {
                 $skip = true;
-                trigger_error('Maximum number of allowable file uploads has been exceeded', E_USER_WARNING);
+                Log::startupWarning('Maximum number of allowable file uploads has been exceeded');
             }
             if ($name === null && $filename === null) {
-                trigger_error('File Upload Mime headers garbled', E_USER_WARNING);
+                Log::startupWarning('File Upload Mime headers garbled');
                 return;
             }
             $name ??= (string) $anonymous++;
@@ -121,7 +119,7 @@ final class MultipartParser
                 if ($error === UPLOAD_ERR_OK || $error === UPLOAD_ERR_PARTIAL) {
                     $tmpName = $this->writeTempFile($content);
                     if ($tmpName === null) {
-                        trigger_error('File upload error - unable to create a temporary file', E_USER_WARNING);
+                        Log::startupWarning('File upload error - unable to create a temporary file');
                         $error = UPLOAD_ERR_CANT_WRITE;
                         $tmpName = '';
                     } elseif ($error === UPLOAD_ERR_PARTIAL) {
@@ -252,14 +250,14 @@ final class MultipartParser
         }
         $eq = $pos === false ? false : strpos($contentType, '=', $pos);
         if ($eq === false) {
-            trigger_error('Missing boundary in multipart/form-data POST data', E_USER_WARNING);
+            Log::startupWarning('Missing boundary in multipart/form-data POST data');
             return null;
         }
         $boundary = substr($contentType, $eq + 1);
         if (str_starts_with($boundary, '"')) {
             $end = strpos($boundary, '"', 1);
             if ($end === false) {
-                trigger_error('Invalid boundary in multipart/form-data POST data', E_USER_WARNING);
+                Log::startupWarning('Invalid boundary in multipart/form-data POST data');
                 return null;
             }
             return substr($boundary, 1, $end - 1);

@@ -56,14 +56,15 @@ final class OutputCapture
             if (($phase & PHP_OUTPUT_HANDLER_FINAL) !== 0 && $this->mode !== self::OFF) {
                 $this->lost = true;
             }
-            if (($phase & PHP_OUTPUT_HANDLER_CLEAN) !== 0 || $data === '' && ($phase & PHP_OUTPUT_HANDLER_FLUSH) === 0) {
-                return '';
+            $flush = ($phase & PHP_OUTPUT_HANDLER_FLUSH) !== 0;
+            if (($phase & PHP_OUTPUT_HANDLER_CLEAN) !== 0 || ($data === '' && !$flush)) {
+                return ''; // ob_clean() and friends: the content is thrown away
             }
             if ($this->mode === self::LOG) {
                 Log::raw('output outside a request: ' . $data);
             } elseif ($this->mode === self::REQUEST && $this->writer !== null) {
                 $this->pending .= $data;
-                if (($phase & PHP_OUTPUT_HANDLER_FLUSH) !== 0
+                if ($flush
                     || strlen($this->pending) >= self::CHUNK_SIZE
                     || $this->writer->headSent()
                 ) {
@@ -81,6 +82,7 @@ final class OutputCapture
     /** Output from now on is the body of this response. */
     public function begin(ResponseWriter $writer): void
     {
+        $this->settle();
         $this->writer = $writer;
         $this->pending = '';
         $this->mode = self::REQUEST;
@@ -109,9 +111,10 @@ final class OutputCapture
         $this->release();
     }
 
-    /** Back to logging stray output, between requests. */
+    /** Back to logging stray output, between requests (terminate output is dropped). */
     public function idle(): void
     {
+        $this->settle();
         $this->mode = self::LOG;
     }
 
@@ -126,6 +129,24 @@ final class OutputCapture
     public function mustExit(): bool
     {
         return $this->mustExit;
+    }
+
+    /** Empties the buffers outside a request: logged in LOG mode, dropped otherwise. */
+    private function settle(): void
+    {
+        if ($this->mode === self::REQUEST || $this->mode === self::OFF) {
+            return;
+        }
+        $log = $this->mode === self::LOG;
+        $rest = $this->collect($log);
+        $this->pending = '';
+        if ($log && $rest !== '') {
+            Log::raw('output outside a request: ' . $rest);
+        }
+        if ($this->lost) {
+            $this->lost = false;
+            $this->install();
+        }
     }
 
     private function release(): void

@@ -31,7 +31,9 @@ final class Psr15Bridge implements BridgeInterface
             );
         }
         if ($bootstrap === '') {
-            throw new BootstrapException('the psr15 bridge needs --bootstrap=FILE (a PHP file returning a PSR-15 handler)');
+            throw new BootstrapException(
+                'the psr15 bridge needs --bootstrap=FILE (a PHP file returning a PSR-15 handler)'
+            );
         }
         $file = $bootstrap[0] === '/' ? $bootstrap : $appDir . '/' . $bootstrap;
         if (!is_file($file)) {
@@ -41,7 +43,8 @@ final class Psr15Bridge implements BridgeInterface
         $handler = (static fn (string $__file) => require $__file)($file);
         if (!is_object($handler) || !method_exists($handler, 'handle')) {
             throw new BootstrapException(
-                "$file must return a Psr\\Http\\Server\\RequestHandlerInterface, it returned " . get_debug_type($handler)
+                "$file must return a Psr\\Http\\Server\\RequestHandlerInterface, "
+                . 'it returned ' . get_debug_type($handler)
             );
         }
         $this->handler = $handler;

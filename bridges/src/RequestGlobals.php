@@ -152,8 +152,8 @@ final class RequestGlobals
         }
         $postMax = Ini::bytes('post_max_size');
         if ($postMax > 0 && strlen($request->body) > $postMax) {
-            Log::raw(sprintf(
-                'PHP Warning:  PHP Request Startup: POST Content-Length of %d bytes exceeds the limit of %d bytes in Unknown on line 0',
+            Log::startupWarning(sprintf(
+                'PHP Request Startup: POST Content-Length of %d bytes exceeds the limit of %d bytes',
                 strlen($request->body),
                 $postMax
             ));

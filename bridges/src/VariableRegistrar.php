@@ -47,10 +47,9 @@ final class VariableRegistrar
             if (++$level > $maxNesting) {
                 unset($track[$base]);
                 if (!ini_get('display_errors')) {
-                    trigger_error(
+                    Log::startupWarning(
                         "Input variable nesting level exceeded $maxNesting. "
-                        . 'To increase the limit change max_input_nesting_level in php.ini.',
-                        E_USER_WARNING
+                        . 'To increase the limit change max_input_nesting_level in php.ini.'
                     );
                 }
                 return;

@@ -207,10 +207,12 @@ final class Worker
         $this->capture->idle();
         $this->globals->reset();
         RequestContext::end();
-        if (PHP_SAPI !== 'cli') {
-            header_remove();
+        if (!headers_sent()) {
+            if (PHP_SAPI !== 'cli') {
+                header_remove();
+            }
+            http_response_code(200);
         }
-        http_response_code(200);
         $this->writer = null;
     }
 

@@ -81,6 +81,8 @@ pub fn http() -> reqwest::blocking::Client {
 /// A running `ppm start`.
 pub struct Cluster {
     pub child: Option<Child>,
+    /// The control token the cluster was started with, if any.
+    pub token: Option<String>,
     pub control_port: u16,
     pub port: u16,
     pub workers: u16,
@@ -143,8 +145,14 @@ impl Cluster {
             .stderr(log_file)
             .spawn()
             .expect("ppm starts");
+        let token = setup
+            .extra
+            .iter()
+            .find_map(|a| a.strip_prefix("--control-token="))
+            .map(str::to_string);
         let mut cluster = Cluster {
             child: Some(child),
+            token,
             control_port,
             port,
             workers: setup.workers,
@@ -182,13 +190,13 @@ impl Cluster {
     }
 
     pub fn try_status(&self) -> Option<serde_json::Value> {
-        http()
+        let mut request = http()
             .get(self.control_url("/status"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .ok()?
-            .json()
-            .ok()
+            .timeout(Duration::from_secs(5));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request.send().ok()?.json().ok()
     }
 
     pub fn status(&mut self) -> serde_json::Value {

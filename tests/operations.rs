@@ -1,0 +1,224 @@
+//! Operating ppm: configuration file, control plane security.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "s3cret-token-for-tests";
+
+#[test]
+fn a_non_loopback_control_address_without_a_token_refuses_to_start() {
+    let base = free_ports(4);
+    let app = fixture("basic");
+    let (code, out, err) = run_ppm(
+        &[
+            "start",
+            path_str(&app),
+            "--bridge=callable",
+            "--bootstrap=app.php",
+            "--workers=1",
+            "--control-host=0.0.0.0",
+            &format!("--control-port={base}"),
+            &format!("--port={}", base + 1),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("--control-token") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn with_a_token_mutating_requests_need_it() {
+    let cluster = Cluster::start(
+        Setup::callable("basic", 1)
+            .arg("--control-host=0.0.0.0")
+            .arg(format!("--control-token={TOKEN}")),
+    );
+    let client = http();
+    let r = client.post(cluster.control_url("/restart")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client.get(cluster.control_url("/status")).send().unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "reads need the token too by default"
+    );
+    let r = client.get(cluster.control_url("/health")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "probes stay open");
+    let r = client
+        .post(cluster.control_url("/restart"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client
+        .post(cluster.control_url("/restart"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    // The CLI passes the token from the environment or --control-token.
+    let port = cluster.control_port.to_string();
+    let (code, _, err) = run_ppm(&["status", &port], Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert!(err.contains("PPM_CONTROL_TOKEN"), "{err}");
+    let (code, out, err) = run_ppm(
+        &["status", &port, "--control-token", TOKEN],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SLOT"));
+}
+
+#[test]
+fn public_read_leaves_status_open_but_not_the_mutating_endpoints() {
+    let cluster = Cluster::start(
+        Setup::callable("basic", 1)
+            .arg("--control-host=0.0.0.0")
+            .arg(format!("--control-token={TOKEN}"))
+            .arg("--control-public-read"),
+    );
+    let client = http();
+    assert_eq!(
+        client
+            .get(cluster.control_url("/status"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .post(cluster.control_url("/stop"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+}
+
+#[test]
+fn a_cross_origin_browser_request_cannot_change_the_cluster() {
+    let cluster = Cluster::start(Setup::callable("basic", 1));
+    let client = http();
+    let r = client
+        .post(cluster.control_url("/restart"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = client
+        .post(cluster.control_url("/restart"))
+        .header(
+            "Origin",
+            format!("http://127.0.0.1:{}", cluster.control_port),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = client.get(cluster.control_url("/restart")).send().unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        405,
+        "mutating endpoints only accept POST"
+    );
+}
+
+#[test]
+fn ppm_json_in_the_app_directory_configures_start_and_the_cli() {
+    let app = fixture_copy("basic");
+    let base = free_ports(5);
+    let settings = serde_json::json!({
+        "bridge": "callable",
+        "bootstrap": "app.php",
+        "workers": 2,
+        "port": base + 1,
+        "control-port": base,
+    });
+    std::fs::write(app.path().join("ppm.json"), settings.to_string()).unwrap();
+    let mut child = std::process::Command::new(PPM)
+        .args(["start", path_str(app.path()), "--workers=3"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{base}/status");
+    let status = wait_until(Duration::from_secs(20), || {
+        let status: serde_json::Value = http().get(&url).send().ok()?.json().ok()?;
+        (status["ready_workers"] == 3).then_some(status)
+    });
+    // ppm stop without a port finds the master through ./ppm.json.
+    let stop = std::process::Command::new(PPM)
+        .arg("stop")
+        .current_dir(app.path())
+        .output()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let status = status.expect("the cluster came up with 3 workers (command line beats file)");
+    assert_eq!(status["workers"][2]["port"], base + 4);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(exited.is_some());
+}
+
+#[test]
+fn ppm_config_writes_the_file_and_shows_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_ppm(
+        &[
+            "config",
+            path_str(dir.path()),
+            "--workers=3",
+            "--bridge=callable",
+            "--max-requests=1000",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ppm.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        written,
+        serde_json::json!({"workers": 3, "bridge": "callable"})
+    );
+    let (code, out, _) = run_ppm(
+        &["config", path_str(dir.path()), "--show-option", "workers"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "3");
+    let (code, out, _) = run_ppm(
+        &["config", path_str(dir.path()), "--show-option", "max-queue"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "1024", "a default");
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ppm.json"), r#"{"max-qeue": 5}"#).unwrap();
+    let (code, _, err) = run_ppm(&["start", path_str(dir.path())], Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("ppm.json") && err.contains("max-qeue") && err.contains("max-queue"),
+        "{err}"
+    );
+}
