@@ -24,4 +24,6 @@ spl_autoload_register(static function (string $class): void {
     }
 });
 
+require __DIR__ . '/src/polyfills.php';
+
 exit(\Ppm\Runtime\Worker::main());

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::pool::{AcquireError, ExitReason, Lease, Pool};
 
 /// Responses up to this size are read whole from the worker before the
@@ -59,6 +60,7 @@ pub struct Balancer {
     /// health checks (never sent to PHP).
     health_path: Option<String>,
     request_ids: RequestIds,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Balancer {
@@ -69,11 +71,12 @@ impl Balancer {
         health_path: Option<String>,
     ) -> Self {
         Self {
-            pool,
             max_body_size,
             max_execution_time,
             health_path,
             request_ids: RequestIds::new(),
+            metrics: Arc::new(Metrics::new(pool.len())),
+            pool,
         }
     }
 
@@ -128,9 +131,12 @@ impl Balancer {
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
+                    let metrics = self.metrics.clone();
+                    metrics.open_connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         // Client resets and protocol errors end only that connection.
                         let _ = conn.await;
+                        metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
                 _ = crate::until_true(&mut shutdown) => break,
@@ -155,14 +161,26 @@ impl Balancer {
         if self.health_path.as_deref() == Some(req.uri().path()) {
             return self.health(target);
         }
+        let started = tokio::time::Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
         let request_id = self.request_ids.next();
-        let mut response = self.forward(req, peer, local, target, &request_id).await;
+        let (mut response, slot) = self.forward(req, peer, local, target, &request_id).await;
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(X_REQUEST_ID, value);
         }
+        self.metrics.request(
+            slot,
+            response.status().as_u16(),
+            started.elapsed(),
+            method.as_str(),
+            &path,
+        );
         response
     }
 
+    /// Reads the request whole, takes a worker and passes the request on.
+    /// Returns the response and the slot that served it, if any did.
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -170,7 +188,7 @@ impl Balancer {
         local: SocketAddr,
         target: Target,
         request_id: &str,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, Option<usize>) {
         let (parts, body) = req.into_parts();
         let declared = parts
             .headers
@@ -178,7 +196,7 @@ impl Balancer {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.max_body_size) {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
+            return (too_large(), None);
         }
         let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
             || parts.headers.contains_key(header::TRANSFER_ENCODING)
@@ -186,13 +204,16 @@ impl Balancer {
         let limit = usize::try_from(self.max_body_size).unwrap_or(usize::MAX);
         let body = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
-            }
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => return (too_large(), None),
             Err(_) => {
-                return error_response(StatusCode::BAD_REQUEST, "Could not read the request body\n")
+                let response =
+                    error_response(StatusCode::BAD_REQUEST, "Could not read the request body\n");
+                return (response, None);
             }
         };
+        self.metrics
+            .bytes_in
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         let headers = forwarded_headers(
             &parts.headers,
             &parts.uri,
@@ -205,26 +226,32 @@ impl Balancer {
             .uri
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+            .unwrap_or("/");
+        let Ok(uri) = path.parse::<hyper::Uri>() else {
+            return (
+                error_response(StatusCode::BAD_REQUEST, "Bad request target\n"),
+                None,
+            );
+        };
 
         let slot = match target {
             Target::Any => None,
             Target::Slot(s) => Some(s),
         };
         for _ in 0..SEND_ATTEMPTS {
+            let queued = tokio::time::Instant::now();
             let mut lease = match self.pool.acquire(slot).await {
                 Ok(lease) => lease,
-                Err(err) => return unavailable(err),
+                Err(err) => return (unavailable(err), None),
             };
+            self.metrics.queue_wait.observe(queued.elapsed());
+            let served_by = Some(lease.slot());
             let mut request = Request::new(Full::new(body.clone()));
             *request.method_mut() = parts.method.clone();
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = headers.clone();
-            *request.uri_mut() = match path.parse() {
-                Ok(uri) => uri,
-                Err(_) => return error_response(StatusCode::BAD_REQUEST, "Bad request target\n"),
-            };
+            *request.uri_mut() = uri.clone();
+            lease.begin(parts.method.as_str(), path);
             let Some(conn) = lease.conn() else {
                 lease.unsent();
                 continue;
@@ -233,14 +260,21 @@ impl Balancer {
                 lease.unsent();
                 continue;
             }
+            // Execution time counts from here: queue time is not the app's.
             let deadline = self
                 .max_execution_time
                 .map(|limit| tokio::time::Instant::now() + limit);
             let Some(sent) = within(deadline, conn.send_request(request)).await else {
-                return timed_out(&lease, &format!("{} {path}", parts.method));
+                return (
+                    timed_out(&lease, &format!("{} {path}", parts.method)),
+                    served_by,
+                );
             };
             match sent {
-                Ok(response) => return respond(response, lease, deadline).await,
+                Ok(response) => {
+                    let response = respond(response, lease, deadline, self.metrics.clone()).await;
+                    return (response, served_by);
+                }
                 Err(err) if err.is_canceled() => {
                     lease.unsent();
                     continue;
@@ -250,18 +284,24 @@ impl Balancer {
                         "[slot {}] worker failed during the request: {err}",
                         lease.slot()
                     );
-                    return error_response(
+                    let response = error_response(
                         StatusCode::BAD_GATEWAY,
                         "The PHP worker died during the request\n",
                     );
+                    return (response, served_by);
                 }
             }
         }
-        error_response(
+        let response = error_response(
             StatusCode::BAD_GATEWAY,
             "No PHP worker could take the request\n",
-        )
+        );
+        (response, None)
     }
+}
+
+fn too_large() -> Response<ProxyBody> {
+    error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n")
 }
 
 /// Passes the worker's response on. A response with a known length that
@@ -274,6 +314,7 @@ async fn respond(
     response: Response<Incoming>,
     mut lease: Lease,
     deadline: Option<Instant>,
+    metrics: Arc<Metrics>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -286,7 +327,11 @@ async fn respond(
             Ok(collected) => {
                 lease.complete();
                 drop(lease);
-                Response::from_parts(parts, full(collected.to_bytes()))
+                let bytes = collected.to_bytes();
+                metrics
+                    .bytes_out
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Response::from_parts(parts, full(bytes))
             }
             Err(err) => {
                 tracing::warn!("[slot {}] worker response broke off: {err}", lease.slot());
@@ -299,7 +344,7 @@ async fn respond(
     }
     let budget = Arc::new(Semaphore::new(RESPONSE_BUFFER));
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(pump(body, lease, budget, tx, deadline));
+    tokio::spawn(pump(body, lease, budget, tx, deadline, metrics));
     Response::from_parts(parts, PumpedBody { rx }.boxed_unsync())
 }
 
@@ -311,6 +356,7 @@ async fn pump(
     budget: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Chunk>,
     deadline: Option<Instant>,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let frame = tokio::select! {
@@ -340,6 +386,9 @@ async fn pump(
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
+                metrics
+                    .bytes_out
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 let permits = data.len().clamp(1, RESPONSE_BUFFER) as u32;
                 let permit = tokio::select! {
                     permit = budget.clone().acquire_many_owned(permits) => match permit {

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::metrics::{Metrics, RecentError};
 use crate::pool::{Pool, SlotState, SlotStatus};
 use crate::rolling::{RestartState, RestartStatus, Restarts};
 use crate::Error;
@@ -24,6 +25,7 @@ use crate::Error;
 /// What the control plane knows besides the pool.
 pub struct ControlState {
     pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
     pub restarts: Arc<Restarts>,
     /// The token mutating (and, unless `public_read`, reading) requests need.
     pub token: Option<String>,
@@ -57,10 +59,22 @@ pub struct ClusterStatus {
     pub busy_workers: usize,
     pub queue_length: usize,
     pub requests_total: u64,
+    /// Estimated request latency percentiles (p50, p90, p99) in milliseconds.
+    pub latency_ms: Latency,
+    /// The last 5xx answers.
+    pub recent_errors: Vec<RecentError>,
     pub shutting_down: bool,
     /// The last rolling restart, running or finished.
     pub restart: Option<RestartStatus>,
     pub workers: Vec<WorkerRow>,
+}
+
+/// Request latency percentiles in milliseconds (None before any request).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
 }
 
 /// One slot in `GET /status`: `SlotStatus`, kept as plain JSON so that
@@ -71,6 +85,7 @@ pub type WorkerRow = serde_json::Value;
 pub fn router(state: Arc<ControlState>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stop", post(stop))
@@ -161,7 +176,13 @@ fn cluster_status(state: &ControlState) -> ClusterStatus {
         ready_workers: count(SlotState::Ready),
         busy_workers: count(SlotState::Busy),
         queue_length: state.pool.queue_len(),
-        requests_total: slots.iter().map(|w| w.requests).sum(),
+        requests_total: state.metrics.requests_total(),
+        latency_ms: Latency {
+            p50: state.metrics.duration.quantile(0.5).map(|s| s * 1000.0),
+            p90: state.metrics.duration.quantile(0.9).map(|s| s * 1000.0),
+            p99: state.metrics.duration.quantile(0.99).map(|s| s * 1000.0),
+        },
+        recent_errors: state.metrics.recent_errors(),
         shutting_down: *state.shutdown.borrow(),
         restart: state.restarts.last(),
         workers: slots
@@ -173,6 +194,33 @@ fn cluster_status(state: &ControlState) -> ClusterStatus {
 
 async fn status(State(state): State<Arc<ControlState>>) -> Json<ClusterStatus> {
     Json(cluster_status(&state))
+}
+
+async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    let master_rss = tokio::task::spawn_blocking(|| {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+        let pid = Pid::from_u32(std::process::id());
+        let mut system = System::new();
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        system.process(pid).map(|p| p.memory())
+    })
+    .await
+    .ok()
+    .flatten();
+    let text = state
+        .metrics
+        .render(&state.pool.status(), state.pool.queue_len(), master_rss);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 async fn health() -> &'static str {

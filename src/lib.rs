@@ -12,6 +12,7 @@ pub mod control;
 pub mod error;
 pub mod logging;
 pub mod master;
+pub mod metrics;
 pub mod php;
 pub mod pool;
 pub mod rolling;

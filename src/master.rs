@@ -154,6 +154,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
 
     let state = Arc::new(ControlState {
         pool: pool.clone(),
+        metrics: balancer.metrics.clone(),
         restarts,
         token: opts.control_token.clone(),
         public_read: opts.control_public_read,

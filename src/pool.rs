@@ -22,7 +22,7 @@
 //! Every state change goes through `SlotState::can_become`, the one table
 //! of allowed transitions.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -165,6 +165,19 @@ pub struct SlotStatus {
     pub replacement_pid: Option<u32>,
     /// Pids of replaced workers finishing their last request.
     pub draining_pids: Vec<u32>,
+    /// Replaced workers by reason (`max-requests`, `crash`, …).
+    pub restarts_by_reason: BTreeMap<String, u64>,
+    /// The request the worker is serving, if any.
+    pub current_request: Option<CurrentRequest>,
+}
+
+/// A request in progress, as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurrentRequest {
+    pub method: String,
+    pub path: String,
+    /// Unix time in milliseconds the worker took it.
+    pub started_at_ms: u64,
 }
 
 /// Why a request got no worker.
@@ -264,6 +277,8 @@ impl Pool {
                     last_error: None,
                     replacement_pid: None,
                     draining_pids: Vec::new(),
+                    restarts_by_reason: BTreeMap::new(),
+                    current_request: None,
                 },
             })
             .collect();
@@ -448,6 +463,7 @@ impl Pool {
             return;
         }
         slot.leased = false;
+        slot.status.current_request = None;
         if sent {
             slot.status.worker_requests += 1;
         }
@@ -564,8 +580,9 @@ impl Pool {
         slot.conn = None;
         slot.leased = false;
         slot.status.pid = None;
+        slot.status.current_request = None;
         if reason != ExitReason::Shutdown {
-            slot.status.restarts += 1;
+            count_restart(&mut slot.status, reason);
         }
         slot.status.last_reason = Some(reason);
         slot.status.last_exit = Some(exit);
@@ -585,7 +602,7 @@ impl Pool {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         slot.status.draining_pids.retain(|&p| p != pid);
-        slot.status.restarts += 1;
+        count_restart(&mut slot.status, reason);
         slot.status.last_reason = Some(reason);
         slot.status.last_exit = Some(exit);
     }
@@ -688,6 +705,14 @@ fn transition(slot: &mut Slot, next: SlotState) {
     slot.status.state = next;
 }
 
+fn count_restart(status: &mut SlotStatus, reason: ExitReason) {
+    status.restarts += 1;
+    *status
+        .restarts_by_reason
+        .entry(reason.to_string())
+        .or_default() += 1;
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -733,6 +758,22 @@ impl Lease {
     pub fn conn(&mut self) -> Option<&mut WorkerConn> {
         self.sent = true;
         self.conn.as_mut()
+    }
+
+    /// Shows the request in `/status` while the worker serves it.
+    pub fn begin(&self, method: &str, path: &str) {
+        let mut shared = self.pool.lock();
+        let slot = &mut shared.slots[self.slot];
+        if slot.generation == self.generation {
+            slot.status.current_request = Some(CurrentRequest {
+                method: method.to_string(),
+                path: path.chars().take(200).collect(),
+                started_at_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_default(),
+            });
+        }
     }
 
     /// The response has been read to its end: the connection can be reused.

@@ -1,8 +1,9 @@
 //! One PHP worker process: spawning it, its control channel, its logs and
 //! its end.
 //!
-//! A worker inherits one end of a Unix socket pair as fd 3, the control
-//! channel. The master writes the worker's configuration as the first JSON
+//! A worker inherits one end of a Unix socket pair as its control channel:
+//! on stdin under php-cgi (which cannot open other descriptors), on fd 3
+//! under the PHP CLI. The master writes the worker's configuration as the first JSON
 //! line; the worker answers `ready` (or `bootstrap_error`) and reports each
 //! finished request. The worker exits when it reads EOF on fd 3, so no
 //! worker outlives its master, even after `kill -9` of the master. Each
@@ -71,6 +72,8 @@ pub enum WorkerEvent {
     RequestDone { memory: u64, peak_memory: u64 },
     /// The worker is about to exit on its own (the app called exit()).
     Exiting { reason: String },
+    /// Debug mode: files the application loaded since the last report.
+    IncludedFiles { files: Vec<std::path::PathBuf> },
 }
 
 /// A running PHP worker process.
@@ -95,12 +98,9 @@ impl Worker {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let theirs: OwnedFd = theirs.into();
-        let their_fd = theirs.as_raw_fd();
+        let mut cmd_keep: Vec<OwnedFd> = Vec::new();
 
         let mut cmd = Command::new(&spec.php.path);
-        if spec.php.is_cgi {
-            cmd.arg("-q");
-        }
         for setting in [
             "max_execution_time=0",
             "output_buffering=0",
@@ -115,13 +115,11 @@ impl Worker {
         }
         cmd.arg(&spec.entry)
             .current_dir(&spec.app_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        // php-cgi switches to CGI or FastCGI mode when it sees the first ones.
         for var in [
+            // php-cgi switches to CGI or FastCGI mode when it sees these.
             "REQUEST_METHOD",
             "GATEWAY_INTERFACE",
             "SCRIPT_FILENAME",
@@ -135,23 +133,38 @@ impl Worker {
         ] {
             cmd.env_remove(var);
         }
-        // SAFETY: between fork and exec only async-signal-safe calls are
-        // made: dup2 and fcntl on a descriptor we own.
-        unsafe {
-            cmd.pre_exec(move || {
-                if their_fd == 3 {
-                    let flags = nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_GETFD)?;
-                    let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
-                    flags.remove(nix::fcntl::FdFlag::FD_CLOEXEC);
-                    nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(flags))?;
-                } else {
-                    nix::unistd::dup2(their_fd, 3)?;
-                }
-                Ok(())
-            });
+        if spec.php.is_cgi {
+            // php-cgi cannot open fd 3 (php://fd is CLI-only), so the
+            // control channel is its stdin. Without -q, php-cgi does not
+            // count headers as sent, so native sessions work; the CGI
+            // header block it prints at exit goes to /dev/null.
+            cmd.stdin(Stdio::from(theirs)).stdout(Stdio::null());
+        } else {
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            let their_fd = theirs.as_raw_fd();
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // are made: dup2 and fcntl on a descriptor we own.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if their_fd == 3 {
+                        let flags = nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_GETFD)?;
+                        let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
+                        flags.remove(nix::fcntl::FdFlag::FD_CLOEXEC);
+                        nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+                    } else {
+                        nix::unistd::dup2(their_fd, 3)?;
+                    }
+                    Ok(())
+                });
+            }
+            // The child has its copy; ours closes when `cmd` is dropped.
+            cmd_keep.push(theirs);
         }
         let mut child = cmd.spawn()?;
-        drop(theirs);
+        // Close our copies of the worker's end, so that its death is seen
+        // as EOF on the control channel.
+        drop(cmd);
+        drop(cmd_keep);
         let pid = child.id().unwrap_or_default();
 
         let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
@@ -295,11 +308,15 @@ async fn read_events(
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match serde_json::from_str::<WorkerEvent>(&line) {
-            Ok(event) => {
-                if tx.send(event).await.is_err() {
-                    return;
+            // Never wait for the consumer: a worker must not block on its
+            // control channel. Statistics that find no room are dropped.
+            Ok(event) => match tx.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    tracing::debug!("[{label}] control event dropped, nobody reading: {event:?}");
                 }
-            }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            },
             Err(err) => tracing::warn!("[{label}] unreadable control message ({err}): {line}"),
         }
     }

@@ -222,3 +222,125 @@ fn a_bad_config_file_names_the_file_and_the_key() {
         "{err}"
     );
 }
+
+/// Parses Prometheus text with the reference Python client's parser and
+/// returns {sample name with labels: value}.
+fn parse_metrics(text: &str) -> serde_json::Value {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the Prometheus parser rejected /metrics (pip install prometheus_client?): {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_count_every_request() {
+    let cluster = Cluster::start(Setup::callable("basic", 2));
+    let client = http();
+    for _ in 0..17 {
+        assert_eq!(
+            client
+                .get(cluster.url("/"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .get(cluster.url("/missing"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16(),
+            404
+        );
+    }
+    assert_eq!(
+        client
+            .get(cluster.slot_url(1, "/error"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        500
+    );
+    let text = client
+        .get(cluster.control_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let m = parse_metrics(&text);
+    let sum = |prefix: &str| -> f64 {
+        m.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("ppm_requests_total{"), 21.0, "{text}");
+    assert_eq!(sum("ppm_requests_total{code=2xx"), 17.0);
+    assert_eq!(sum("ppm_requests_total{code=4xx"), 3.0);
+    assert_eq!(m["ppm_requests_total{code=5xx,slot=1}"], 1.0);
+    assert_eq!(m["ppm_request_duration_seconds_count{}"], 21.0);
+    assert_eq!(m["ppm_queue_wait_seconds_count{}"], 21.0);
+    assert_eq!(m["ppm_workers{state=ready}"], 2.0);
+    assert!(m["ppm_worker_memory_bytes{slot=0}"].as_f64().unwrap() > 0.0);
+    assert!(m["ppm_master_rss_bytes{}"].as_f64().unwrap() > 0.0);
+    assert!(m["ppm_sent_bytes_total{}"].as_f64().unwrap() > 0.0);
+    let status = cluster.try_status().unwrap();
+    assert_eq!(status["requests_total"], 21);
+    assert!(status["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(status["recent_errors"][0]["path"], "/error");
+}
+
+#[test]
+fn worker_restarts_are_counted_by_reason_in_metrics() {
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--max-requests=3"));
+    let client = http();
+    for _ in 0..3 {
+        client.get(cluster.url("/")).send().unwrap();
+    }
+    let counted = wait_until(Duration::from_secs(10), || {
+        let text = client
+            .get(cluster.control_url("/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        let m = parse_metrics(&text);
+        (m["ppm_worker_restarts_total{reason=max-requests,slot=0}"] == 1.0).then_some(())
+    });
+    assert!(counted.is_some());
+}

@@ -72,12 +72,13 @@ final class CgiReexec
             return;
         }
         $argv = array_values(array_filter($argv, static fn (string $arg): bool => $arg !== '-q'));
+        $redirect = self::stdinIsSocket() ? '' : ' 0<&3 3<&-';
         $env = getenv();
         $env[self::MARKER] = '1';
         if (isset($env['PWD'])) {
             $env[self::MARKER . '_PWD'] = $env['PWD'];
         }
-        @pcntl_exec('/bin/sh', array_merge(['-c', 'exec "$0" "$@" 0<&3 3<&- 1>/dev/null'], $argv), $env);
+        @pcntl_exec('/bin/sh', array_merge(['-c', 'exec "$0" "$@"' . $redirect . ' 1>/dev/null'], $argv), $env);
         Log::line('re-executing php-cgi failed: ' . (error_get_last()['message'] ?? 'unknown error'));
     }
 

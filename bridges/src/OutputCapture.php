@@ -143,10 +143,7 @@ final class OutputCapture
         if ($log && $rest !== '') {
             Log::raw('output outside a request: ' . $rest);
         }
-        if ($this->lost) {
-            $this->lost = false;
-            $this->install();
-        }
+        $this->reinstallIfLost();
     }
 
     private function release(): void
@@ -154,10 +151,19 @@ final class OutputCapture
         $this->pending = '';
         $this->writer = null;
         $this->mode = self::DISCARD;
-        if ($this->lost) {
-            $this->mustExit = PHP_SAPI !== 'cli' && headers_sent();
-            $this->install();
+        $this->reinstallIfLost();
+    }
+
+    /** Puts our buffer back if the application removed it. */
+    private function reinstallIfLost(): void
+    {
+        if (!$this->lost) {
+            return;
         }
+        if (PHP_SAPI !== 'cli' && headers_sent()) {
+            $this->mustExit = true;
+        }
+        $this->install();
     }
 
     /**

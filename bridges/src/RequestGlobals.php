@@ -19,19 +19,32 @@ final class RequestGlobals
         'AUTH_TYPE', 'REQUEST_TIME', 'REQUEST_TIME_FLOAT', 'argv', 'argc', 'FCGI_ROLE',
     ];
 
-    /** @var array<string, string> */
+    /** @var array<string, mixed> */
     private array $environment;
 
-    public function __construct(private string $documentRoot, private string $scriptName)
+    /**
+     * @param array<string, mixed> $base $_SERVER as the bootstrap left it:
+     *        the environment plus what the application added (e.g. Dotenv)
+     */
+    public function __construct(private string $documentRoot, private string $scriptName, array $base)
     {
-        $this->environment = self::environmentSnapshot();
+        $this->environment = self::withoutRequestKeys($base);
     }
 
-    /** @return array<string, string> the process environment minus anything request-ish */
+    /** @return array<string, mixed> the process environment minus anything request-ish */
     public static function environmentSnapshot(): array
     {
+        return self::withoutRequestKeys(getenv());
+    }
+
+    /**
+     * @param array<array-key, mixed> $variables
+     * @return array<string, mixed>
+     */
+    private static function withoutRequestKeys(array $variables): array
+    {
         $environment = [];
-        foreach (getenv() as $key => $value) {
+        foreach ($variables as $key => $value) {
             $key = (string) $key;
             if (in_array($key, self::REQUEST_KEYS, true)
                 || str_starts_with($key, 'HTTP_')
@@ -88,14 +101,10 @@ final class RequestGlobals
         $server = $this->environment;
         $server['QUERY_STRING'] = $request->query();
         $server['REQUEST_METHOD'] = $request->method;
-        $contentType = $request->header('Content-Type');
-        if ($contentType !== []) {
-            $server['CONTENT_TYPE'] = implode(', ', $contentType);
-        }
-        $contentLength = $request->header('Content-Length');
-        if ($contentLength !== []) {
-            $server['CONTENT_LENGTH'] = $contentLength[0];
-        }
+        // As nginx's fastcgi_params set them: always present, empty
+        // when the request has none.
+        $server['CONTENT_TYPE'] = implode(', ', $request->header('Content-Type'));
+        $server['CONTENT_LENGTH'] = $request->header('Content-Length')[0] ?? '';
         $server['SCRIPT_NAME'] = $this->scriptName;
         $server['REQUEST_URI'] = $request->target;
         $server['DOCUMENT_URI'] = $this->scriptName;
@@ -117,7 +126,7 @@ final class RequestGlobals
         $joined = [];
         foreach ($request->headers as [$name, $value]) {
             $lower = strtolower($name);
-            if ($lower === 'content-type' || $lower === 'content-length' || str_contains($name, '_')) {
+            if (str_contains($name, '_')) {
                 continue; // underscores: like nginx and Apache, so X_Forwarded_For cannot pose as X-Forwarded-For
             }
             $key = 'HTTP_' . strtoupper(strtr($name, '-', '_'));

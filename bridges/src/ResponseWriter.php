@@ -63,6 +63,12 @@ final class ResponseWriter
         return $this->headSent;
     }
 
+    /** Whether the response is complete (or abandoned). */
+    public function isDone(): bool
+    {
+        return $this->done;
+    }
+
     public function status(): int
     {
         return $this->status;

@@ -90,7 +90,7 @@ final class SessionGuard
         if (session_status() === PHP_SESSION_ACTIVE) {
             @session_write_close();
         }
-        if (session_id() !== '') {
+        if (!$this->touched && session_id() !== '') {
             $this->touched = true;
         }
         unset($_SESSION);

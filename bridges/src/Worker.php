@@ -31,6 +31,8 @@ final class Worker
     private const TERMINATE = 'terminate';
     private const STOPPING = 'stopping';
 
+    private static ?self $instance = null;
+
     private string $phase = self::STARTING;
 
     private ?ControlChannel $control = null;
@@ -63,7 +65,23 @@ final class Worker
     public static function main(): int
     {
         CgiReexec::ensure();
-        return (new self())->run();
+        self::$instance = new self();
+        return self::$instance->run();
+    }
+
+    /**
+     * fastcgi_finish_request() for applications: sends the response now.
+     *
+     * @internal see polyfills.php
+     */
+    public static function finishRequest(): bool
+    {
+        $worker = self::$instance;
+        if ($worker === null || $worker->phase !== self::REQUEST || $worker->writer === null) {
+            return false;
+        }
+        $worker->capture->finish();
+        return true;
     }
 
     private function run(): int
@@ -133,7 +151,7 @@ final class Worker
         } else {
             $documentRoot = is_dir($config->appDir . '/public') ? $config->appDir . '/public' : $config->appDir;
         }
-        $this->globals = new RequestGlobals(rtrim($documentRoot, '/'), $scriptName);
+        $this->globals = new RequestGlobals(rtrim($documentRoot, '/'), $scriptName, $_SERVER);
         $this->globals->reset();
         if (PHP_SAPI !== 'cli') {
             header_remove();
@@ -147,10 +165,10 @@ final class Worker
         error_clear_last();
         $writer = new ResponseWriter($connection, $request, $this->head);
         $this->writer = $writer;
-        RequestContext::begin($request->body, $this->globals->populate($request));
-        $this->session->beforeRequest();
         $this->capture->begin($writer);
         try {
+            RequestContext::begin($request->body, $this->globals->populate($request));
+            $this->session->beforeRequest();
             $response = $this->bridge->handle();
             if ($response !== null) {
                 $writer->useResponse($response);
@@ -193,6 +211,9 @@ final class Worker
         $message = ErrorFormatter::throwable($e);
         Log::raw($message);
         $this->capture->discard();
+        if ($writer->isDone()) {
+            return; // after fastcgi_finish_request(): the client has its answer
+        }
         if ($writer->headSent()) {
             $writer->abort();
             return;
@@ -262,9 +283,7 @@ final class Worker
                     $writer->finish((string) $page->body());
                 }
             }
-            if (session_status() === PHP_SESSION_ACTIVE) {
-                @session_write_close();
-            }
+            $this->session->afterResponse();
         }
         $this->capture->off();
         RequestContext::end();
