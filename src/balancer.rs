@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::forwarding::{strip_hop_by_hop, worker_headers, Origin, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::pool::{AcquireError, ExitReason, Lease, Pool};
 
@@ -59,6 +60,7 @@ pub struct Balancer {
     /// Path the master answers itself on every port, for load balancers'
     /// health checks (never sent to PHP).
     health_path: Option<String>,
+    trusted: TrustedProxies,
     request_ids: RequestIds,
     pub metrics: Arc<Metrics>,
 }
@@ -69,8 +71,10 @@ impl Balancer {
         max_body_size: u64,
         max_execution_time: Option<Duration>,
         health_path: Option<String>,
+        trusted: TrustedProxies,
     ) -> Self {
         Self {
+            trusted,
             max_body_size,
             max_execution_time,
             health_path,
@@ -164,8 +168,10 @@ impl Balancer {
         let started = tokio::time::Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let request_id = self.request_ids.next();
-        let (mut response, slot) = self.forward(req, peer, local, target, &request_id).await;
+        let mut request_id = self.request_ids.next();
+        let (mut response, slot) = self
+            .forward(req, peer, local, target, &mut request_id)
+            .await;
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(X_REQUEST_ID, value);
         }
@@ -187,7 +193,7 @@ impl Balancer {
         peer: SocketAddr,
         local: SocketAddr,
         target: Target,
-        request_id: &str,
+        request_id: &mut String,
     ) -> (Response<ProxyBody>, Option<usize>) {
         let (parts, body) = req.into_parts();
         let declared = parts
@@ -214,14 +220,20 @@ impl Balancer {
         self.metrics
             .bytes_in
             .fetch_add(body.len() as u64, Ordering::Relaxed);
-        let headers = forwarded_headers(
-            &parts.headers,
-            &parts.uri,
-            has_body.then_some(body.len()),
+        let origin = Origin {
             peer,
             local,
-            request_id,
+            tls: false,
+            uri: &parts.uri,
+        };
+        let (headers, effective_id) = worker_headers(
+            &parts.headers,
+            &origin,
+            has_body.then_some(body.len()),
+            &self.trusted,
+            std::mem::take(request_id),
         );
+        *request_id = effective_id;
         let path = parts
             .uri
             .path_and_query()
@@ -430,96 +442,6 @@ impl Body for PumpedBody {
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers whose meaning is limited to one connection (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Whether a client-sent header must not reach PHP: the forwarding headers
-/// the master sets itself (clients could spoof them) and the master's
-/// private channel to the worker.
-fn is_reserved(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    name.starts_with("x-ppm-")
-        || name.starts_with("x-forwarded-")
-        || name == "forwarded"
-        || name == "x-real-ip"
-        || name == "x-request-id"
-}
-
-/// The headers of the normalized request sent to a worker.
-pub fn forwarded_headers(
-    client: &HeaderMap,
-    uri: &hyper::Uri,
-    body_len: Option<usize>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    request_id: &str,
-) -> HeaderMap {
-    let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
-    let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
-    for name in reserved {
-        headers.remove(name);
-    }
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
-    if let Some(len) = body_len {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    if !headers.contains_key(header::HOST) {
-        let host = uri
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| local.to_string());
-        if let Ok(value) = HeaderValue::from_str(&host) {
-            headers.insert(header::HOST, value);
-        }
-    }
-    let host = headers.get(header::HOST).cloned();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    set("x-forwarded-for", peer.ip().to_string());
-    set("x-forwarded-proto", "http".to_string());
-    set("x-forwarded-port", local.port().to_string());
-    set("x-request-id", request_id.to_string());
-    set("x-ppm-remote-addr", peer.ip().to_string());
-    set("x-ppm-remote-port", peer.port().to_string());
-    set("x-ppm-server-addr", local.ip().to_string());
-    set("x-ppm-server-port", local.port().to_string());
-    if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
-    headers
-}
-
 fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes)
         .map_err(|never| match never {})
@@ -601,68 +523,6 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
-        let mut map = headers(&[
-            ("connection", "keep-alive, x-secret"),
-            ("x-secret", "1"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
-            ("accept", "*/*"),
-        ]);
-        strip_hop_by_hop(&mut map);
-        assert_eq!(map.len(), 1);
-        assert!(map.contains_key("accept"));
-    }
-
-    #[test]
-    fn client_forwarding_headers_are_replaced_by_what_the_master_saw() {
-        let client = headers(&[
-            ("host", "example.test"),
-            ("x-forwarded-for", "6.6.6.6"),
-            ("forwarded", "for=6.6.6.6"),
-            ("x-real-ip", "6.6.6.6"),
-            ("x-ppm-remote-addr", "6.6.6.6"),
-            ("content-length", "999"),
-        ]);
-        let peer: SocketAddr = "127.0.0.9:4000".parse().unwrap();
-        let local: SocketAddr = "127.0.0.1:5501".parse().unwrap();
-        let out = forwarded_headers(&client, &"/".parse().unwrap(), Some(3), peer, local, "id1");
-        assert_eq!(out["x-forwarded-for"], "127.0.0.9");
-        assert_eq!(out["x-ppm-remote-addr"], "127.0.0.9");
-        assert_eq!(out["x-ppm-remote-port"], "4000");
-        assert_eq!(out["x-forwarded-host"], "example.test");
-        assert_eq!(out["content-length"], "3");
-        assert!(!out.contains_key("forwarded"));
-        assert!(!out.contains_key("x-real-ip"));
-    }
-
-    #[test]
-    fn a_request_without_body_gets_no_content_length() {
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let out = forwarded_headers(
-            &HeaderMap::new(),
-            &"/".parse().unwrap(),
-            None,
-            peer,
-            peer,
-            "x",
-        );
-        assert!(!out.contains_key("content-length"));
-        assert_eq!(out["host"], "127.0.0.1:1");
-    }
 
     #[test]
     fn request_ids_are_unique() {

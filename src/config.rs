@@ -130,6 +130,11 @@ pub struct StartOptions {
     /// Replacement workers that may boot at once beside the ones they replace.
     #[arg(long, default_value_t = 1)]
     pub max_surge: usize,
+    /// Proxies (addresses or CIDRs, repeatable or comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host/-Port and X-Request-Id are believed;
+    /// from anyone else these headers are replaced.
+    #[arg(long, value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
     /// Path the master answers itself on the balancer and every slot port
     /// (200 while a worker is ready, else 503), for load balancer health
     /// checks; never sent to PHP. Empty to turn it off.
@@ -214,6 +219,8 @@ impl StartOptions {
             }
             _ => {}
         }
+        crate::forwarding::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|message| invalid("trusted-proxies", message))?;
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
             return Err(invalid(
                 "health-path",

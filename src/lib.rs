@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod forwarding;
 pub mod logging;
 pub mod master;
 pub mod metrics;

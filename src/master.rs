@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::balancer::{Balancer, Target};
 use crate::config::{AppOptions, StartOptions};
 use crate::control::{self, ClusterInfo, ControlState};
+use crate::forwarding::TrustedProxies;
 use crate::php::PhpBinary;
 use crate::pool::{Pool, PoolConfig};
 use crate::rolling::Restarts;
@@ -135,6 +136,10 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         opts.max_body_size,
         opts.max_execution_time(),
         (!opts.health_path.is_empty()).then(|| opts.health_path.clone()),
+        TrustedProxies::parse(&opts.trusted_proxies).map_err(|message| Error::InvalidOption {
+            option: "trusted-proxies",
+            message,
+        })?,
     ));
     let grace = opts.shutdown_timeout();
     let mut servers = vec![tokio::spawn(balancer.clone().serve(
