@@ -92,7 +92,21 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .route("/restart", post(restart))
         .route("/workers/{slot}/restart", post(restart_slot))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        // After the guard: the page holds no data and asks for the token itself.
+        .route("/", get(dashboard))
         .with_state(state)
+}
+
+/// `GET /`: the dashboard, one self-contained page that polls `/status`.
+async fn dashboard() -> impl IntoResponse {
+    let csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+               connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let html = [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    (
+        html,
+        [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
+        include_str!("dashboard.html"),
+    )
 }
 
 /// Access rules: probes are always open; with a token, every other request

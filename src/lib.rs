@@ -16,6 +16,7 @@ pub mod master;
 pub mod metrics;
 pub mod php;
 pub mod pool;
+pub mod reload;
 pub mod rolling;
 pub mod runtime;
 pub mod slot;

@@ -20,7 +20,7 @@ use crate::php::PhpBinary;
 use crate::pool::{Pool, PoolConfig};
 use crate::rolling::Restarts;
 use crate::systemd::{Inherited, Notifier};
-use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
+use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
 use crate::{runtime, Error};
 
 /// Takes the listening socket for `ip:port` from the service manager, or
@@ -113,6 +113,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?;
 
+    let (included_tx, included_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pool, slot_tasks) = Pool::start(PoolConfig {
         spec: spec.clone(),
         run_dir: run_dir.path().to_path_buf(),
@@ -121,6 +122,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         queue_timeout: opts.queue_timeout(),
         max_surge: opts.max_surge,
         limits: opts.limits(),
+        included_files: opts.app.debug.then_some(included_tx),
     });
 
     let restarts = Arc::new(Restarts::new(
@@ -129,6 +131,13 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         notifier.clone(),
     ));
     tokio::spawn(notify_ready(pool.clone(), notifier.clone()));
+    if opts.app.debug {
+        tokio::spawn(crate::reload::watch(
+            spec.app_dir.clone(),
+            restarts.clone(),
+            included_rx,
+        ));
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(restart_on_signals(restarts.clone()));
     let balancer = Arc::new(Balancer::new(
@@ -301,8 +310,15 @@ pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), E
                 }
             },
             exit = worker.wait() => {
-                return Err(Error::Bootstrap(format!("the worker exited during bootstrap ({exit})\n{}", worker.recent_output())));
+                if let Some(message) = reported_boot_error(&mut events).await {
+                    return Err(Error::Bootstrap(message));
+                }
+                return Err(Error::Bootstrap(format!(
+                    "the worker exited during bootstrap ({exit})\n{}",
+                    worker.recent_output()
+                )));
             }
+
         }
     }
     let mut term = signal(SignalKind::terminate())?;

@@ -224,6 +224,8 @@ pub struct Pool {
     closed: AtomicBool,
     /// Permits for extra workers booting beside the ones they replace.
     pub(crate) surge: Arc<Semaphore>,
+    /// Debug mode: where files workers report as included go.
+    included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
 }
 
 /// Where and how the pool runs its workers.
@@ -236,6 +238,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     pub max_surge: usize,
     pub limits: Limits,
+    /// Debug mode: where files workers report as included go.
+    pub included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
 }
 
 impl Pool {
@@ -294,6 +298,7 @@ impl Pool {
             queue_timeout: config.queue_timeout,
             closed: AtomicBool::new(false),
             surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
+            included_files: config.included_files.clone(),
         });
         let tasks = receivers
             .into_iter()
@@ -613,6 +618,13 @@ impl Pool {
         status.replacement_pid = replacement;
         if let Some(pid) = draining {
             status.draining_pids.push(pid);
+        }
+    }
+
+    /// Passes on files a worker reported as included (debug mode).
+    pub(crate) fn note_included(&self, files: Vec<PathBuf>) {
+        if let Some(tx) = &self.included_files {
+            let _ = tx.send(files);
         }
     }
 

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::pool::{ExitReason, Pool, SlotCommand, SlotState, WorkerConn};
-use crate::worker::{Listen, Worker, WorkerEvent, WorkerSpec};
+use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
 
 /// Backoff after the first failed boot; doubles per failure.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -321,6 +321,7 @@ impl SlotTask {
                     }
                 }
             }
+            Some(WorkerEvent::IncludedFiles { files }) => self.pool.note_included(files),
             Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
         }
         None
@@ -652,6 +653,7 @@ async fn boot(
             event = events.recv() => match event {
                 Some(WorkerEvent::Ready { pid }) => break Ok(pid),
                 Some(WorkerEvent::BootstrapError { message }) => break Err(message),
+                Some(WorkerEvent::IncludedFiles { files }) => pool.note_included(files),
                 Some(_) => {}
                 None => {
                     let exit = worker.wait().await;
@@ -659,6 +661,9 @@ async fn boot(
                 }
             },
             exit = worker.wait() => {
+                if let Some(message) = reported_boot_error(&mut events).await {
+                    break Err(message);
+                }
                 break Err(failed(&worker, format!("the worker exited during bootstrap ({exit})")));
             }
             _ = &mut deadline => {

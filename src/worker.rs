@@ -267,6 +267,24 @@ impl Drop for Worker {
     }
 }
 
+/// After a worker exited during its bootstrap: the error it reported on
+/// its control channel, if any. The exit and the message race, so the
+/// channel is read to its end (briefly) rather than polled once.
+pub async fn reported_boot_error(events: &mut mpsc::Receiver<WorkerEvent>) -> Option<String> {
+    let drain = async {
+        while let Some(event) = events.recv().await {
+            if let WorkerEvent::BootstrapError { message } = event {
+                return Some(message);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_millis(500), drain)
+        .await
+        .ok()
+        .flatten()
+}
+
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {

@@ -344,3 +344,111 @@ fn worker_restarts_are_counted_by_reason_in_metrics() {
     });
     assert!(counted.is_some());
 }
+
+fn write_version(app: &std::path::Path, body: &str) {
+    // Write then rename, as editors and deploy tools do.
+    let tmp = app.join(".version.php.tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, app.join("version.php")).unwrap();
+}
+
+fn restart_id(cluster: &Cluster) -> u64 {
+    cluster.try_status().unwrap()["restart"]["id"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn debug_mode_picks_up_an_edited_file_within_two_seconds_without_failures() {
+    let app = fixture_copy("reload");
+    let cluster = Cluster::start(Setup {
+        app: app.path().to_path_buf(),
+        ..Setup::callable("reload", 2).arg("--debug")
+    });
+    let load = Load::start(cluster.url("/"), 4);
+    std::thread::sleep(Duration::from_millis(500));
+    write_version(app.path(), "<?php return 'v2';\n");
+    let changed = std::time::Instant::now();
+    let seen_v2 = wait_until(Duration::from_secs(5), || {
+        (http().get(cluster.url("/")).send().ok()?.text().ok()? == "v2")
+            .then_some(changed.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = load.stop();
+    let took = seen_v2.expect("the new code answers");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(seen.iter().all(|s| s.status == 200), "no request failed");
+}
+
+#[test]
+fn a_burst_of_writes_gives_one_restart() {
+    let app = fixture_copy("reload");
+    let cluster = Cluster::start(Setup {
+        app: app.path().to_path_buf(),
+        ..Setup::callable("reload", 2).arg("--debug")
+    });
+    // Let the workers report their files and the watches settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = restart_id(&cluster);
+    for i in 0..200 {
+        write_version(app.path(), &format!("<?php return 'burst{i}';\n"));
+    }
+    let done = wait_until(Duration::from_secs(10), || {
+        let status = cluster.try_status()?;
+        (status["restart"]["state"] == "succeeded").then_some(())
+    });
+    assert!(done.is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        restart_id(&cluster),
+        before + 1,
+        "one roll for the whole burst"
+    );
+    assert_eq!(
+        http().get(cluster.url("/")).send().unwrap().text().unwrap(),
+        "burst199"
+    );
+}
+
+#[test]
+fn a_syntax_error_keeps_the_old_code_answering_and_fixing_it_recovers() {
+    let app = fixture_copy("reload");
+    let cluster = Cluster::start(Setup {
+        app: app.path().to_path_buf(),
+        ..Setup::callable("reload", 2).arg("--debug")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    write_version(app.path(), "<?php return 'broken'\n");
+    let failed = wait_until(Duration::from_secs(10), || {
+        let status = cluster.try_status()?;
+        (status["restart"]["state"] == "failed").then_some(status)
+    })
+    .expect("the roll failed");
+    assert!(
+        failed["restart"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("syntax error"),
+        "{failed}"
+    );
+    assert!(failed["workers"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("syntax error"));
+    assert!(cluster.log_text().contains("syntax error"));
+    for _ in 0..5 {
+        assert_eq!(
+            http().get(cluster.url("/")).send().unwrap().text().unwrap(),
+            "v1"
+        );
+    }
+    write_version(app.path(), "<?php return 'fixed';\n");
+    let fixed = wait_until(Duration::from_secs(10), || {
+        (http().get(cluster.url("/")).send().ok()?.text().ok()? == "fixed").then_some(())
+    });
+    assert!(
+        fixed.is_some(),
+        "the fix was picked up; log:\n{}",
+        cluster.log_text()
+    );
+}
