@@ -57,6 +57,8 @@ pub struct Balancer {
     pool: Arc<Pool>,
     max_body_size: u64,
     max_execution_time: Option<Duration>,
+    /// `--slow-request-time`: log the PHP backtrace of requests running longer.
+    pub slow_request_time: Option<Duration>,
     /// Path the master answers itself on every port, for load balancers'
     /// health checks (never sent to PHP).
     health_path: Option<String>,
@@ -77,6 +79,7 @@ impl Balancer {
             trusted,
             max_body_size,
             max_execution_time,
+            slow_request_time: None,
             health_path,
             request_ids: RequestIds::new(),
             metrics: Arc::new(Metrics::new(pool.len())),
@@ -264,6 +267,7 @@ impl Balancer {
             *request.headers_mut() = headers.clone();
             *request.uri_mut() = uri.clone();
             lease.begin(parts.method.as_str(), path);
+            let _slow = self.slow_request_time.map(|after| lease.slow_log(after));
             let Some(conn) = lease.conn() else {
                 lease.unsent();
                 continue;

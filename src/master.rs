@@ -140,7 +140,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(restart_on_signals(restarts.clone()));
-    let balancer = Arc::new(Balancer::new(
+    let mut balancer = Balancer::new(
         pool.clone(),
         opts.max_body_size,
         opts.max_execution_time(),
@@ -149,7 +149,9 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
             option: "trusted-proxies",
             message,
         })?,
-    ));
+    );
+    balancer.slow_request_time = opts.slow_request_time();
+    let balancer = Arc::new(balancer);
     let grace = opts.shutdown_timeout();
     let mut servers = vec![tokio::spawn(balancer.clone().serve(
         balancer_listener,

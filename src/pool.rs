@@ -133,6 +133,8 @@ pub enum SlotCommand {
         reason: ExitReason,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
+    /// Log the PHP backtrace of worker `generation`'s slow request.
+    Backtrace { generation: u64 },
     /// Kill worker `generation` at once (it is stuck) and start a new one.
     Kill { generation: u64, reason: ExitReason },
     /// Stop the worker and end the task.
@@ -651,6 +653,26 @@ impl Pool {
         }
     }
 
+    /// The request slot `s` is serving, as "METHOD /path (N.Ns)".
+    pub(crate) fn describe_request(&self, s: usize) -> String {
+        let shared = self.lock();
+        match shared
+            .slots
+            .get(s)
+            .and_then(|slot| slot.status.current_request.as_ref())
+        {
+            Some(r) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_default();
+                let seconds = now.saturating_sub(r.started_at_ms) as f64 / 1000.0;
+                format!("{} {} (running {seconds:.1}s)", r.method, r.path)
+            }
+            None => "a request".to_string(),
+        }
+    }
+
     /// A snapshot of every slot, for `/status`.
     pub fn status(&self) -> Vec<SlotStatus> {
         self.lock().slots.iter().map(|s| s.status.clone()).collect()
@@ -800,6 +822,16 @@ impl Lease {
         self.completed = false;
     }
 
+    /// Has the worker's PHP backtrace logged if the request still runs
+    /// after `after` (`--slow-request-time`), until the guard is dropped.
+    pub fn slow_log(&self, after: Duration) -> SlowTimer {
+        let (pool, slot, generation) = (self.pool.clone(), self.slot, self.generation);
+        SlowTimer(tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            pool.command(slot, SlotCommand::Backtrace { generation });
+        }))
+    }
+
     /// The worker is stuck: have it killed and replaced.
     pub fn kill(&self, reason: ExitReason) {
         self.pool.command(
@@ -809,6 +841,15 @@ impl Lease {
                 reason,
             },
         );
+    }
+}
+
+/// Cancels a pending slow-request backtrace when dropped.
+pub struct SlowTimer(tokio::task::JoinHandle<()>);
+
+impl Drop for SlowTimer {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -196,9 +196,21 @@ impl SlotTask {
                     }
                     Some(SlotCommand::Kill { generation, reason }) => {
                         if let Some(running) = current.as_mut().filter(|c| c.generation == generation) {
-                            tracing::warn!("[{}] killing worker {} ({reason})", self.label(), running.pid);
+                            let request = self.pool.describe_request(self.slot);
+                            let trace = backtrace_of(running).await;
+                            tracing::warn!(
+                                "[{}] killing worker {} ({reason}) serving {request}; PHP backtrace:\n{}",
+                                self.label(),
+                                running.pid,
+                                trace.as_deref().unwrap_or("(the worker did not answer)")
+                            );
                             running.exit_reason = Some(reason);
                             running.worker.kill_group();
+                        }
+                    }
+                    Some(SlotCommand::Backtrace { generation }) => {
+                        if let Some(running) = current.as_ref().filter(|c| c.generation == generation) {
+                            running.worker.ask_backtrace();
                         }
                     }
                 },
@@ -239,7 +251,11 @@ impl SlotTask {
                         }
                         // A worker booting now runs the newest code already.
                         Some(SlotCommand::Replace { reply, .. }) => replies.extend(reply),
-                        Some(SlotCommand::Reconnect { .. } | SlotCommand::Kill { .. }) => {}
+                        Some(
+                            SlotCommand::Reconnect { .. }
+                            | SlotCommand::Kill { .. }
+                            | SlotCommand::Backtrace { .. },
+                        ) => {}
                     },
                 }
             };
@@ -322,6 +338,13 @@ impl SlotTask {
                 }
             }
             Some(WorkerEvent::IncludedFiles { files }) => self.pool.note_included(files),
+            Some(WorkerEvent::Backtrace { trace }) => {
+                tracing::warn!(
+                    "[{}] slow request: {}; PHP backtrace:\n{trace}",
+                    self.label(),
+                    self.pool.describe_request(self.slot)
+                );
+            }
             Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
         }
         None
@@ -518,7 +541,11 @@ impl SlotTask {
                         Some(replies) => replies.extend(reply),
                         None => answer(reply.into_iter().collect(), Err("the slot is waiting to retry a failed boot".into())),
                     },
-                    Some(SlotCommand::Reconnect { .. } | SlotCommand::Kill { .. }) => {}
+                    Some(
+                        SlotCommand::Reconnect { .. }
+                        | SlotCommand::Kill { .. }
+                        | SlotCommand::Backtrace { .. },
+                    ) => {}
                 },
             }
         }
@@ -553,6 +580,26 @@ impl SlotTask {
         self.run_dir
             .join(format!("w{}-{generation}.sock", self.slot))
     }
+}
+
+/// Asks a stuck worker for its PHP backtrace, waiting briefly for it.
+async fn backtrace_of(running: &mut Running) -> Option<String> {
+    if !running.events_open {
+        return None;
+    }
+    running.worker.ask_backtrace();
+    let wait = async {
+        while let Some(event) = running.events.recv().await {
+            if let WorkerEvent::Backtrace { trace } = event {
+                return Some(trace);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_millis(300), wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Waits for news of the current worker; never resolves without one.

@@ -72,6 +72,8 @@ pub enum WorkerEvent {
     RequestDone { memory: u64, peak_memory: u64 },
     /// The worker is about to exit on its own (the app called exit()).
     Exiting { reason: String },
+    /// The PHP backtrace of the running request, asked for with SIGUSR1.
+    Backtrace { trace: String },
     /// Debug mode: files the application loaded since the last report.
     IncludedFiles { files: Vec<std::path::PathBuf> },
 }
@@ -252,6 +254,14 @@ impl Worker {
         if self.pid != 0 {
             // ESRCH (already gone) is expected after an exit.
             let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// Asks the worker for the PHP backtrace of what it is running; it
+    /// answers with a `Backtrace` event.
+    pub fn ask_backtrace(&self) {
+        if self.pid != 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), Signal::SIGUSR1);
         }
     }
 

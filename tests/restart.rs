@@ -327,3 +327,41 @@ fn killing_one_worker_under_load_fails_only_its_in_flight_request() {
     assert!(failed.iter().all(|s| s.status == 502));
     assert!(seen.len() > 50);
 }
+
+#[test]
+fn a_slow_request_leaves_its_php_backtrace_in_the_log() {
+    let cluster = Cluster::start(Setup::callable("versioned", 1).arg("--slow-request-time=1"));
+    let r = http()
+        .get(cluster.url("/slow-function?s=3"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let log = cluster.log_text();
+    let line = log
+        .lines()
+        .position(|l| l.contains("slow request: GET /slow-function"));
+    let at = line.unwrap_or_else(|| panic!("no slow-request line:\n{log}"));
+    let trace: Vec<&str> = log.lines().skip(at).take(8).collect();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.contains("fixture_sleeping_function")),
+        "the backtrace names the sleeping function:\n{}",
+        trace.join("\n")
+    );
+}
+
+#[test]
+fn a_timed_out_request_logs_the_backtrace_of_the_killed_worker() {
+    let cluster = Cluster::start(Setup::callable("versioned", 1).arg("--max-execution-time=1"));
+    let r = http()
+        .get(cluster.url("/slow-function?s=5"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 504);
+    let found = wait_until(Duration::from_secs(5), || {
+        let log = cluster.log_text();
+        (log.contains("killing worker") && log.contains("fixture_sleeping_function")).then_some(())
+    });
+    assert!(found.is_some(), "{}", cluster.log_text());
+}

@@ -118,6 +118,7 @@ final class Worker
         $this->head = new ResponseHead($this->session, !$this->config->trustMaster);
         $this->capture->idle();
         $this->phase = self::IDLE;
+        SlowLog::install($this->control);
         $this->control->send(['type' => 'ready', 'pid' => getmypid(), 'sapi' => PHP_SAPI]);
         $this->reportIncludedFiles();
 
