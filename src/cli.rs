@@ -95,6 +95,9 @@ pub enum Command {
         /// Print the JSON of GET /status.
         #[arg(long)]
         json: bool,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
     },
     /// Replace every worker of a running master, surge-first; exits non-zero
     /// (with PHP's error) if a replacement fails to boot.
@@ -159,9 +162,11 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 master::run(opts).await?;
             }
             Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
-            Command::Status { control, json } => {
-                control::print_status(&control.resolve()?, json).await?
-            }
+            Command::Status {
+                control,
+                json,
+                watch,
+            } => control::print_status(&control.resolve()?, json, watch).await?,
             Command::Restart { control, timeout } => {
                 control::restart_master(&control.resolve()?, Duration::from_secs(timeout)).await?;
             }

@@ -130,6 +130,11 @@ pub struct StartOptions {
     /// Replacement workers that may boot at once beside the ones they replace.
     #[arg(long, default_value_t = 1)]
     pub max_surge: usize,
+    /// Write the master's pid to FILE (locked against a second master,
+    /// removed at exit).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
     /// Proxies (addresses or CIDRs, repeatable or comma-separated) whose
     /// X-Forwarded-For/-Proto/-Host/-Port and X-Request-Id are believed;
     /// from anyone else these headers are replaced.

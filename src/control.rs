@@ -420,24 +420,39 @@ async fn call(
     Ok((status, body))
 }
 
-/// `ppm status`: prints the cluster as a table, or its JSON.
-pub async fn print_status(client: &ControlClient, json: bool) -> Result<(), Error> {
-    let (code, body) = client.call("GET", "/status").await?;
-    if code != 200 {
-        return Err(client.fail(format!("GET /status answered {code}")));
+/// `ppm status`: prints the cluster as a table, or its JSON; with
+/// `watch`, refreshes it in place every second until interrupted.
+pub async fn print_status(client: &ControlClient, json: bool, watch: bool) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let (code, body) = client.call("GET", "/status").await?;
+        if code != 200 {
+            return Err(client.fail(format!("GET /status answered {code}")));
+        }
+        let text = if json {
+            format!("{}\n", String::from_utf8_lossy(&body))
+        } else {
+            let status: ClusterStatus = serde_json::from_slice(&body)
+                .map_err(|e| client.fail(format!("unreadable status: {e}")))?;
+            render_table(&status, terminal)
+        };
+        if watch && terminal {
+            // Home and clear, so the table refreshes in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        print!("{text}");
+        if !watch {
+            return Ok(());
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    if json {
-        println!("{}", String::from_utf8_lossy(&body));
-        return Ok(());
-    }
-    let status: ClusterStatus = serde_json::from_slice(&body)
-        .map_err(|e| client.fail(format!("unreadable status: {e}")))?;
-    print!("{}", render_table(&status));
-    Ok(())
 }
 
 /// The human-readable form of a status.
-pub fn render_table(status: &ClusterStatus) -> String {
+pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
     let mut out = format!(
         "ppm master {} · {} · bridge {} ({}) · balancer {} · up {}s\n",
         status.info.master_pid,
@@ -503,12 +518,31 @@ pub fn render_table(status: &ClusterStatus) -> String {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .enumerate()
+            .map(|(column, (cell, w))| {
+                let padded = format!("{cell:<w$}");
+                match (colour, column) {
+                    (true, 2) => paint_state(cell, padded),
+                    _ => padded,
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
     out
+}
+
+/// Colours a state cell for a terminal: green serving, yellow changing,
+/// red failing.
+fn paint_state(state: &str, padded: String) -> String {
+    let code = match state {
+        "ready" | "busy" => "32",
+        "starting" | "draining" | "stopping" | "exited" => "33",
+        "backoff" | "failed" => "31",
+        _ => return padded,
+    };
+    format!("\x1b[{code}m{padded}\x1b[0m")
 }
 
 /// `ppm stop`: asks the master to stop and waits until it has exited.

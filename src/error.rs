@@ -24,6 +24,9 @@ pub enum Error {
     /// The configuration file is unreadable or has a bad key or value.
     #[error("{}: {message}", file.display())]
     Config { file: PathBuf, message: String },
+    /// The pid file cannot be created or is held by another master.
+    #[error("pid file {}: {message}", path.display())]
+    PidFile { path: PathBuf, message: String },
     /// The command line could not be parsed (clap's full message).
     #[error("{0}")]
     Usage(String),

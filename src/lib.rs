@@ -15,6 +15,7 @@ pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod php;
+pub mod pidfile;
 pub mod pool;
 pub mod reload;
 pub mod rolling;

@@ -17,6 +17,7 @@ use crate::config::{AppOptions, StartOptions};
 use crate::control::{self, ClusterInfo, ControlState};
 use crate::forwarding::TrustedProxies;
 use crate::php::PhpBinary;
+use crate::pidfile::PidFile;
 use crate::pool::{Pool, PoolConfig};
 use crate::rolling::Restarts;
 use crate::systemd::{Inherited, Notifier};
@@ -74,6 +75,7 @@ fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
 /// Runs the master in the foreground until it is told to stop.
 pub async fn run(opts: StartOptions) -> Result<(), Error> {
     opts.validate()?;
+    let pidfile = opts.pidfile.as_deref().map(PidFile::create).transpose()?;
     let run_dir = make_run_dir()?;
     let spec = Arc::new(worker_spec(&opts.app, run_dir.path())?);
 
@@ -211,6 +213,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     );
 
     let forced = wait_for_stop(shutdown_rx.clone()).await?;
+    tokio::pin!(forced);
     notifier.notify("STOPPING=1");
     shutdown_tx.send_replace(true);
     pool.close();
@@ -220,22 +223,46 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
             let _ = server.await;
         }
     };
+    let mut at_once = false;
     tokio::select! {
         _ = drain => {}
         _ = tokio::time::sleep(grace + Duration::from_secs(1)) => {
             tracing::warn!("in-flight requests did not finish within --shutdown-timeout");
         }
-        _ = forced => tracing::warn!("second signal: stopping at once"),
+        _ = &mut forced => at_once = true,
     }
-    pool.stop_all().await;
-    for task in slot_tasks {
-        let _ = task.await;
+    let aborts: Vec<_> = slot_tasks.iter().map(|t| t.abort_handle()).collect();
+    if at_once {
+        stop_at_once(&aborts);
+    } else {
+        pool.stop_all().await;
+    }
+    let stopped = async {
+        for task in slot_tasks {
+            let _ = task.await;
+        }
+    };
+    tokio::select! {
+        _ = stopped => {}
+        _ = &mut forced, if !at_once => {
+            stop_at_once(&aborts);
+        }
     }
     control_stop_tx.send_replace(true);
     let _ = control_server.await;
     drop(run_dir);
+    drop(pidfile);
     tracing::info!("ppm stopped");
     Ok(())
+}
+
+/// A second SIGTERM/SIGINT: end the slot tasks now. Each task owns its
+/// workers, and dropping a worker kills its process group.
+fn stop_at_once(tasks: &[tokio::task::AbortHandle]) {
+    tracing::warn!("second signal: stopping at once");
+    for task in tasks {
+        task.abort();
+    }
 }
 
 /// Tells the service manager the cluster is ready once every slot is.

@@ -452,3 +452,99 @@ fn a_syntax_error_keeps_the_old_code_answering_and_fixing_it_recovers() {
         cluster.log_text()
     );
 }
+
+#[test]
+fn sigusr2_rolls_the_workers_like_sighup() {
+    let mut cluster = Cluster::start(Setup::callable("basic", 2));
+    let before = cluster.worker_pids();
+    cluster.signal(nix::sys::signal::Signal::SIGUSR2);
+    let rolled = wait_until(Duration::from_secs(20), || {
+        let status = cluster.try_status()?;
+        (status["restart"]["state"] == "succeeded").then_some(())
+    });
+    assert!(rolled.is_some());
+    let after = cluster.worker_pids();
+    assert!(
+        before.iter().all(|p| !after.contains(p)),
+        "{before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn a_second_sigint_stops_at_once_without_waiting_for_requests() {
+    let mut cluster = Cluster::start(Setup::callable("basic", 1).arg("--shutdown-timeout=30"));
+    let slow = {
+        let url = cluster.url("/sleep?ms=20000");
+        std::thread::spawn(move || http().get(url).send().map(|r| r.status().as_u16()))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    cluster.signal(nix::sys::signal::Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    cluster.signal(nix::sys::signal::Signal::SIGINT);
+    let code = cluster.wait_exit(Duration::from_secs(5));
+    assert!(
+        code.is_some(),
+        "the master stopped within 5 s of the second SIGINT"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    cluster.assert_no_workers_left(Duration::from_secs(2));
+    let outcome = slow.join().unwrap();
+    assert!(
+        outcome.map(|s| s != 200).unwrap_or(true),
+        "the in-flight request was cut"
+    );
+}
+
+#[test]
+fn the_pidfile_is_written_locked_against_a_second_master_and_removed_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("ppm.pid");
+    let mut cluster =
+        Cluster::start(Setup::callable("basic", 1).arg(format!("--pidfile={}", pidfile.display())));
+    let written = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(written.trim(), cluster.master_pid().to_string());
+    let base = free_ports(3);
+    let app = fixture("basic");
+    let (code, _, err) = run_ppm(
+        &[
+            "start",
+            path_str(&app),
+            "--bridge=callable",
+            "--bootstrap=app.php",
+            "--workers=1",
+            &format!("--control-port={base}"),
+            &format!("--port={}", base + 1),
+            &format!("--pidfile={}", pidfile.display()),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("another ppm master") && err.contains(&cluster.master_pid().to_string()),
+        "{err}"
+    );
+    cluster.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!pidfile.exists(), "removed at exit");
+}
+
+#[test]
+fn ppm_status_watch_refreshes_the_table() {
+    let cluster = Cluster::start(Setup::callable("basic", 1));
+    let mut child = std::process::Command::new(PPM)
+        .args(["status", &cluster.control_port.to_string(), "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.matches("SLOT").count() >= 2, "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colours or cursor codes when not on a terminal"
+    );
+}
