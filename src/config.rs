@@ -449,17 +449,30 @@ pub fn start_options(args: &[OsString]) -> Result<(StartOptions, Option<ConfigFi
     };
     let mut merged = file.to_args(&matches)?;
     merged.extend(args.iter().cloned());
-    let matches = command()
+    let merged_matches = command()
         .try_get_matches_from(&merged)
         .map_err(|e| file.error(clap_message(&e)))?;
     let options =
-        StartOptions::from_arg_matches(&matches).map_err(|e| file.error(clap_message(&e)))?;
+        StartOptions::from_arg_matches(&merged_matches).map_err(|e| file.error(clap_message(&e)))?;
     match options.validate() {
-        Err(Error::InvalidOption { option, message }) if file.values.contains_key(option) => {
+        // Blame the file only for a value that came from it.
+        Err(Error::InvalidOption { option, message })
+            if file.values.contains_key(option) && !on_command_line(&matches, option) =>
+        {
             Err(file.error(format!("key \"{option}\": {message}")))
         }
         other => other.map(|()| (options, Some(file))),
     }
+}
+
+/// Whether the command line gave the option with long name `long`.
+fn on_command_line(matches: &ArgMatches, long: &str) -> bool {
+    let command = StartOptions::augment_args(clap::Command::new("ppm"));
+    let id = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .map(|a| a.get_id().clone());
+    id.is_some_and(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
 }
 
 /// clap's error text without its usage footer.
@@ -590,6 +603,16 @@ mod tests {
                 && err.contains("between 1 and 512"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_bad_value_from_the_command_line_is_not_blamed_on_the_file() {
+        let dir = app_with(r#"{"workers": 4}"#);
+        let err = start_options(&args(&[dir.path().to_str().unwrap(), "--workers=0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("ppm.json"), "{err}");
+        assert!(err.contains("--workers"), "{err}");
     }
 
     #[test]
