@@ -80,6 +80,9 @@ impl ControlAddr {
 pub enum Command {
     /// Run the master in the foreground: balancer, slot ports, workers, control plane.
     Start(StartOptions),
+    /// Check the configuration, the PHP binary and the bootstrap, like
+    /// `ppm start --check`.
+    Configtest(StartOptions),
     /// Run one PHP worker answering HTTP directly on --listen (no master).
     Worker {
         #[command(flatten)]
@@ -154,12 +157,17 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Start(_) => {
+            Command::Start(ref given) | Command::Configtest(ref given) => {
+                let checking = given.check || matches!(cli.command, Command::Configtest(_));
                 let (opts, file) = config::start_options(rest)?;
                 if let Some(file) = file {
                     tracing::info!("configuration from {}", file.path.display());
                 }
-                master::run(opts).await?;
+                if checking {
+                    println!("{}", crate::check::check(&opts).await?);
+                } else {
+                    master::run(opts).await?;
+                }
             }
             Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
             Command::Status {

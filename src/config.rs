@@ -61,6 +61,11 @@ pub struct StartOptions {
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Only check the configuration, the PHP binary and the bootstrap
+    /// (one worker boots and stops), then exit 0 or 1.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
     #[command(flatten)]
     #[serde(flatten)]
     pub app: AppOptions,
@@ -308,7 +313,7 @@ fn invalid(option: &'static str, message: impl Into<String>) -> Error {
 }
 
 /// Names that are options of `ppm start` but not keys of `ppm.json`.
-const NOT_KEYS: [&str; 2] = ["config", "dir"];
+const NOT_KEYS: [&str; 3] = ["config", "dir", "check"];
 
 /// A `ppm.json` file, read.
 #[derive(Debug, Clone)]
@@ -452,8 +457,8 @@ pub fn start_options(args: &[OsString]) -> Result<(StartOptions, Option<ConfigFi
     let merged_matches = command()
         .try_get_matches_from(&merged)
         .map_err(|e| file.error(clap_message(&e)))?;
-    let options =
-        StartOptions::from_arg_matches(&merged_matches).map_err(|e| file.error(clap_message(&e)))?;
+    let options = StartOptions::from_arg_matches(&merged_matches)
+        .map_err(|e| file.error(clap_message(&e)))?;
     match options.validate() {
         // Blame the file only for a value that came from it.
         Err(Error::InvalidOption { option, message })

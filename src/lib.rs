@@ -6,6 +6,7 @@
 //! a worker ships in `bridges/` and is embedded in the binary (`runtime`).
 
 pub mod balancer;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -45,7 +45,7 @@ async fn bind(
 }
 
 /// The private directory for worker sockets and the runtime files.
-fn make_run_dir() -> Result<tempfile::TempDir, Error> {
+pub(crate) fn make_run_dir() -> Result<tempfile::TempDir, Error> {
     let dir = tempfile::Builder::new()
         .prefix("ppm-")
         .tempdir()
@@ -55,7 +55,7 @@ fn make_run_dir() -> Result<tempfile::TempDir, Error> {
     Ok(dir)
 }
 
-fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
     let app_dir = app
         .dir
         .canonicalize()

@@ -548,3 +548,50 @@ fn ppm_status_watch_refreshes_the_table() {
         "no colours or cursor codes when not on a terminal"
     );
 }
+
+#[test]
+fn check_passes_a_good_app_and_shows_the_php_error_of_a_broken_one() {
+    let good = fixture("basic");
+    let (code, out, err) = run_ppm(
+        &[
+            "start",
+            path_str(&good),
+            "--bridge=callable",
+            "--bootstrap=app.php",
+            "--check",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+    let broken = fixture("broken");
+    let (code, _, err) = run_ppm(
+        &[
+            "configtest",
+            path_str(&broken),
+            "--bridge=callable",
+            "--bootstrap=app.php",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("syntax error") && err.contains("app.php"),
+        "{err}"
+    );
+    let (code, _, err) = run_ppm(
+        &[
+            "configtest",
+            path_str(&good),
+            "--bridge=callable",
+            "--bootstrap=app.php",
+            "--cgi-path=/nonexistent/php-cgi",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/php-cgi") && err.contains("apt-get install php-cgi"),
+        "{err}"
+    );
+}
