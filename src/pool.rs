@@ -173,6 +173,19 @@ pub struct SlotStatus {
     pub current_request: Option<CurrentRequest>,
 }
 
+impl SlotStatus {
+    /// Resets the figures of the slot's previous worker for a new one.
+    fn new_worker(&mut self, pid: Option<u32>, socket: PathBuf) {
+        self.pid = pid;
+        self.socket = Some(socket);
+        self.memory_bytes = 0;
+        self.peak_memory_bytes = 0;
+        self.rss_bytes = 0;
+        self.worker_requests = 0;
+        self.started_at = Some(unix_now());
+    }
+}
+
 /// A request in progress, as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CurrentRequest {
@@ -501,13 +514,7 @@ impl Pool {
         slot.conn = None;
         slot.leased = false;
         transition(slot, SlotState::Starting);
-        slot.status.pid = None;
-        slot.status.socket = Some(socket);
-        slot.status.memory_bytes = 0;
-        slot.status.peak_memory_bytes = 0;
-        slot.status.rss_bytes = 0;
-        slot.status.worker_requests = 0;
-        slot.status.started_at = Some(unix_now());
+        slot.status.new_worker(None, socket);
     }
 
     /// Worker `generation` is (again) connected and idle.
@@ -556,13 +563,7 @@ impl Pool {
         slot.generation = generation;
         slot.leased = false;
         slot.conn = Some(conn);
-        slot.status.pid = Some(pid);
-        slot.status.socket = Some(socket);
-        slot.status.memory_bytes = 0;
-        slot.status.peak_memory_bytes = 0;
-        slot.status.rss_bytes = 0;
-        slot.status.worker_requests = 0;
-        slot.status.started_at = Some(unix_now());
+        slot.status.new_worker(Some(pid), socket);
         slot.status.replacement_pid = None;
         self.hand_over(&mut shared, s);
         done_rx

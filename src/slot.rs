@@ -225,19 +225,9 @@ impl SlotTask {
     async fn cold_boot(&mut self) -> Option<Running> {
         let mut replies: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
         loop {
-            self.generation += 1;
-            let socket = self.socket(self.generation);
+            let boot = self.boot_next(false);
             self.pool
-                .worker_starting(self.slot, self.generation, socket.clone());
-            let boot = boot(
-                self.pool.clone(),
-                self.spec.clone(),
-                self.limits.clone(),
-                self.slot,
-                self.generation,
-                socket,
-                false,
-            );
+                .worker_starting(self.slot, self.generation, self.socket(self.generation));
             tokio::pin!(boot);
             let result = loop {
                 tokio::select! {
@@ -404,18 +394,8 @@ impl SlotTask {
                 running.requests
             );
         }
-        self.generation += 1;
-        let socket = self.socket(self.generation);
         *replacing = Some(Replacing {
-            boot: Box::pin(boot(
-                self.pool.clone(),
-                self.spec.clone(),
-                self.limits.clone(),
-                self.slot,
-                self.generation,
-                socket,
-                true,
-            )),
+            boot: Box::pin(self.boot_next(true)),
             reason,
             replies: reply.into_iter().collect(),
         });
@@ -574,6 +554,24 @@ impl SlotTask {
         for stopper in self.stoppers.drain(..) {
             let _ = stopper.await;
         }
+    }
+
+    /// Starts booting the slot's next worker generation; `surge` when it
+    /// boots beside a worker it will replace.
+    fn boot_next(
+        &mut self,
+        surge: bool,
+    ) -> impl Future<Output = Result<Booted, String>> + Send + 'static {
+        self.generation += 1;
+        boot(
+            self.pool.clone(),
+            self.spec.clone(),
+            self.limits.clone(),
+            self.slot,
+            self.generation,
+            self.socket(self.generation),
+            surge,
+        )
     }
 
     fn socket(&self, generation: u64) -> PathBuf {
