@@ -82,6 +82,9 @@ struct Running {
     /// A recycle is under way or may not be retried before this instant.
     recycle_blocked_until: Option<Instant>,
     last_rss: Option<Instant>,
+    /// The slow request a backtrace was asked for, as it was then: the
+    /// answer may arrive after the request has ended.
+    slow_request: Option<String>,
 }
 
 /// A booted worker and its connection.
@@ -209,7 +212,8 @@ impl SlotTask {
                         }
                     }
                     Some(SlotCommand::Backtrace { generation }) => {
-                        if let Some(running) = current.as_ref().filter(|c| c.generation == generation) {
+                        if let Some(running) = current.as_mut().filter(|c| c.generation == generation) {
+                            running.slow_request = Some(self.pool.describe_request(self.slot));
                             running.worker.ask_backtrace();
                         }
                     }
@@ -329,10 +333,13 @@ impl SlotTask {
             }
             Some(WorkerEvent::IncludedFiles { files }) => self.pool.note_included(files),
             Some(WorkerEvent::Backtrace { trace }) => {
+                let request = running
+                    .slow_request
+                    .take()
+                    .unwrap_or_else(|| self.pool.describe_request(self.slot));
                 tracing::warn!(
-                    "[{}] slow request: {}; PHP backtrace:\n{trace}",
-                    self.label(),
-                    self.pool.describe_request(self.slot)
+                    "[{}] slow request: {request}; PHP backtrace:\n{trace}",
+                    self.label()
                 );
             }
             Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
@@ -762,6 +769,7 @@ async fn boot(
             exit_reason: None,
             recycle_blocked_until: None,
             last_rss: None,
+            slow_request: None,
         },
         conn,
         socket,
