@@ -13,7 +13,10 @@
 //! workers go to the back of the idle list. When the lease is dropped the
 //! worker goes to the first queued request it can serve, or back to the
 //! idle list. A worker serves one request at a time, so the lease is
-//! exclusive use of its connection.
+//! exclusive use of its connection. A worker is idle again only once it has
+//! reported `request_done` (after its terminate work and reset), not merely
+//! when its response has been read, so that a slow `kernel.terminate`
+//! listener never delays another request.
 //!
 //! A replacement worker takes over its slot atomically (`swap`): new
 //! requests go to it at once, while a request the old worker is still
@@ -212,6 +215,10 @@ struct Slot {
     conn: Option<WorkerConn>,
     /// A lease on the current worker is out.
     leased: bool,
+    /// Responses read whose `request_done` has not arrived yet (negative
+    /// when it arrived first). The worker runs terminate work and resets
+    /// after its response, so it is idle only once this is back to 0.
+    awaiting_done: i32,
     /// A replaced worker still serving a request, and who to tell when done.
     draining: Option<(u64, oneshot::Sender<()>)>,
     status: SlotStatus,
@@ -277,6 +284,7 @@ impl Pool {
                 generation: 0,
                 conn: None,
                 leased: false,
+                awaiting_done: 0,
                 draining: None,
                 status: SlotStatus {
                     slot,
@@ -489,12 +497,36 @@ impl Pool {
         }
         if reusable && !conn.is_closed() {
             slot.conn = Some(conn);
-            self.hand_over(&mut shared, s);
+            if sent {
+                slot.awaiting_done += 1;
+            }
+            if slot.awaiting_done <= 0 {
+                slot.awaiting_done = 0;
+                self.hand_over(&mut shared, s);
+            }
         } else {
             // The worker may be fine but this connection is not; the slot
             // stays busy until its task has a new one.
             drop(shared);
             self.command(s, SlotCommand::Reconnect { generation });
+        }
+    }
+
+    /// Worker `generation` reported `request_done`: its terminate work and
+    /// reset are over, so it may take the next request.
+    pub(crate) fn worker_done(self: &Arc<Self>, s: usize, generation: u64) {
+        let mut shared = self.lock();
+        let slot = &mut shared.slots[s];
+        if slot.generation != generation {
+            return;
+        }
+        slot.awaiting_done -= 1;
+        if slot.awaiting_done == 0
+            && !slot.leased
+            && slot.conn.is_some()
+            && slot.state == SlotState::Busy
+        {
+            self.hand_over(&mut shared, s);
         }
     }
 
@@ -513,6 +545,7 @@ impl Pool {
         slot.generation = generation;
         slot.conn = None;
         slot.leased = false;
+        slot.awaiting_done = 0;
         transition(slot, SlotState::Starting);
         slot.status.new_worker(None, socket);
     }
@@ -532,6 +565,7 @@ impl Pool {
         }
         slot.status.pid = Some(pid);
         slot.conn = Some(conn);
+        slot.awaiting_done = 0;
         self.hand_over(&mut shared, s);
     }
 
@@ -562,6 +596,7 @@ impl Pool {
         }
         slot.generation = generation;
         slot.leased = false;
+        slot.awaiting_done = 0;
         slot.conn = Some(conn);
         slot.status.new_worker(Some(pid), socket);
         slot.status.replacement_pid = None;

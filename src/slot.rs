@@ -307,6 +307,7 @@ impl SlotTask {
                 memory,
                 peak_memory,
             }) => {
+                self.pool.worker_done(self.slot, running.generation);
                 running.requests += 1;
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());

@@ -418,3 +418,38 @@ fn the_hello_example_answers_through_ppm_worker_alone() {
     assert!(body.unwrap_or_default().contains("Hello from ppm"));
     assert!(exited.is_some(), "ppm worker stops on SIGTERM");
 }
+
+#[test]
+fn work_after_the_response_delays_neither_that_response_nor_other_requests() {
+    let cluster = Cluster::start(Setup::callable("basic", 2));
+    let client = http();
+    let started = Instant::now();
+    let r = client
+        .get(cluster.url("/finish-then-sleep?ms=1500"))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "answered");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    // The other worker takes these while the first one finishes its work.
+    for _ in 0..4 {
+        let started = Instant::now();
+        assert_eq!(
+            client
+                .get(cluster.url("/"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "waited {:?} behind terminate work",
+            started.elapsed()
+        );
+    }
+}
