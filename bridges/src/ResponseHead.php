@@ -23,9 +23,11 @@ final class ResponseHead
      * @param bool $withNative whether header()/http_response_code() count
      * @param int|null $contentLength the body length, null when streamed
      * @param bool $hasBody whether there is (or will be) body output
-     * @return array{0: int, 1: string, 2: bool, 3: bool} the status, the head (blank
-     *         line included), whether the connection closes after it, whether the
-     *         body is chunked
+     * @return array{0: int, 1: string, 2: bool, 3: bool, 4: ?int} the status, the head
+     *         (blank line included), whether the connection closes after it, whether
+     *         the body is chunked, and the Content-Length a streamed body was declared
+     *         with (the application's own Content-Length header, kept so that a
+     *         download keeps its size; the writer holds the body to it)
      */
     public function build(
         HttpRequest $request,
@@ -63,6 +65,7 @@ final class ResponseHead
 
         $declaredLength = null;
         $hasContentType = false;
+        $hasDate = false;
         $kept = [];
         foreach ($this->session->filterHeaders($headers) as [$name, $value]) {
             switch (strtolower($name)) {
@@ -81,6 +84,9 @@ final class ResponseHead
                 case 'content-type':
                     $hasContentType = true;
                     break;
+                case 'date':
+                    $hasDate = true;
+                    break;
             }
             $kept[] = [$name, $value];
         }
@@ -93,8 +99,16 @@ final class ResponseHead
             }
         }
         $chunked = false;
+        $fixedLength = null;
         if (!$noBody) {
-            if ($contentLength === null) {
+            if ($contentLength === null
+                && $request->method !== 'HEAD'
+                && $declaredLength !== null
+                && preg_match('/^\d{1,18}$/D', $declaredLength)
+            ) {
+                $fixedLength = (int) $declaredLength;
+                $kept[] = ['Content-Length', (string) $fixedLength];
+            } elseif ($contentLength === null) {
                 if ($request->protocol === 'HTTP/1.1') {
                     $kept[] = ['Transfer-Encoding', 'chunked'];
                     $chunked = true;
@@ -107,7 +121,7 @@ final class ResponseHead
                 $kept[] = ['Content-Length', (string) $contentLength];
             }
         }
-        if ($this->addDate) {
+        if ($this->addDate && !$hasDate) {
             $kept[] = ['Date', gmdate('D, d M Y H:i:s') . ' GMT'];
         }
         if ($close) {
@@ -120,7 +134,7 @@ final class ResponseHead
         foreach ($kept as [$name, $value]) {
             $head .= "$name: $value\r\n";
         }
-        return [$status, $head . "\r\n", $close, $chunked];
+        return [$status, $head . "\r\n", $close, $chunked, $fixedLength];
     }
 
     /** What PHP would send: default_mimetype, with default_charset for text types. */

@@ -26,6 +26,11 @@ final class ResponseWriter
 
     private int $status = 0;
 
+    /** Body bytes still owed under a declared Content-Length (streamed body), else null. */
+    private ?int $remaining = null;
+
+    private bool $overflow = false;
+
     public function __construct(
         private Connection $connection,
         private HttpRequest $request,
@@ -102,6 +107,16 @@ final class ResponseWriter
             $this->connection->write("0\r\n\r\n");
         }
         $this->done = true;
+        if ($this->remaining !== null && $this->bodyAllowed && ($this->remaining > 0 || $this->overflow)) {
+            Log::line(sprintf(
+                'the response body %s its Content-Length; %s',
+                $this->overflow ? 'exceeded' : 'fell short of',
+                $this->overflow ? 'the excess was dropped' : 'the connection is closed so the client sees it truncated'
+            ));
+            if ($this->remaining > 0) {
+                $this->abort();
+            }
+        }
     }
 
     /** Gives up mid-response: the peer sees a truncated body. */
@@ -114,7 +129,7 @@ final class ResponseWriter
 
     private function sendHead(?int $contentLength, string $body): void
     {
-        [$this->status, $head, $this->close, $this->chunked] = $this->head->build(
+        [$this->status, $head, $this->close, $this->chunked, $this->remaining] = $this->head->build(
             $this->request,
             $this->response,
             $this->withNative,
@@ -131,6 +146,16 @@ final class ResponseWriter
     {
         if ($data === '' || !$this->bodyAllowed) {
             return;
+        }
+        if ($this->remaining !== null) {
+            if (strlen($data) > $this->remaining) {
+                $data = substr($data, 0, $this->remaining);
+                $this->overflow = true;
+            }
+            $this->remaining -= strlen($data);
+            if ($data === '') {
+                return;
+            }
         }
         $this->connection->write($this->chunked ? dechex(strlen($data)) . "\r\n" . $data . "\r\n" : $data);
     }

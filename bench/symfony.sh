@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Symfony throughput: the Symfony fixture's hello route (tests/fixtures/symfony,
+# GET /hello) under ppm and under nginx + php-fpm, with the same number of
+# PHP workers, on loopback. Prints requests/s, p99 latency and the ratio.
+#
+# The reference stack is what most Symfony sites run: nginx in front of a
+# static php-fpm pool of WORKERS children and the application's own
+# public/index.php, which boots the kernel on every request (the prod
+# container comes from the cache either way). ppm boots it once per worker.
+#
+#   bench/symfony.sh [SECONDS] [CONNECTIONS] [WORKERS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10}
+connections=${2:-16}
+workers=${3:-2}
+app=$(pwd)/tests/fixtures/symfony
+php_fpm=${PHP_FPM:-/usr/sbin/php-fpm8.2}
+nginx=${NGINX:-/usr/sbin/nginx}
+[ -x "$php_fpm" ] || { echo "$php_fpm is missing: apt-get install php-fpm" >&2; exit 1; }
+[ -x "$nginx" ] || { echo "$nginx is missing: apt-get install nginx" >&2; exit 1; }
+source bench/lib.sh
+
+warm_up() { wrk -t1 -c"$connections" -d2s "$1" >/dev/null; }
+
+# --- ppm ----------------------------------------------------------------------
+start_ppm "$workers" "$app" --bridge=httpKernel --bootstrap=symfony --app-env=prod --max-requests=0
+url="http://127.0.0.1:$balancer/hello"
+[ "$(curl -fsS "$url")" = "Hello from Symfony" ] || { echo "ppm: unexpected answer from $url" >&2; exit 1; }
+warm_up "$url"
+read -r ppm_rps ppm_p99 ppm_failed < <(run_wrk "$url" "$duration" "$connections")
+"$ppm" stop "$control" >/dev/null
+wait "${pids[-1]}" 2>/dev/null || true
+
+# --- nginx + php-fpm ----------------------------------------------------------
+port=$(free_ports 1)
+mkdir -p "$work/nginx"
+cat >"$work/php-fpm.conf" <<EOF
+[global]
+error_log = $work/php-fpm.log
+daemonize = no
+
+[bench]
+listen = $work/php-fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = $workers
+pm.max_requests = 0
+catch_workers_output = yes
+EOF
+user=""
+[ "$(id -u)" -eq 0 ] && user="user root;"
+cat >"$work/nginx.conf" <<EOF
+$user
+worker_processes auto;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/client_body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root $app/public;
+        location / { try_files \$uri /index.php\$is_args\$args; }
+        location = /index.php {
+            internal;
+            # no upstream keepalive: with fastcgi_keep_conn a php-fpm child
+            # stays tied to one nginx worker's connection and requests of the
+            # other nginx workers wait behind it (seconds of p99 latency)
+            fastcgi_pass unix:$work/php-fpm.sock;
+            # upstream nginx's fastcgi_params (Debian's rewrites HTTP_HOST)
+            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+            fastcgi_param QUERY_STRING \$query_string;
+            fastcgi_param REQUEST_METHOD \$request_method;
+            fastcgi_param CONTENT_TYPE \$content_type;
+            fastcgi_param CONTENT_LENGTH \$content_length;
+            fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
+            fastcgi_param REQUEST_URI \$request_uri;
+            fastcgi_param DOCUMENT_URI \$document_uri;
+            fastcgi_param DOCUMENT_ROOT \$document_root;
+            fastcgi_param SERVER_PROTOCOL \$server_protocol;
+            fastcgi_param REQUEST_SCHEME \$scheme;
+            fastcgi_param HTTPS \$https if_not_empty;
+            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+            fastcgi_param SERVER_SOFTWARE nginx;
+            fastcgi_param REMOTE_ADDR \$remote_addr;
+            fastcgi_param REMOTE_PORT \$remote_port;
+            fastcgi_param SERVER_ADDR \$server_addr;
+            fastcgi_param SERVER_PORT \$server_port;
+            fastcgi_param SERVER_NAME \$server_name;
+            fastcgi_param REDIRECT_STATUS 200;
+        }
+    }
+}
+EOF
+"$php_fpm" -F -R -y "$work/php-fpm.conf" 2>"$work/php-fpm.out" &
+pids+=($!)
+"$nginx" -p "$work/nginx" -e "$work/nginx-error.log" -c "$work/nginx.conf" 2>"$work/nginx.out" &
+pids+=($!)
+url="http://127.0.0.1:$port/hello"
+wait_http "$url"
+[ "$(curl -fsS "$url")" = "Hello from Symfony" ] || { echo "php-fpm: unexpected answer from $url" >&2; exit 1; }
+warm_up "$url"
+read -r fpm_rps fpm_p99 fpm_failed < <(run_wrk "$url" "$duration" "$connections")
+
+printf '%-40s %11s %9s %7s %7s\n' \
+  "Symfony /hello, $workers PHP workers, $connections conns, ${duration}s" "requests/s" "p99 ms" "failed" "ratio"
+printf '%-40s %11s %9s %7s %7s\n' "nginx + php-fpm (pm=static)" "$fpm_rps" "$fpm_p99" "$fpm_failed" "1.00"
+printf '%-40s %11s %9s %7s %7s\n' "ppm start (httpKernel, symfony)" "$ppm_rps" "$ppm_p99" "$ppm_failed" \
+  "$(ratio "$ppm_rps" "$fpm_rps")"

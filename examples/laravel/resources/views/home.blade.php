@@ -1,0 +1,1 @@
+Hello from Laravel {{ app()->version() }} on ppm: visit {{ $visits }}, worker {{ $worker }}
