@@ -150,6 +150,81 @@ pub struct StartOptions {
     /// checks; never sent to PHP. Empty to turn it off.
     #[arg(long, default_value = "/_ppm/health")]
     pub health_path: String,
+    /// Longest request line (method, target and version) in bytes; 414 past it.
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub max_request_line: usize,
+    /// Largest request header section in bytes (request line excluded); 431 past it.
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_header_size: usize,
+    /// Most header fields in a request; 431 past it.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+    /// Seconds from a request's first byte to the end of its headers; 408
+    /// and the connection closed past it.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a request body may go without a byte arriving; 408 past it.
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout: f64,
+    /// Seconds a kept-alive connection may wait for its next request (and
+    /// a response write may stall) before it is closed.
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Client connections open at once, over all ports; past it new
+    /// connections wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Request bodies up to this many bytes are held in memory; larger
+    /// ones are spooled to an anonymous temporary file.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_buffer_size: usize,
+    /// Directory of the temporary files of large request bodies (default:
+    /// the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_directory: Option<PathBuf>,
+    /// PEM certificate chain: the balancer port serves HTTPS (HTTP/2 and
+    /// HTTP/1.1 by ALPN). Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Directory of static files the master serves itself (relative paths
+    /// are relative to the application directory); a miss goes to PHP.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_directory: Option<PathBuf>,
+    /// Serve dotfiles (names starting with ".") from --static-directory too.
+    #[arg(long)]
+    pub static_dotfiles: bool,
+    /// Access log, one line per request (--no-logging or --logging=false
+    /// to turn it off).
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        overrides_with = "no_logging"
+    )]
+    pub logging: bool,
+    /// Turn the access log off.
+    #[arg(long, overrides_with = "logging")]
+    #[serde(skip)]
+    pub no_logging: bool,
+    /// Write the access log to FILE instead of stdout (reopened on SIGUSR1).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+    /// Access log format: combined (nginx's, plus request time, queue
+    /// time, slot and request id) or json.
+    #[arg(long, default_value = "combined", value_parser = ["combined", "json"])]
+    pub log_format: String,
 }
 
 impl StartOptions {
@@ -240,7 +315,73 @@ impl StartOptions {
         if self.memory_limit > 1024 * 1024 {
             return Err(invalid("memory-limit", "is in MB; at most 1048576"));
         }
+        self.validate_front_door()
+    }
+
+    /// Checks the options of the front door (limits, TLS, static files, log).
+    fn validate_front_door(&self) -> Result<(), Error> {
+        for (name, value, min, max) in [
+            ("max-request-line", self.max_request_line, 64, 1024 * 1024),
+            (
+                "max-header-size",
+                self.max_header_size,
+                256,
+                16 * 1024 * 1024,
+            ),
+            ("max-headers", self.max_headers, 8, 10_000),
+            ("max-connections", self.max_connections, 1, 1_000_000),
+            (
+                "body-buffer-size",
+                self.body_buffer_size,
+                0,
+                1024 * 1024 * 1024,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(name, format!("must be between {min} and {max}")));
+            }
+        }
+        for (name, value) in [
+            ("header-timeout", self.header_timeout),
+            ("body-timeout", self.body_timeout),
+            ("idle-timeout", self.idle_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+                return Err(invalid(name, "must be a number of seconds above 0"));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls-key", "is required with --tls-cert")),
+            (None, Some(_)) => return Err(invalid("tls-cert", "is required with --tls-key")),
+            _ => {}
+        }
+        if let Some(dir) = &self.spool_directory {
+            if !dir.is_dir() {
+                return Err(invalid(
+                    "spool-directory",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The front door's limits.
+    pub fn front_door_limits(&self) -> crate::http1::Limits {
+        crate::http1::Limits {
+            max_request_line: self.max_request_line,
+            max_header_size: self.max_header_size,
+            max_headers: self.max_headers,
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            body_timeout: Duration::from_secs_f64(self.body_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            max_body_size: self.max_body_size,
+        }
+    }
+
+    /// Whether the access log is on (`--logging`, `--no-logging`).
+    pub fn logging(&self) -> bool {
+        self.logging && !self.no_logging
     }
 
     /// When workers are recycled.
@@ -399,6 +540,7 @@ impl ConfigFile {
                         )))
                     }
                     (serde_json::Value::String(s), false) => s.clone(),
+                    (serde_json::Value::Bool(b), false) => b.to_string(),
                     (serde_json::Value::Number(n), false) => n.to_string(),
                     (other, false) => {
                         return Err(self.error(format!(
@@ -659,6 +801,41 @@ mod tests {
         assert_eq!(o.workers, 3);
         assert!(o.app.debug);
         assert_eq!(o.app.php_ini, ["x=1"]);
+    }
+
+    #[test]
+    fn logging_is_on_by_default_and_turned_off_by_flag_value_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let logging = |extra: &[&str]| {
+            let mut list = vec![d];
+            list.extend_from_slice(extra);
+            start_options(&args(&list)).unwrap().0.logging()
+        };
+        assert!(logging(&[]));
+        assert!(!logging(&["--no-logging"]));
+        assert!(!logging(&["--logging=false"]));
+        assert!(logging(&["--logging"]));
+        assert!(logging(&["--no-logging", "--logging"]), "the last one wins");
+        let dir = app_with(r#"{"logging": false, "log-format": "json"}"#);
+        let d = dir.path().to_str().unwrap();
+        let (o, _) = start_options(&args(&[d])).unwrap();
+        assert!(!o.logging());
+        assert_eq!(o.log_format, "json");
+        let (o, _) = start_options(&args(&[d, "--logging"])).unwrap();
+        assert!(o.logging(), "command line beats file");
+        let changed = changed_settings(&args(&["--no-logging"])).unwrap();
+        assert!(!changed.contains_key("no-logging"));
+    }
+
+    #[test]
+    fn front_door_options_are_checked() {
+        let err = |list: &[&str]| start_options(&args(list)).unwrap_err().to_string();
+        assert!(err(&["--tls-cert=a.pem"]).contains("--tls-key"));
+        assert!(err(&["--max-headers=0"]).contains("--max-headers"));
+        assert!(err(&["--header-timeout=0"]).contains("--header-timeout"));
+        assert!(err(&["--log-format=xml"]).contains("xml"));
+        assert!(err(&["--spool-directory=/nonexistent"]).contains("spool-directory"));
     }
 
     #[test]

@@ -115,27 +115,7 @@ pub fn worker_headers(
     let request_id = first("x-request-id")
         .filter(|id| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or(generated_id);
-    // The chain of addresses the request passed, client first, this
-    // connection's peer last. The client is the last address that is not
-    // a trusted proxy.
-    let mut chain: Vec<IpAddr> = Vec::new();
-    if from_proxy {
-        for value in client
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            chain.extend(value.split(',').filter_map(|a| parse_ip(a.trim())));
-        }
-    }
-    chain.push(origin.peer.ip());
-    let client_ip = chain
-        .iter()
-        .rev()
-        .find(|ip| !trusted.contains(**ip))
-        .or(chain.first())
-        .copied()
-        .unwrap_or(origin.peer.ip());
+    let (chain, client_ip) = address_chain(client, origin.peer.ip(), trusted);
     let client_port = if client_ip == origin.peer.ip() {
         origin.peer.port()
     } else {
@@ -193,6 +173,41 @@ pub fn worker_headers(
         set("x-ppm-https", "on".to_string());
     }
     (headers, request_id)
+}
+
+/// The chain of addresses the request passed, client first, this
+/// connection's peer last, and the client's address: the last address in
+/// the chain that is not a trusted proxy. `X-Forwarded-For` is read only
+/// when the peer is a trusted proxy.
+fn address_chain(
+    client: &HeaderMap,
+    peer: IpAddr,
+    trusted: &TrustedProxies,
+) -> (Vec<IpAddr>, IpAddr) {
+    let mut chain: Vec<IpAddr> = Vec::new();
+    if trusted.contains(peer) {
+        for value in client
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            chain.extend(value.split(',').filter_map(|a| parse_ip(a.trim())));
+        }
+    }
+    chain.push(peer);
+    let client_ip = chain
+        .iter()
+        .rev()
+        .find(|ip| !trusted.contains(**ip))
+        .or(chain.first())
+        .copied()
+        .unwrap_or(peer);
+    (chain, client_ip)
+}
+
+/// The client's address as the app sees it (`REMOTE_ADDR`), for the access log.
+pub fn client_ip(client: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    address_chain(client, peer, trusted).1
 }
 
 fn parse_ip(text: &str) -> Option<IpAddr> {

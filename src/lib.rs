@@ -2,9 +2,13 @@
 //!
 //! The master (`master`) binds every public socket, starts one PHP worker
 //! per slot (`worker`, `pool`), forwards HTTP requests to idle workers
-//! (`balancer`) and answers the control plane (`control`). The PHP side of
-//! a worker ships in `bridges/` and is embedded in the binary (`runtime`).
+//! (`balancer`) and answers the control plane (`control`). What clients
+//! send is read by the front door: `http1` (the strict HTTP/1 reader),
+//! `spool` (request bodies), `tls`, `static_files` and `access_log`. The
+//! PHP side of a worker ships in `bridges/` and is embedded in the binary
+//! (`runtime`).
 
+pub mod access_log;
 pub mod balancer;
 pub mod check;
 pub mod cli;
@@ -12,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod forwarding;
+pub mod http1;
 pub mod logging;
 pub mod master;
 pub mod metrics;
@@ -22,7 +27,10 @@ pub mod reload;
 pub mod rolling;
 pub mod runtime;
 pub mod slot;
+pub mod spool;
+pub mod static_files;
 pub mod systemd;
+pub mod tls;
 pub mod worker;
 
 pub use error::Error;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::balancer::{Balancer, Target};
+use crate::balancer::{Balancer, FrontDoor, Target};
 use crate::config::{AppOptions, StartOptions};
 use crate::control::{self, ClusterInfo, ControlState};
 use crate::forwarding::TrustedProxies;
@@ -78,6 +78,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     let pidfile = opts.pidfile.as_deref().map(PidFile::create).transpose()?;
     let run_dir = make_run_dir()?;
     let spec = Arc::new(worker_spec(&opts.app, run_dir.path())?);
+    let front_door = FrontDoor::new(&opts, &spec.app_dir)?;
 
     // Every public socket is bound before any worker starts, so a port in
     // use fails the start with nothing left behind.
@@ -153,6 +154,10 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         })?,
     );
     balancer.slow_request_time = opts.slow_request_time();
+    balancer.set_front_door(front_door);
+    tokio::spawn(crate::access_log::reopen_on_sigusr1(
+        balancer.access_log.clone(),
+    ));
     let balancer = Arc::new(balancer);
     let grace = opts.shutdown_timeout();
     let mut servers = vec![tokio::spawn(balancer.clone().serve(
@@ -250,6 +255,9 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     }
     control_stop_tx.send_replace(true);
     let _ = control_server.await;
+    if let Some(log) = balancer.access_log.clone() {
+        let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+    }
     drop(run_dir);
     drop(pidfile);
     tracing::info!("ppm stopped");

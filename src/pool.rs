@@ -31,8 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -41,7 +39,7 @@ use crate::slot::{Limits, SlotTask};
 use crate::worker::WorkerSpec;
 
 /// The request body type sent to workers: always whole, with a length.
-pub type WorkerBody = Full<Bytes>;
+pub type WorkerBody = crate::spool::WorkerBody;
 /// A connection to one worker's private socket.
 pub type WorkerConn = SendRequest<WorkerBody>;
 
