@@ -213,10 +213,13 @@ impl Balancer {
     /// The health check answer: 200 while the port has a ready worker
     /// (any worker for the balancer, its own for a slot port), else 503.
     fn health(&self, target: Target) -> Response<ProxyBody> {
-        let up = match target {
-            Target::Any => self.pool.any_ready(),
-            Target::Slot(slot) => self.pool.slot_serving(slot),
-        };
+        // While stopping, report down at once so that load balancers take
+        // this host out before its ports close.
+        let up = !self.pool.is_closed()
+            && match target {
+                Target::Any => self.pool.any_ready(),
+                Target::Slot(slot) => self.pool.slot_serving(slot),
+            };
         let mut response = if up {
             error_response(StatusCode::OK, "ok\n")
         } else {
