@@ -42,7 +42,9 @@ start_ppm() {
   local workers=$1 app=$2; shift 2
   local base; base=$(free_ports $((workers + 2)))
   control=$base; balancer=$((base + 1))
-  "$ppm" start "$app" --workers "$workers" --control-port "$control" --port "$balancer" "$@" 2>"$work/ppm-$control.log" &
+  # The access log (on by default, like nginx's) goes to a file, as in production.
+  "$ppm" start "$app" --workers "$workers" --control-port "$control" --port "$balancer" "$@" \
+    >"$work/access-$control.log" 2>"$work/ppm-$control.log" &
   pids+=($!)
   for _ in $(seq 1 150); do
     ready=$(curl -fsS "http://127.0.0.1:$control/status" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["ready_workers"])' 2>/dev/null || echo 0)
