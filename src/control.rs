@@ -211,20 +211,7 @@ async fn status(State(state): State<Arc<ControlState>>) -> Json<ClusterStatus> {
 }
 
 async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
-    let master_rss = tokio::task::spawn_blocking(|| {
-        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-        let pid = Pid::from_u32(std::process::id());
-        let mut system = System::new();
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&[pid]),
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
-        system.process(pid).map(|p| p.memory())
-    })
-    .await
-    .ok()
-    .flatten();
+    let master_rss = crate::metrics::process_rss(std::process::id()).await;
     let text = state
         .metrics
         .render(&state.pool.status(), state.pool.queue_len(), master_rss);

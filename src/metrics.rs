@@ -298,6 +298,25 @@ impl Metrics {
     }
 }
 
+/// The resident set size of a process, read off the async threads
+/// (sysinfo's refresh blocks).
+pub async fn process_rss(pid: u32) -> Option<u64> {
+    tokio::task::spawn_blocking(move || {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+        let mut system = System::new();
+        let pid = Pid::from_u32(pid);
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        system.process(pid).map(|p| p.memory())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 fn gauge_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }

@@ -311,7 +311,7 @@ impl SlotTask {
                 running.requests += 1;
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
-                    read_rss(running.pid).await
+                    crate::metrics::process_rss(running.pid).await
                 } else {
                     None
                 };
@@ -783,24 +783,6 @@ fn random_fraction(slot: usize, generation: u64) -> f64 {
     hasher.write_usize(slot);
     hasher.write_u64(generation);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// The resident set size of a process, read off the async threads.
-async fn read_rss(pid: u32) -> Option<u64> {
-    tokio::task::spawn_blocking(move || {
-        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-        let mut system = System::new();
-        let pid = Pid::from_u32(pid);
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&[pid]),
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
-        system.process(pid).map(|p| p.memory())
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 /// The delay before boot attempt number `failures + 1`.
