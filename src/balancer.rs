@@ -215,7 +215,7 @@ impl Balancer {
     fn health(&self, target: Target) -> Response<ProxyBody> {
         // While stopping, report down at once so that load balancers take
         // this host out before its ports close.
-        let up = !self.pool.is_closed()
+        let up = !self.pool.is_going_away()
             && match target {
                 Target::Any => self.pool.any_ready(),
                 Target::Slot(slot) => self.pool.slot_serving(slot),

@@ -109,6 +109,11 @@ pub struct StartOptions {
     /// Seconds in-flight requests get to finish on stop before workers are killed.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_timeout: f64,
+    /// Seconds to keep serving after a stop request while `/ready` and the
+    /// health path already answer 503, so load balancers take this host out
+    /// before its ports close (0 = close at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub drain_delay: f64,
     /// Seconds a worker may take to bootstrap before it counts as failed.
     #[arg(long, default_value_t = 60.0)]
     pub bootstrap_timeout: f64,
@@ -257,6 +262,7 @@ impl StartOptions {
             }
         }
         for (name, value) in [
+            ("drain-delay", self.drain_delay),
             ("ttl", self.ttl),
             ("max-execution-time", self.max_execution_time),
             ("slow-request-time", self.slow_request_time),
@@ -399,6 +405,11 @@ impl StartOptions {
     /// `--max-execution-time`, when set.
     pub fn max_execution_time(&self) -> Option<Duration> {
         (self.max_execution_time > 0.0).then(|| Duration::from_secs_f64(self.max_execution_time))
+    }
+
+    /// `--drain-delay`, when set.
+    pub fn drain_delay(&self) -> Option<Duration> {
+        (self.drain_delay > 0.0).then(|| Duration::from_secs_f64(self.drain_delay))
     }
 
     /// `--slow-request-time`, when set.

@@ -229,7 +229,7 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
-    if state.pool.any_ready() && !*state.shutdown.borrow() {
+    if state.pool.any_ready() && !state.pool.is_going_away() && !*state.shutdown.borrow() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -141,7 +141,10 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
             included_rx,
         ));
     }
+    // `shutdown`: a stop was asked for (signal or POST /stop); `closing`:
+    // the ports stop accepting, after --drain-delay.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (closing_tx, closing_rx) = watch::channel(false);
     tokio::spawn(restart_on_signals(restarts.clone()));
     let mut balancer = Balancer::new(
         pool.clone(),
@@ -163,14 +166,14 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     let mut servers = vec![tokio::spawn(balancer.clone().serve(
         balancer_listener,
         Target::Any,
-        shutdown_rx.clone(),
+        closing_rx.clone(),
         grace,
     ))];
     for (slot, listener) in slot_listeners.into_iter().enumerate() {
         servers.push(tokio::spawn(balancer.clone().serve(
             listener,
             Target::Slot(slot),
-            shutdown_rx.clone(),
+            closing_rx.clone(),
             grace,
         )));
     }
@@ -221,6 +224,20 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     tokio::pin!(forced);
     notifier.notify("STOPPING=1");
     shutdown_tx.send_replace(true);
+    let mut at_once = false;
+    if let Some(delay) = opts.drain_delay() {
+        // Load balancers see /ready and the health path fail while the
+        // ports still serve, and take this host out before it closes.
+        pool.start_draining();
+        tracing::info!(
+            "stopping: reporting not ready for {delay:?} before closing the ports (--drain-delay)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut forced => at_once = true,
+        }
+    }
+    closing_tx.send_replace(true);
     pool.close();
     tracing::info!("stopping: finishing in-flight requests (up to {:?})", grace);
     let drain = async {
@@ -228,13 +245,14 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
             let _ = server.await;
         }
     };
-    let mut at_once = false;
-    tokio::select! {
-        _ = drain => {}
-        _ = tokio::time::sleep(grace + Duration::from_secs(1)) => {
-            tracing::warn!("in-flight requests did not finish within --shutdown-timeout");
+    if !at_once {
+        tokio::select! {
+            _ = drain => {}
+            _ = tokio::time::sleep(grace + Duration::from_secs(1)) => {
+                tracing::warn!("in-flight requests did not finish within --shutdown-timeout");
+            }
+            _ = &mut forced => at_once = true,
         }
-        _ = &mut forced => at_once = true,
     }
     let aborts: Vec<_> = slot_tasks.iter().map(|t| t.abort_handle()).collect();
     if at_once {

@@ -242,6 +242,8 @@ pub struct Pool {
     max_queue: usize,
     queue_timeout: Duration,
     closed: AtomicBool,
+    /// Stopping, but still serving during `--drain-delay`.
+    draining: AtomicBool,
     /// Permits for extra workers booting beside the ones they replace.
     pub(crate) surge: Arc<Semaphore>,
     /// Debug mode: where files workers report as included go.
@@ -318,6 +320,7 @@ impl Pool {
             max_queue: config.max_queue,
             queue_timeout: config.queue_timeout,
             closed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
             included_files: config.included_files.clone(),
         });
@@ -743,6 +746,16 @@ impl Pool {
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Reports the cluster down to health checks while it still serves.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether health checks should see this host as going away.
+    pub fn is_going_away(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.is_closed()
     }
 
     /// Tells every slot task to stop its workers and end.

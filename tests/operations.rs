@@ -595,3 +595,50 @@ fn check_passes_a_good_app_and_shows_the_php_error_of_a_broken_one() {
         "{err}"
     );
 }
+
+#[test]
+fn drain_delay_reports_not_ready_while_the_ports_still_serve() {
+    let mut cluster = Cluster::start(Setup::callable("basic", 1).arg("--drain-delay=2"));
+    let client = http();
+    assert_eq!(
+        client
+            .get(cluster.slot_url(0, "/_ppm/health"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    cluster.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        client
+            .get(cluster.control_url("/ready"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        503
+    );
+    assert_eq!(
+        client
+            .get(cluster.slot_url(0, "/_ppm/health"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        503
+    );
+    assert_eq!(
+        client
+            .get(cluster.url("/"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "requests are still served during the drain delay"
+    );
+    assert_eq!(cluster.wait_exit(Duration::from_secs(20)), Some(0));
+    cluster.assert_no_workers_left(Duration::from_secs(2));
+}
