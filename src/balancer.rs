@@ -1048,10 +1048,17 @@ async fn pump(
                     .bytes_out
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 let permits = data.len().clamp(1, RESPONSE_BUFFER) as u32;
+                // A client that stops reading holds the worker only until
+                // the execution deadline, like a request that runs too long.
                 let permit = tokio::select! {
-                    permit = budget.clone().acquire_many_owned(permits) => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
+                    permit = within(deadline, budget.clone().acquire_many_owned(permits)) => match permit {
+                        Some(Ok(permit)) => permit,
+                        Some(Err(_)) => return,
+                        None => {
+                            let _ = timed_out(&lease, "a streamed response its client stopped reading");
+                            let _ = tx.send(Err("the client stopped reading".into()));
+                            return;
+                        }
                     },
                     _ = tx.closed() => return,
                 };

@@ -53,6 +53,10 @@ use tokio::time::Instant;
 use crate::balancer::ProxyBody;
 use crate::spool::{SpoolConfig, SpoolWriter, Spooled};
 
+/// Empty lines tolerated before a request line (after a previous body's
+/// stray CRLF); more are refused rather than buffered.
+const MAX_LEADING_EMPTY_LINES: usize = 4;
+
 /// The limits of the front door.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -173,6 +177,10 @@ impl HeadScanner {
                     match self.fields_start {
                         None if line_len == 0 && self.line_start == self.start => {
                             // An empty line before the request line (RFC 9112 2.2).
+                            // A few are tolerated; a stream of them is not a request.
+                            if i + 1 > MAX_LEADING_EMPTY_LINES * 2 {
+                                return Err(bad("too many empty lines before the request line"));
+                            }
                             self.start = i + 1;
                         }
                         None => self.fields_start = Some(i + 1),

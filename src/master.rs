@@ -378,12 +378,17 @@ pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), E
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        exit = worker.wait() => {
-            tracing::warn!("worker exited ({exit})");
-            return Ok(());
+    let mut events_open = true;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            exit = worker.wait() => {
+                tracing::warn!("worker exited ({exit})");
+                return Ok(());
+            }
+            // Nothing uses them here; read them so they do not pile up.
+            event = events.recv(), if events_open => events_open = event.is_some(),
         }
     }
     let exit = worker.stop(Duration::from_secs(5)).await;

@@ -218,7 +218,7 @@ struct Slot {
     /// after its response, so it is idle only once this is back to 0.
     awaiting_done: i32,
     /// A replaced worker still serving a request, and who to tell when done.
-    draining: Option<(u64, oneshot::Sender<()>)>,
+    draining: Vec<(u64, oneshot::Sender<()>)>,
     status: SlotStatus,
 }
 
@@ -238,7 +238,8 @@ struct Shared {
 /// The worker pool: slot states, idle workers and the request queue.
 pub struct Pool {
     shared: Mutex<Shared>,
-    commands: Vec<mpsc::Sender<SlotCommand>>,
+    /// Unbounded, so that no command (a Reconnect, a Kill) is ever dropped.
+    commands: Vec<mpsc::UnboundedSender<SlotCommand>>,
     max_queue: usize,
     queue_timeout: Duration,
     closed: AtomicBool,
@@ -271,7 +272,7 @@ impl Pool {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in &config.slot_ports {
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
             receivers.push(rx);
         }
@@ -285,7 +286,7 @@ impl Pool {
                 conn: None,
                 leased: false,
                 awaiting_done: 0,
-                draining: None,
+                draining: Vec::new(),
                 status: SlotStatus {
                     slot,
                     port,
@@ -362,13 +363,13 @@ impl Pool {
     pub fn command(&self, slot: usize, command: SlotCommand) -> bool {
         self.commands
             .get(slot)
-            .is_some_and(|tx| tx.try_send(command).is_ok())
+            .is_some_and(|tx| tx.send(command).is_ok())
     }
 
     /// Sends a command to a slot's task, waiting for room in its queue.
     pub async fn send(&self, slot: usize, command: SlotCommand) -> bool {
         match self.commands.get(slot) {
-            Some(tx) => tx.send(command).await.is_ok(),
+            Some(tx) => tx.send(command).is_ok(),
             None => false,
         }
     }
@@ -477,15 +478,10 @@ impl Pool {
         if sent {
             slot.status.requests += 1;
         }
-        if slot
-            .draining
-            .as_ref()
-            .is_some_and(|(g, _)| *g == generation)
-        {
+        if let Some(pos) = slot.draining.iter().position(|(g, _)| *g == generation) {
             // A replaced worker finished its last request.
-            if let Some((_, done)) = slot.draining.take() {
-                let _ = done.send(());
-            }
+            let (_, done) = slot.draining.swap_remove(pos);
+            let _ = done.send(());
             return;
         }
         if slot.generation != generation || slot.state != SlotState::Busy {
@@ -495,12 +491,12 @@ impl Pool {
         slot.status.current_request = None;
         if sent {
             slot.status.worker_requests += 1;
+            // PHP reports `request_done` for every request it read, even
+            // when this connection broke off.
+            slot.awaiting_done += 1;
         }
         if reusable && !conn.is_closed() {
             slot.conn = Some(conn);
-            if sent {
-                slot.awaiting_done += 1;
-            }
             if slot.awaiting_done <= 0 {
                 slot.awaiting_done = 0;
                 self.hand_over(&mut shared, s);
@@ -566,8 +562,12 @@ impl Pool {
         }
         slot.status.pid = Some(pid);
         slot.conn = Some(conn);
-        slot.awaiting_done = 0;
-        self.hand_over(&mut shared, s);
+        // After a broken connection, the worker may still be finishing
+        // that request: it is idle once its `request_done` has come.
+        if slot.awaiting_done <= 0 {
+            slot.awaiting_done = 0;
+            self.hand_over(&mut shared, s);
+        }
     }
 
     /// Switches slot `s` to a booted replacement in one step. The returned
@@ -585,7 +585,7 @@ impl Pool {
         shared.idle.retain(|&i| i != s);
         let slot = &mut shared.slots[s];
         if slot.leased {
-            slot.draining = Some((slot.generation, done_tx));
+            slot.draining.push((slot.generation, done_tx));
         } else {
             let _ = done_tx.send(());
         }
@@ -761,7 +761,7 @@ impl Pool {
     /// Tells every slot task to stop its workers and end.
     pub async fn stop_all(&self) {
         for tx in &self.commands {
-            let _ = tx.send(SlotCommand::Stop).await;
+            let _ = tx.send(SlotCommand::Stop);
         }
     }
 }

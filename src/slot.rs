@@ -69,7 +69,7 @@ pub struct Limits {
 /// A worker that is ready and serving (or was).
 struct Running {
     worker: Worker,
-    events: mpsc::Receiver<WorkerEvent>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
     events_open: bool,
     generation: u64,
     pid: u32,
@@ -115,7 +115,7 @@ pub(crate) struct SlotTask {
     spec: Arc<WorkerSpec>,
     run_dir: PathBuf,
     limits: Limits,
-    commands: mpsc::Receiver<SlotCommand>,
+    commands: mpsc::UnboundedReceiver<SlotCommand>,
     generation: u64,
     failures: u32,
     stoppers: Vec<JoinHandle<()>>,
@@ -128,7 +128,7 @@ impl SlotTask {
         spec: Arc<WorkerSpec>,
         run_dir: PathBuf,
         limits: Limits,
-        commands: mpsc::Receiver<SlotCommand>,
+        commands: mpsc::UnboundedReceiver<SlotCommand>,
     ) -> Self {
         Self {
             pool,
@@ -157,10 +157,13 @@ impl SlotTask {
                     None => break,
                 }
             }
-            let ttl_at = current
-                .as_ref()
-                .filter(|c| c.recycle_blocked_until.is_none())
-                .and_then(|c| c.ttl_deadline);
+            // A replacement under way or just failed pushes the TTL back.
+            let ttl_at = current.as_ref().and_then(|c| {
+                c.ttl_deadline.map(|ttl| {
+                    c.recycle_blocked_until
+                        .map_or(ttl, |blocked| ttl.max(blocked))
+                })
+            });
             tokio::select! {
                 news = watch(&mut current) => match news {
                     News::Event(event) => {
@@ -559,8 +562,16 @@ impl SlotTask {
             );
             let _ = std::fs::remove_file(self.socket(running.generation));
         }
-        for stopper in self.stoppers.drain(..) {
-            let _ = stopper.await;
+        // Replaced workers finish their last request, but not for ever: the
+        // master already waited --shutdown-timeout for in-flight requests.
+        // Aborting a stopper drops its worker, which kills its group.
+        for mut stopper in self.stoppers.drain(..) {
+            if tokio::time::timeout(STOP_GRACE * 2, &mut stopper)
+                .await
+                .is_err()
+            {
+                stopper.abort();
+            }
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Worker {
     /// Dropping this closes the control channel, which tells the worker to exit.
     control: Option<OwnedWriteHalf>,
     output: Arc<Mutex<VecDeque<String>>>,
+    /// The process has been waited for: its pid (and group id) may be
+    /// reused by now, so the group is not signalled any more.
+    reaped: bool,
 }
 
 impl Worker {
@@ -96,7 +99,7 @@ impl Worker {
         listen: &Listen,
         slot: usize,
         label: String,
-    ) -> std::io::Result<(Worker, mpsc::Receiver<WorkerEvent>)> {
+    ) -> std::io::Result<(Worker, mpsc::UnboundedReceiver<WorkerEvent>)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let theirs: OwnedFd = theirs.into();
@@ -196,7 +199,7 @@ impl Worker {
         // early exit; the write error adds nothing.
         let _ = write.write_all(line.as_bytes()).await;
 
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(read_events(read, tx, label));
         Ok((
             Worker {
@@ -204,6 +207,7 @@ impl Worker {
                 pid,
                 control: Some(write),
                 output,
+                reaped: false,
             },
             rx,
         ))
@@ -217,7 +221,15 @@ impl Worker {
     /// Waits for the process to exit and describes how it ended.
     pub async fn wait(&mut self) -> String {
         match self.child.wait().await {
-            Ok(status) => describe_exit(status),
+            Ok(status) => {
+                if !self.reaped {
+                    // Grandchildren it left behind go with its group, now,
+                    // before the group id can be reused.
+                    self.signal_group(Signal::SIGKILL);
+                    self.reaped = true;
+                }
+                describe_exit(status)
+            }
             Err(err) => format!("wait failed: {err}"),
         }
     }
@@ -251,7 +263,7 @@ impl Worker {
 
     /// Sends a signal to the worker's whole process group.
     pub fn signal_group(&self, signal: Signal) {
-        if self.pid != 0 {
+        if self.pid != 0 && !self.reaped {
             // ESRCH (already gone) is expected after an exit.
             let _ = killpg(Pid::from_raw(self.pid as i32), signal);
         }
@@ -260,7 +272,7 @@ impl Worker {
     /// Asks the worker for the PHP backtrace of what it is running; it
     /// answers with a `Backtrace` event.
     pub fn ask_backtrace(&self) {
-        if self.pid != 0 {
+        if self.pid != 0 && !self.reaped {
             let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), Signal::SIGUSR1);
         }
     }
@@ -280,7 +292,9 @@ impl Drop for Worker {
 /// After a worker exited during its bootstrap: the error it reported on
 /// its control channel, if any. The exit and the message race, so the
 /// channel is read to its end (briefly) rather than polled once.
-pub async fn reported_boot_error(events: &mut mpsc::Receiver<WorkerEvent>) -> Option<String> {
+pub async fn reported_boot_error(
+    events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
+) -> Option<String> {
     let drain = async {
         while let Some(event) = events.recv().await {
             if let WorkerEvent::BootstrapError { message } = event {
@@ -330,21 +344,21 @@ async fn forward_lines(
 
 async fn read_events(
     read: tokio::net::unix::OwnedReadHalf,
-    tx: mpsc::Sender<WorkerEvent>,
+    tx: mpsc::UnboundedSender<WorkerEvent>,
     label: String,
 ) {
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match serde_json::from_str::<WorkerEvent>(&line) {
-            // Never wait for the consumer: a worker must not block on its
-            // control channel. Statistics that find no room are dropped.
-            Ok(event) => match tx.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    tracing::debug!("[{label}] control event dropped, nobody reading: {event:?}");
+            // Never wait for the consumer, so a worker never blocks on its
+            // control channel; and never drop an event: `request_done` is
+            // what makes the worker idle again. The slot task reads them
+            // as they come, so the queue stays short.
+            Ok(event) => {
+                if tx.send(event).is_err() {
+                    return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            },
+            }
             Err(err) => tracing::warn!("[{label}] unreadable control message ({err}): {line}"),
         }
     }

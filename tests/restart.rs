@@ -365,3 +365,26 @@ fn a_timed_out_request_logs_the_backtrace_of_the_killed_worker() {
     });
     assert!(found.is_some(), "{}", cluster.log_text());
 }
+
+#[test]
+fn a_client_that_gives_up_does_not_charge_the_next_request_for_its_php_time() {
+    // The first client leaves while PHP still runs its request; the worker
+    // is busy until PHP reports it done, so the next request waits in the
+    // queue (not charged) instead of being sent to a busy worker and timed
+    // out there.
+    let cluster = Cluster::start(Setup::callable("versioned", 1).arg("--max-execution-time=2"));
+    let gone = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .get(cluster.url("/sleep?ms=2500"))
+        .send();
+    assert!(gone.is_err(), "the first client gave up");
+    let r = http().get(cluster.url("/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let status = cluster.try_status().unwrap();
+    assert_eq!(
+        status["workers"][0]["restarts"], 0,
+        "no worker was killed: {status}"
+    );
+}
