@@ -125,6 +125,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         queue_timeout: opts.queue_timeout(),
         max_surge: opts.max_surge,
         limits: opts.limits(),
+        max_execution_time: opts.max_execution_time(),
         included_files: opts.app.debug.then_some(included_tx),
     });
 

@@ -217,6 +217,9 @@ struct Slot {
     /// when it arrived first). The worker runs terminate work and resets
     /// after its response, so it is idle only once this is back to 0.
     awaiting_done: i32,
+    /// Since when the worker has been finishing a request whose response
+    /// is read (terminate work); a worker stuck there is killed.
+    finishing_since: Option<std::time::Instant>,
     /// A replaced worker still serving a request, and who to tell when done.
     draining: Vec<(u64, oneshot::Sender<()>)>,
     status: SlotStatus,
@@ -261,6 +264,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     pub max_surge: usize,
     pub limits: Limits,
+    /// `--max-execution-time`, which also bounds a worker's terminate work.
+    pub max_execution_time: Option<Duration>,
     /// Debug mode: where files workers report as included go.
     pub included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
 }
@@ -286,6 +291,7 @@ impl Pool {
                 conn: None,
                 leased: false,
                 awaiting_done: 0,
+                finishing_since: None,
                 draining: Vec::new(),
                 status: SlotStatus {
                     slot,
@@ -325,6 +331,9 @@ impl Pool {
             surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
             included_files: config.included_files.clone(),
         });
+        if let Some(limit) = config.max_execution_time {
+            tokio::spawn(kill_stuck_finishers(Arc::downgrade(&pool), limit));
+        }
         let tasks = receivers
             .into_iter()
             .enumerate()
@@ -438,6 +447,7 @@ impl Pool {
     /// Gives the now idle slot `s` to the first queued request that can
     /// take it, or puts it on the idle list.
     fn hand_over(self: &Arc<Self>, shared: &mut Shared, s: usize) {
+        shared.slots[s].finishing_since = None;
         if shared.slots[s].state != SlotState::Ready {
             transition(&mut shared.slots[s], SlotState::Ready);
         }
@@ -497,6 +507,7 @@ impl Pool {
         }
         if reusable && !conn.is_closed() {
             slot.conn = Some(conn);
+            slot.finishing_since = Some(std::time::Instant::now());
             if slot.awaiting_done <= 0 {
                 slot.awaiting_done = 0;
                 self.hand_over(&mut shared, s);
@@ -543,6 +554,7 @@ impl Pool {
         slot.conn = None;
         slot.leased = false;
         slot.awaiting_done = 0;
+        slot.finishing_since = None;
         transition(slot, SlotState::Starting);
         slot.status.new_worker(None, socket);
     }
@@ -598,6 +610,7 @@ impl Pool {
         slot.generation = generation;
         slot.leased = false;
         slot.awaiting_done = 0;
+        slot.finishing_since = None;
         slot.conn = Some(conn);
         slot.status.new_worker(Some(pid), socket);
         slot.status.replacement_pid = None;
@@ -762,6 +775,37 @@ impl Pool {
     pub async fn stop_all(&self) {
         for tx in &self.commands {
             let _ = tx.send(SlotCommand::Stop);
+        }
+    }
+}
+
+/// Kills workers whose terminate work (after their response was read)
+/// runs past `--max-execution-time`, as PHP-FPM's request_terminate_timeout
+/// would; otherwise such a worker would stay busy for ever.
+async fn kill_stuck_finishers(pool: std::sync::Weak<Pool>, limit: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(limit));
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let stuck: Vec<(usize, u64)> = {
+            let shared = pool.lock();
+            shared
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.finishing_since.is_some_and(|t| t.elapsed() > limit))
+                .map(|(s, slot)| (s, slot.generation))
+                .collect()
+        };
+        for (slot, generation) in stuck {
+            tracing::warn!("[slot {slot}] terminate work passed --max-execution-time");
+            pool.command(
+                slot,
+                SlotCommand::Kill {
+                    generation,
+                    reason: ExitReason::Timeout,
+                },
+            );
         }
     }
 }

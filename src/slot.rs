@@ -100,6 +100,10 @@ struct Replacing {
     boot: BootFuture,
     reason: ExitReason,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Restart requests that arrived while a recycle was booting: that
+    /// worker may have loaded the code from before a deploy, so they get a
+    /// replacement of their own once it is done.
+    restart_after: Option<Vec<oneshot::Sender<Result<(), String>>>>,
 }
 
 /// What happened to the current worker.
@@ -180,10 +184,16 @@ impl SlotTask {
                     }
                 },
                 booted = poll_boot(&mut replacing) => {
-                    let Some(Replacing { reason, replies, .. }) = replacing.take() else { continue };
+                    let Some(Replacing { reason, replies, restart_after, .. }) = replacing.take() else { continue };
                     self.on_replacement(&mut current, booted, reason, replies);
                     if current.is_none() && self.wait_backoff(None).await {
                         break;
+                    }
+                    if let Some(waiting) = restart_after {
+                        self.replace(&mut current, &mut replacing, ExitReason::Restart, None);
+                        for reply in waiting {
+                            self.replace(&mut current, &mut replacing, ExitReason::Restart, Some(reply));
+                        }
                     }
                 }
                 command = self.commands.recv() => match command {
@@ -392,7 +402,14 @@ impl SlotTask {
         reply: Option<oneshot::Sender<Result<(), String>>>,
     ) {
         if let Some(under_way) = replacing.as_mut() {
-            under_way.replies.extend(reply);
+            if reason == ExitReason::Restart && under_way.reason != ExitReason::Restart {
+                under_way
+                    .restart_after
+                    .get_or_insert_with(Vec::new)
+                    .extend(reply);
+            } else {
+                under_way.replies.extend(reply);
+            }
             return;
         }
         if let Some(running) = current.as_mut() {
@@ -409,6 +426,7 @@ impl SlotTask {
             boot: Box::pin(self.boot_next(true)),
             reason,
             replies: reply.into_iter().collect(),
+            restart_after: None,
         });
     }
 

@@ -388,3 +388,65 @@ fn a_client_that_gives_up_does_not_charge_the_next_request_for_its_php_time() {
         "no worker was killed: {status}"
     );
 }
+
+#[test]
+fn terminate_work_past_max_execution_time_gets_the_worker_replaced() {
+    let mut cluster = Cluster::start(Setup::callable("basic", 1).arg("--max-execution-time=1"));
+    let stuck = cluster.worker_pids()[0];
+    let r = http()
+        .get(cluster.url("/finish-then-sleep?ms=30000"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.text().unwrap(),
+        "answered",
+        "the client had its answer at once"
+    );
+    let replaced = wait_until(Duration::from_secs(10), || {
+        let pid = cluster.worker_pids()[0];
+        (pid != 0 && pid != stuck).then_some(())
+    });
+    assert!(replaced.is_some(), "the stuck worker was replaced");
+    assert!(!pid_alive(stuck));
+    assert_eq!(
+        http()
+            .get(cluster.url("/"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[test]
+fn a_restart_during_a_recycle_boot_still_gets_a_fresh_worker() {
+    // A max-requests recycle may be booting when a deploy's restart comes;
+    // that worker read the code from before the deploy, so the restart
+    // boots another one after it.
+    let app = fixture_copy("versioned");
+    let mut cluster = Cluster::start(Setup {
+        app: app.path().to_path_buf(),
+        ..Setup::callable("versioned", 1)
+            .arg("--max-requests=1")
+            .arg("--recycle-jitter=0")
+    });
+    let _ = cluster.worker_pids();
+    std::fs::write(app.path().join("BOOT_DELAY_MS"), "1500").unwrap();
+    // This request makes the worker recycle; its replacement reads v1,
+    // then boots slowly.
+    assert_eq!(
+        http().get(cluster.url("/")).send().unwrap().text().unwrap(),
+        "v1"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(app.path().join("VERSION"), "v2").unwrap();
+    std::fs::write(app.path().join("BOOT_DELAY_MS"), "0").unwrap();
+    let port = cluster.control_port.to_string();
+    let (code, out, err) = run_ppm(&["restart", &port], Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        http().get(cluster.url("/")).send().unwrap().text().unwrap(),
+        "v2"
+    );
+}
