@@ -386,9 +386,6 @@ impl Pool {
     /// Takes an idle worker (any, or the given slot's), waiting in the FIFO
     /// queue when none is idle.
     pub async fn acquire(self: &Arc<Self>, slot: Option<usize>) -> Result<Lease, AcquireError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(AcquireError::ShuttingDown);
-        }
         let (id, mut rx) = {
             let mut shared = self.lock();
             let found = match slot {
@@ -751,7 +748,9 @@ impl Pool {
         self.lock().slots.iter().any(|s| s.state.is_serving())
     }
 
-    /// Refuses new requests; queued and running ones still finish.
+    /// Marks the pool as stopping, for health checks. Requests keep being
+    /// served: the ports have stopped accepting, and a request that came
+    /// in on a connection accepted before that must not fail.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
