@@ -300,18 +300,8 @@ fn a_port_in_use_fails_cleanly_naming_the_port() {
     let base = free_ports(4);
     let _taken = TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
     let app = fixture("basic");
-    let (code, out, err) = run_ppm(
-        &[
-            "start",
-            path_str(&app),
-            "--bridge=callable",
-            "--bootstrap=app.php",
-            "--workers=2",
-            &format!("--control-port={base}"),
-            &format!("--port={}", base + 1),
-        ],
-        Duration::from_secs(10),
-    );
+    let args = start_args(&app, 2, base, &[]);
+    let (code, out, err) = run_ppm(&args, Duration::from_secs(10));
     assert_eq!(code, 1, "{out}{err}");
     let expected = format!("127.0.0.1:{}", base + 1);
     assert!(err.contains(&expected) && err.contains("balancer"), "{err}");

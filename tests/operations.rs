@@ -12,19 +12,8 @@ const TOKEN: &str = "s3cret-token-for-tests";
 fn a_non_loopback_control_address_without_a_token_refuses_to_start() {
     let base = free_ports(4);
     let app = fixture("basic");
-    let (code, out, err) = run_ppm(
-        &[
-            "start",
-            path_str(&app),
-            "--bridge=callable",
-            "--bootstrap=app.php",
-            "--workers=1",
-            "--control-host=0.0.0.0",
-            &format!("--control-port={base}"),
-            &format!("--port={}", base + 1),
-        ],
-        Duration::from_secs(10),
-    );
+    let args = start_args(&app, 1, base, &["--control-host=0.0.0.0"]);
+    let (code, out, err) = run_ppm(&args, Duration::from_secs(10));
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("--control-token") && err.contains("0.0.0.0"),
@@ -352,6 +341,14 @@ fn write_version(app: &std::path::Path, body: &str) {
     std::fs::rename(&tmp, app.join("version.php")).unwrap();
 }
 
+/// Two workers of a copy of the reload fixture, in debug mode.
+fn debug_cluster(app: &tempfile::TempDir) -> Cluster {
+    Cluster::start(Setup {
+        app: app.path().to_path_buf(),
+        ..Setup::callable("reload", 2).arg("--debug")
+    })
+}
+
 fn restart_id(cluster: &Cluster) -> u64 {
     cluster.try_status().unwrap()["restart"]["id"]
         .as_u64()
@@ -361,10 +358,7 @@ fn restart_id(cluster: &Cluster) -> u64 {
 #[test]
 fn debug_mode_picks_up_an_edited_file_within_two_seconds_without_failures() {
     let app = fixture_copy("reload");
-    let cluster = Cluster::start(Setup {
-        app: app.path().to_path_buf(),
-        ..Setup::callable("reload", 2).arg("--debug")
-    });
+    let cluster = debug_cluster(&app);
     let load = Load::start(cluster.url("/"), 4);
     std::thread::sleep(Duration::from_millis(500));
     write_version(app.path(), "<?php return 'v2';\n");
@@ -383,20 +377,16 @@ fn debug_mode_picks_up_an_edited_file_within_two_seconds_without_failures() {
 #[test]
 fn a_burst_of_writes_gives_one_restart() {
     let app = fixture_copy("reload");
-    let cluster = Cluster::start(Setup {
-        app: app.path().to_path_buf(),
-        ..Setup::callable("reload", 2).arg("--debug")
-    });
+    let cluster = debug_cluster(&app);
     // Let the workers report their files and the watches settle.
     std::thread::sleep(Duration::from_millis(500));
     let before = restart_id(&cluster);
     for i in 0..200 {
         write_version(app.path(), &format!("<?php return 'burst{i}';\n"));
     }
-    let done = wait_until(Duration::from_secs(10), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "succeeded").then_some(())
-    });
+    let done = cluster
+        .wait_restart("succeeded", Duration::from_secs(10))
+        .map(|_| ());
     assert!(done.is_some());
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
@@ -413,17 +403,12 @@ fn a_burst_of_writes_gives_one_restart() {
 #[test]
 fn a_syntax_error_keeps_the_old_code_answering_and_fixing_it_recovers() {
     let app = fixture_copy("reload");
-    let cluster = Cluster::start(Setup {
-        app: app.path().to_path_buf(),
-        ..Setup::callable("reload", 2).arg("--debug")
-    });
+    let cluster = debug_cluster(&app);
     std::thread::sleep(Duration::from_millis(500));
     write_version(app.path(), "<?php return 'broken'\n");
-    let failed = wait_until(Duration::from_secs(10), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "failed").then_some(status)
-    })
-    .expect("the roll failed");
+    let failed = cluster
+        .wait_restart("failed", Duration::from_secs(10))
+        .expect("the roll failed");
     assert!(
         failed["restart"]["error"]
             .as_str()
@@ -458,10 +443,9 @@ fn sigusr2_rolls_the_workers_like_sighup() {
     let mut cluster = Cluster::start(Setup::callable("basic", 2));
     let before = cluster.worker_pids();
     cluster.signal(nix::sys::signal::Signal::SIGUSR2);
-    let rolled = wait_until(Duration::from_secs(20), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "succeeded").then_some(())
-    });
+    let rolled = cluster
+        .wait_restart("succeeded", Duration::from_secs(20))
+        .map(|_| ());
     assert!(rolled.is_some());
     let after = cluster.worker_pids();
     assert!(
@@ -506,19 +490,9 @@ fn the_pidfile_is_written_locked_against_a_second_master_and_removed_at_exit() {
     assert_eq!(written.trim(), cluster.master_pid().to_string());
     let base = free_ports(3);
     let app = fixture("basic");
-    let (code, _, err) = run_ppm(
-        &[
-            "start",
-            path_str(&app),
-            "--bridge=callable",
-            "--bootstrap=app.php",
-            "--workers=1",
-            &format!("--control-port={base}"),
-            &format!("--port={}", base + 1),
-            &format!("--pidfile={}", pidfile.display()),
-        ],
-        Duration::from_secs(10),
-    );
+    let pid_arg = format!("--pidfile={}", pidfile.display());
+    let args = start_args(&app, 1, base, &[&pid_arg]);
+    let (code, _, err) = run_ppm(&args, Duration::from_secs(10));
     assert_eq!(code, 1);
     assert!(
         err.contains("another ppm master") && err.contains(&cluster.master_pid().to_string()),

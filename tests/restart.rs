@@ -44,10 +44,9 @@ fn rolling_restart_drops_nothing(trigger: Trigger) {
             assert_eq!(r.status().as_u16(), 202);
         }
     }
-    let done = wait_until(Duration::from_secs(60), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "succeeded").then_some(())
-    });
+    let done = cluster
+        .wait_restart("succeeded", Duration::from_secs(60))
+        .map(|_| ());
     assert!(
         done.is_some(),
         "restart finished; log:\n{}",

@@ -308,7 +308,10 @@ impl Drop for Cluster {
 }
 
 /// Runs `ppm` with `args` to completion (bounded), returning (code, stdout, stderr).
-pub fn run_ppm(args: &[&str], timeout: Duration) -> (i32, String, String) {
+pub fn run_ppm<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    args: &[S],
+    timeout: Duration,
+) -> (i32, String, String) {
     let mut child = Command::new(PPM)
         .args(args)
         .stdin(Stdio::null())
@@ -465,4 +468,31 @@ impl Cluster {
         });
         assert!(stale.is_some(), "replaced workers still running");
     }
+}
+
+impl Cluster {
+    /// Waits until the last rolling restart reached `state` ("succeeded",
+    /// "failed"); returns the status that showed it.
+    pub fn wait_restart(&self, state: &str, timeout: Duration) -> Option<serde_json::Value> {
+        wait_until(timeout, || {
+            let status = self.try_status()?;
+            (status["restart"]["state"] == state).then_some(status)
+        })
+    }
+}
+
+/// `ppm start` arguments for a callable fixture on ports from `base`
+/// (control) and `base + 1` (balancer), followed by `extra`.
+pub fn start_args(app: &Path, workers: u16, base: u16, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "start".into(),
+        path_str(app).into(),
+        "--bridge=callable".into(),
+        "--bootstrap=app.php".into(),
+        format!("--workers={workers}"),
+        format!("--control-port={base}"),
+        format!("--port={}", base + 1),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
