@@ -16,7 +16,10 @@
 //! A request for the health path or for a file under `--static-directory`
 //! is answered by the master (`static_files`). Anything else takes a
 //! worker and is forwarded as a normalized HTTP/1.1 request over the
-//! worker's private socket (`forwarding` builds its headers), and the
+//! worker's private socket (`forwarding` builds its headers). The exchange
+//! with the worker (`Exchange`) runs in a task of its own from the first
+//! byte written to the last byte read, so a client that hangs up never
+//! leaves a worker half-way through a request its slot counted. The
 //! response is buffered up to `RESPONSE_BUFFER` so that a slow reader
 //! releases the worker early; a longer response streams, holding the
 //! worker until its last byte has been read from it. Every answer gets an
@@ -683,7 +686,7 @@ impl Balancer {
         };
         for _ in 0..SEND_ATTEMPTS {
             let queued = tokio::time::Instant::now();
-            let mut lease = match self.pool.acquire(slot).await {
+            let lease = match self.pool.acquire(slot).await {
                 Ok(lease) => lease,
                 Err(err) => {
                     outcome.queue_time = Some(queued.elapsed());
@@ -700,38 +703,26 @@ impl Balancer {
             *request.headers_mut() = headers.clone();
             *request.uri_mut() = uri.clone();
             lease.begin(parts.method.as_str(), path);
-            let _slow = self.slow_request_time.map(|after| lease.slow_log(after));
-            let Some(worker) = lease.conn() else {
-                lease.unsent();
-                continue;
+            let exchange = Exchange {
+                lease,
+                request,
+                slow_request_time: self.slow_request_time,
+                max_execution_time: self.max_execution_time,
+                metrics: self.metrics.clone(),
+                what: format!("{} {path}", parts.method),
             };
-            if worker.ready().await.is_err() {
-                lease.unsent();
-                continue;
-            }
-            // Execution time counts from here: queue time is not the app's.
-            let deadline = self
-                .max_execution_time
-                .map(|limit| tokio::time::Instant::now() + limit);
-            let Some(sent) = within(deadline, worker.send_request(request)).await else {
-                return timed_out(&lease, &format!("{} {path}", parts.method));
-            };
-            match sent {
-                Ok(response) => {
-                    return respond(response, lease, deadline, self.metrics.clone()).await;
-                }
-                Err(err) if err.is_canceled() => {
-                    lease.unsent();
-                    continue;
-                }
+            // The exchange with the worker runs in a task of its own, so a
+            // client that hangs up cannot cancel it half-way: the worker
+            // would be left without the request it was counted as having,
+            // and its slot would wait for ever for it to finish.
+            match tokio::spawn(exchange.run()).await {
+                Ok(Some(response)) => return response,
+                Ok(None) => continue,
                 Err(err) => {
-                    tracing::warn!(
-                        "[slot {}] worker failed during the request: {err}",
-                        lease.slot()
-                    );
+                    tracing::error!("bug: a worker exchange ended abnormally: {err}");
                     return error_response(
                         StatusCode::BAD_GATEWAY,
-                        "The PHP worker died during the request\n",
+                        "The PHP worker exchange failed\n",
                     );
                 }
             }
@@ -741,6 +732,64 @@ impl Balancer {
             StatusCode::BAD_GATEWAY,
             "No PHP worker could take the request\n",
         )
+    }
+}
+
+/// One request's exchange with its worker: from writing the request to
+/// the last byte of the response read from the worker.
+struct Exchange {
+    lease: Lease,
+    request: Request<crate::pool::WorkerBody>,
+    slow_request_time: Option<Duration>,
+    max_execution_time: Option<Duration>,
+    metrics: Arc<Metrics>,
+    /// "METHOD /path", for the log.
+    what: String,
+}
+
+impl Exchange {
+    /// The response, or None when nothing reached the worker (its
+    /// connection had closed): the request may then go to another one.
+    async fn run(self) -> Option<Response<ProxyBody>> {
+        let Exchange {
+            mut lease,
+            request,
+            slow_request_time,
+            max_execution_time,
+            metrics,
+            what,
+        } = self;
+        let _slow = slow_request_time.map(|after| lease.slow_log(after));
+        let Some(worker) = lease.conn() else {
+            lease.unsent();
+            return None;
+        };
+        if worker.ready().await.is_err() {
+            lease.unsent();
+            return None;
+        }
+        // Execution time counts from here: queue time is not the app's.
+        let deadline = max_execution_time.map(|limit| Instant::now() + limit);
+        let Some(sent) = within(deadline, worker.send_request(request)).await else {
+            return Some(timed_out(&lease, &what));
+        };
+        match sent {
+            Ok(response) => Some(respond(response, lease, deadline, metrics).await),
+            Err(err) if err.is_canceled() => {
+                lease.unsent();
+                None
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "[slot {}] worker failed during the request: {err}",
+                    lease.slot()
+                );
+                Some(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "The PHP worker died during the request\n",
+                ))
+            }
+        }
     }
 }
 
