@@ -1188,11 +1188,18 @@ fn unavailable(err: AcquireError) -> Response<ProxyBody> {
         AcquireError::QueueFull => "All workers are busy and the queue is full\n",
         AcquireError::Timeout => "No worker became free in time\n",
         AcquireError::ShuttingDown => "The server is shutting down\n",
+        AcquireError::NoWorkers => {
+            "No PHP worker can start; the error is in ppm's log and status\n"
+        }
+    };
+    let retry_after = match err {
+        AcquireError::NoWorkers => "5",
+        _ => "1",
     };
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, text);
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
     response
 }
 

@@ -45,6 +45,9 @@ pub enum Error {
     /// A worker failed to boot; the text is PHP's own error message.
     #[error("PHP worker failed to boot: {0}")]
     Bootstrap(String),
+    /// `ppm start` gave up: no worker booted within `--bootstrap-timeout`.
+    #[error("no PHP worker became ready within {0:?} (--bootstrap-timeout); PHP's error is logged above")]
+    NeverBooted(std::time::Duration),
     /// Talking to a running master's control plane failed.
     #[error("control plane at {addr}: {message}")]
     Control { addr: String, message: String },

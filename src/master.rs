@@ -116,6 +116,8 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?;
 
+    let limits = opts.limits();
+    let bootstrap_timeout = limits.bootstrap_timeout;
     let (included_tx, included_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pool, slot_tasks) = Pool::start(PoolConfig {
         spec: spec.clone(),
@@ -124,7 +126,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         max_queue: opts.max_queue,
         queue_timeout: opts.queue_timeout(),
         max_surge: opts.max_surge,
-        limits: opts.limits(),
+        limits,
         max_execution_time: opts.max_execution_time(),
         included_files: opts.app.debug.then_some(included_tx),
     });
@@ -147,6 +149,15 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (closing_tx, closing_rx) = watch::channel(false);
     tokio::spawn(restart_on_signals(restarts.clone()));
+    // In debug mode a developer fixes the code and the reload boots it; in
+    // production a cluster that cannot boot at all should fail its start.
+    let never_booted = (!opts.app.debug).then(|| {
+        tokio::spawn(stop_unless_booted(
+            pool.clone(),
+            bootstrap_timeout,
+            shutdown_tx.clone(),
+        ))
+    });
     let mut balancer = Balancer::new(
         pool.clone(),
         opts.max_body_size,
@@ -279,8 +290,38 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     }
     drop(run_dir);
     drop(pidfile);
+    if let Some(task) = never_booted {
+        if task.is_finished() && task.await.unwrap_or(false) {
+            tracing::info!("ppm stopped: no worker ever became ready");
+            return Err(Error::NeverBooted(bootstrap_timeout));
+        }
+    }
     tracing::info!("ppm stopped");
     Ok(())
+}
+
+/// Stops the master when no worker has become ready within
+/// `--bootstrap-timeout` of the start (a bridge name typo, a bootstrap that
+/// cannot work). Returns whether it did.
+async fn stop_unless_booted(
+    pool: Arc<Pool>,
+    bootstrap_timeout: Duration,
+    shutdown: watch::Sender<bool>,
+) -> bool {
+    // The last boot attempt started within the timeout ends by this time.
+    tokio::time::sleep(bootstrap_timeout + Duration::from_secs(1)).await;
+    if pool.ever_ready() {
+        return false;
+    }
+    tracing::error!(
+        "no PHP worker became ready within {bootstrap_timeout:?} (--bootstrap-timeout); stopping. {}",
+        match pool.last_boot_error() {
+            Some(_) => "The boot error is logged above.",
+            None => "No boot attempt has ended yet.",
+        }
+    );
+    shutdown.send_replace(true);
+    true
 }
 
 /// A second SIGTERM/SIGINT: end the slot tasks now. Each task owns its

@@ -45,6 +45,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker whose connection broke gets to show it is exiting
 /// before a new connection is opened.
 const RECONNECT_SETTLE: Duration = Duration::from_millis(100);
+/// How long the messages a worker sent just before it exited may take to
+/// arrive after its exit was seen.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 /// How often a worker's RSS is read at most.
 const RSS_INTERVAL: Duration = Duration::from_secs(1);
 /// After a recycle whose replacement failed to boot, wait this long before
@@ -277,12 +280,19 @@ impl SlotTask {
                 }
                 Err(message) => {
                     self.failures += 1;
-                    tracing::error!(
-                        "[{}] worker failed to boot (attempt {}): {message}",
-                        self.label(),
-                        self.failures
-                    );
-                    self.pool.record_error(self.slot, Some(message.clone()));
+                    if self.pool.boot_failed(self.slot, &message) {
+                        tracing::error!(
+                            "[{}] worker failed to boot (attempt {}): {message}",
+                            self.label(),
+                            self.failures
+                        );
+                    } else {
+                        tracing::error!(
+                            "[{}] worker failed to boot (attempt {}): the same error as above",
+                            self.label(),
+                            self.failures
+                        );
+                    }
                     let next = if self.failures >= FAILED_AFTER {
                         SlotState::Failed
                     } else {
@@ -307,8 +317,35 @@ impl SlotTask {
     ) -> Option<ExitReason> {
         let running = current.as_mut()?;
         match event {
-            None => running.events_open = false,
-            Some(WorkerEvent::Exiting { reason }) => {
+            None => {
+                running.events_open = false;
+                None
+            }
+            Some(event) => self.handle_event(running, event).await,
+        }
+    }
+
+    /// Reads what a worker that has exited still had to say (its messages
+    /// and its exit race), so that an `exit()` it announced is not taken
+    /// for a crash and its last `request_done` is not lost.
+    async fn read_last_words(&mut self, gone: &mut Running) {
+        while gone.events_open {
+            match tokio::time::timeout(LAST_WORDS, gone.events.recv()).await {
+                Ok(Some(event)) => {
+                    self.handle_event(gone, event).await;
+                }
+                Ok(None) | Err(_) => gone.events_open = false,
+            }
+        }
+    }
+
+    async fn handle_event(
+        &mut self,
+        running: &mut Running,
+        event: WorkerEvent,
+    ) -> Option<ExitReason> {
+        match event {
+            WorkerEvent::Exiting { reason } => {
                 tracing::info!(
                     "[{}] worker {} is exiting: {reason}",
                     self.label(),
@@ -316,12 +353,19 @@ impl SlotTask {
                 );
                 running.exit_reason = Some(ExitReason::Exit);
             }
-            Some(WorkerEvent::RequestDone {
+            WorkerEvent::RequestDone {
                 memory,
                 peak_memory,
-            }) => {
-                self.pool.worker_done(self.slot, running.generation);
+            } => {
                 running.requests += 1;
+                // A worker past a limit takes no further request, not even
+                // while its replacement boots: a limit is a limit. Decided
+                // before it is idle again, from what is known at once.
+                let mut reason = self.limit_reached(running, memory.max(peak_memory), None);
+                if reason.is_some() {
+                    self.pool.retire(self.slot, running.generation);
+                }
+                self.pool.worker_done(self.slot, running.generation);
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
                     crate::metrics::process_rss(running.pid).await
@@ -330,23 +374,16 @@ impl SlotTask {
                 };
                 self.pool
                     .record_memory(self.slot, running.generation, memory, peak_memory, rss);
-                if running
-                    .recycle_blocked_until
-                    .is_some_and(|until| Instant::now() < until)
-                {
-                    return None;
-                }
-                if running.max_requests > 0 && running.requests >= running.max_requests {
-                    return Some(ExitReason::MaxRequests);
-                }
-                if let Some(limit) = self.limits.memory_limit {
-                    if memory.max(peak_memory) >= limit || rss.is_some_and(|rss| rss >= limit) {
-                        return Some(ExitReason::Memory);
+                if reason.is_none() && rss.is_some() {
+                    reason = self.limit_reached(running, 0, rss);
+                    if reason.is_some() {
+                        self.pool.retire(self.slot, running.generation);
                     }
                 }
+                return reason;
             }
-            Some(WorkerEvent::IncludedFiles { files }) => self.pool.note_included(files),
-            Some(WorkerEvent::Backtrace { trace }) => {
+            WorkerEvent::IncludedFiles { files } => self.pool.note_included(files),
+            WorkerEvent::Backtrace { trace } => {
                 let request = running
                     .slow_request
                     .take()
@@ -356,14 +393,40 @@ impl SlotTask {
                     self.label()
                 );
             }
-            Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
+            other => tracing::debug!("[{}] ignoring {other:?}", self.label()),
         }
         None
     }
 
+    /// The recycle limit `running` has reached after a request, if any.
+    fn limit_reached(
+        &self,
+        running: &Running,
+        memory: u64,
+        rss: Option<u64>,
+    ) -> Option<ExitReason> {
+        if running
+            .recycle_blocked_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return None;
+        }
+        if running.max_requests > 0 && running.requests >= running.max_requests {
+            return Some(ExitReason::MaxRequests);
+        }
+        let limit = self.limits.memory_limit?;
+        (memory >= limit || rss.is_some_and(|rss| rss >= limit)).then_some(ExitReason::Memory)
+    }
+
     /// The current worker exited. Returns true when the slot was told to
     /// stop while waiting out a backoff.
-    async fn on_exit(&mut self, gone: Running, exit: String, replacement_booting: bool) -> bool {
+    async fn on_exit(
+        &mut self,
+        mut gone: Running,
+        exit: String,
+        replacement_booting: bool,
+    ) -> bool {
+        self.read_last_words(&mut gone).await;
         let reason = gone.exit_reason.unwrap_or(ExitReason::Crash);
         let _ = std::fs::remove_file(self.socket(gone.generation));
         let log = format!(
@@ -481,6 +544,7 @@ impl SlotTask {
                 if let Some(running) = current.as_mut() {
                     // Keep serving; try recycling again later.
                     running.recycle_blocked_until = Some(Instant::now() + RECYCLE_RETRY);
+                    self.pool.keep_serving(self.slot, running.generation);
                 } else {
                     self.failures += 1;
                 }

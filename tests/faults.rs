@@ -145,3 +145,174 @@ fn aborting_clients_beside_normal_ones_fail_none_of_the_normal_ones() {
         .unwrap();
     assert!(!log.contains("bug:"), "log reports a bug:\n{log}");
 }
+
+/// The `p`th percentile of `values` (0..=100).
+fn percentile(values: &mut [Duration], p: usize) -> Duration {
+    values.sort();
+    values[(values.len() * p / 100).min(values.len() - 1)]
+}
+
+#[test]
+fn exit_in_a_request_is_never_counted_as_a_crash_and_never_backs_a_slot_off() {
+    let mut cluster = Cluster::start(Setup::callable("basic", 2));
+    let client = http();
+    let backoff_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (backoff_seen, stop) = (backoff_seen.clone(), stop.clone());
+        let url = cluster.control_url("/status");
+        std::thread::spawn(move || {
+            let client = http();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(text) = client.get(&url).send().and_then(|r| r.text()) {
+                    if text.contains("\"backoff\"") || text.contains("\"failed\"") {
+                        backoff_seen.store(true, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut normal = Vec::new();
+    for _ in 0..50 {
+        let r = client.get(cluster.url("/redirect-exit")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 302);
+        assert_eq!(r.text().unwrap(), "partial output before exit");
+        let started = Instant::now();
+        let r = client.get(cluster.url("/")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        normal.push(started.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let log = cluster.log_text();
+    assert!(
+        !backoff_seen.load(Ordering::Relaxed),
+        "a slot went into backoff; log:\n{log}"
+    );
+    assert!(
+        !log.contains(", crash)"),
+        "exit() logged as a crash:\n{log}"
+    );
+    let status = cluster.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert!(
+            w["restarts_by_reason"].get("crash").is_none(),
+            "exit() counted as a crash: {w}"
+        );
+    }
+    let exits: u64 = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["restarts_by_reason"]["exit"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(exits, 50, "{status:#}");
+    eprintln!(
+        "normal requests beside exit(): p50 {:?}, p99 {:?}",
+        percentile(&mut normal, 50),
+        percentile(&mut normal, 99)
+    );
+}
+
+#[test]
+fn when_no_worker_can_boot_requests_get_503_at_once() {
+    let mut setup = Setup::callable("broken", 2);
+    setup.wait_ready = false;
+    let cluster = Cluster::start(setup.arg("--queue-timeout=20"));
+    let failed = wait_until(Duration::from_secs(20), || {
+        let status = cluster.try_status()?;
+        status["workers"]
+            .as_array()?
+            .iter()
+            .all(|w| w["last_error"].is_string())
+            .then_some(())
+    });
+    assert!(failed.is_some(), "log:\n{}", cluster.log_text());
+    for url in [cluster.url("/"), cluster.slot_url(1, "/")] {
+        let started = Instant::now();
+        let r = http().get(&url).send().unwrap();
+        assert_eq!(r.status().as_u16(), 503, "{url}");
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{url} took {:?}",
+            started.elapsed()
+        );
+        assert!(r.text().unwrap().contains("No PHP worker can start"));
+    }
+}
+
+#[test]
+fn ppm_start_gives_up_when_no_worker_boots_within_the_bootstrap_timeout() {
+    let base = free_ports(4);
+    let started = Instant::now();
+    let (code, _out, err) = run_ppm(
+        &[
+            "start",
+            path_str(&fixture("broken")),
+            "--bridge=callable",
+            "--bootstrap=app.php",
+            "--workers=2",
+            "--bootstrap-timeout=3",
+            &format!("--control-port={base}"),
+            &format!("--port={}", base + 1),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("--bootstrap-timeout"), "{err}");
+    assert_eq!(
+        err.matches("syntax error").count(),
+        1,
+        "PHP's error is printed once:\n{err}"
+    );
+}
+
+#[test]
+fn max_requests_is_a_limit_even_while_the_replacement_boots() {
+    let cluster = Cluster::start(
+        Setup::callable("basic", 2)
+            .arg("--max-requests=2")
+            .arg("--recycle-jitter=0"),
+    );
+    let client = http();
+    let mut served: std::collections::HashMap<String, usize> = Default::default();
+    // Concurrent clients, so that a worker at its limit would be offered
+    // the next request while its replacement boots.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                cluster.url("/pid")
+            } else {
+                cluster.slot_url(0, "/pid")
+            };
+            let client = client.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|_| {
+                        let r = client.get(&url).send().unwrap();
+                        assert_eq!(r.status().as_u16(), 200);
+                        r.text().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for pid in t.join().unwrap() {
+            *served.entry(pid).or_default() += 1;
+        }
+    }
+    let over: Vec<_> = served.iter().filter(|(_, &n)| n > 2).collect();
+    assert!(
+        over.is_empty(),
+        "workers served more than --max-requests=2: {over:?}\nlog:\n{}",
+        cluster.log_text()
+    );
+}

@@ -302,10 +302,12 @@ final class Worker
     {
         $this->phase = self::STOPPING;
         $this->capture->off();
-        if ($print) {
+        // The master logs what it receives once for all slots; print it
+        // here only when it cannot reach the master.
+        $sent = $this->control?->send(['type' => 'bootstrap_error', 'message' => $message]) ?? false;
+        if ($print && !$sent) {
             Log::line('bootstrap failed: ' . $message);
         }
-        $this->control?->send(['type' => 'bootstrap_error', 'message' => $message]);
         $this->server?->close();
         exit(1);
     }
