@@ -152,7 +152,7 @@ pub fn worker_headers(
     let public = from_proxy
         .then(|| {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            public_authority(host, &forwarded, &proto)
+            public_authority(host, &forwarded, &proto, origin.local.port())
         })
         .flatten();
     let server_port = match &public {
@@ -204,18 +204,21 @@ struct Forwarded {
 }
 
 /// The `Host` and port the client used, as a trusted proxy tells them,
-/// or None when it told nothing about them. The port is
-/// `X-Forwarded-Port`, else the port in `X-Forwarded-Host`, else the
-/// scheme's default once the proxy named the host or the scheme (a TLS
-/// proxy on 443 sending `X-Forwarded-Proto: https`); the name is
-/// `X-Forwarded-Host`'s, else `Host`'s. This is what Symfony's `Request`
-/// reads from trusted proxies (`getPort`, `getHost`), applied here so
-/// that the app need not trust anyone: `Host` and `SERVER_PORT` then say
-/// what the client used, and URLs the app builds carry no internal port.
+/// or None when it told nothing about them. The port is, first found:
+/// `X-Forwarded-Port`; with `X-Forwarded-Host`, its port or the scheme's
+/// default; `Host`'s port, unless it is `local_port` (the proxy addressed
+/// ppm itself, as nginx's default `Host: $proxy_host` does); the scheme's
+/// default (a TLS proxy on 443 sending `X-Forwarded-Proto: https`). The
+/// name is `X-Forwarded-Host`'s, else `Host`'s. This is what Symfony's
+/// `Request` reads from trusted proxies (`getPort`, `getHost`), applied
+/// here so that the app need not trust anyone: `Host` and `SERVER_PORT`
+/// then say what the client used, and URLs the app builds carry no
+/// internal port.
 fn public_authority(
     host: Option<&str>,
     forwarded: &Forwarded,
     proto: &str,
+    local_port: u16,
 ) -> Option<(String, u16)> {
     use hyper::http::uri::Authority;
     let forwarded_host = forwarded
@@ -226,19 +229,19 @@ fn public_authority(
     if forwarded.port.is_none() && forwarded_host.is_none() && !forwarded.proto {
         return None;
     }
+    let host = match forwarded_host {
+        Some(authority) => authority,
+        None => Authority::try_from(host?).ok()?,
+    };
     let default_port = if proto == "https" { 443 } else { 80 };
     let port = forwarded
         .port
-        .or_else(|| forwarded_host.as_ref().and_then(Authority::port_u16))
+        .or_else(|| host.port_u16().filter(|&port| port != local_port))
         .unwrap_or(default_port);
-    let name = match &forwarded_host {
-        Some(authority) => authority.host().to_string(),
-        None => Authority::try_from(host?).ok()?.host().to_string(),
-    };
     let authority = if port == default_port {
-        name
+        host.host().to_string()
     } else {
-        format!("{name}:{port}")
+        format!("{}:{port}", host.host())
     };
     Some((authority, port))
 }
@@ -443,6 +446,14 @@ mod tests {
         );
         assert_eq!(out["host"], "[2001:db8::1]");
         assert_eq!(out["x-ppm-server-port"], "443");
+        // A public port in Host (nginx's `$http_host`) is kept; ppm's own
+        // port there is the proxy's hop, not the client's.
+        let out = through(
+            "10.0.0.1:4000",
+            &[("host", "shop.example:8080"), ("x-forwarded-proto", "http")],
+        );
+        assert_eq!(out["host"], "shop.example:8080");
+        assert_eq!(out["x-ppm-server-port"], "8080");
         // Nothing forwarded: the request is left as it came.
         let out = through("10.0.0.1:4000", &[("host", "backend:5501")]);
         assert_eq!(out["host"], "backend:5501");
