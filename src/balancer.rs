@@ -348,7 +348,7 @@ impl Balancer {
         // anything else is HTTP/1.x.
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        let deadline = Instant::now() + self.limits.header_timeout;
+        let deadline = Instant::now() + self.limits.header_timeout.min(self.limits.request_timeout);
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
