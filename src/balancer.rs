@@ -3,8 +3,10 @@
 //! # Theory of operation
 //!
 //! Each port's accept loop (`serve`) takes a permit of the shared
-//! `--max-connections` semaphore before it accepts, so past the limit new
-//! connections wait in the kernel's backlog instead of costing memory.
+//! `--max-connections` limit before it accepts, so past the limit new
+//! connections wait in the kernel's backlog instead of costing memory;
+//! an address past its `--max-connections-per-ip` share gets a 503 at
+//! once (`conn_limit`).
 //! A connection is then TLS (the balancer port with `--tls-cert`; ALPN
 //! picks `h2` or `http/1.1`), HTTP/2 with prior knowledge (its preface is
 //! recognised on the first bytes), or HTTP/1.x. HTTP/1.x is read by ppm's
@@ -47,6 +49,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, Record};
+use crate::conn_limit::{Admitted, ConnLimit};
 use crate::forwarding::{client_ip, strip_hop_by_hop, worker_headers, Origin, TrustedProxies};
 use crate::http1::{self, Arrival, Limits, Received, Refusal};
 use crate::metrics::Metrics;
@@ -93,7 +96,7 @@ pub struct ConnInfo {
 pub struct FrontDoor {
     pub limits: Limits,
     pub spool: Arc<SpoolConfig>,
-    pub connections: Arc<Semaphore>,
+    pub connections: Arc<ConnLimit>,
     pub tls: Option<TlsAcceptor>,
     pub static_files: Option<StaticFiles>,
     pub access_log: Option<Arc<AccessLog>>,
@@ -138,7 +141,12 @@ impl FrontDoor {
                 memory_limit: opts.body_buffer_size,
                 directory: opts.spool_directory.clone(),
             }),
-            connections: Arc::new(Semaphore::new(opts.max_connections)),
+            connections: Arc::new(ConnLimit::new(
+                opts.max_connections,
+                opts.connections_per_ip(),
+                TrustedProxies::parse(&opts.trusted_proxies)
+                    .map_err(|message| invalid("trusted-proxies", message))?,
+            )),
             tls,
             static_files,
             access_log,
@@ -162,8 +170,8 @@ pub struct Balancer {
     pub limits: Limits,
     /// Where request bodies past the memory threshold go.
     pub spool: Arc<SpoolConfig>,
-    /// `--max-connections`, shared by every port.
-    pub connections: Arc<Semaphore>,
+    /// `--max-connections` and `--max-connections-per-ip`, shared by every port.
+    pub connections: Arc<ConnLimit>,
     /// `--tls-cert`/`--tls-key`: the balancer port speaks TLS.
     pub tls: Option<TlsAcceptor>,
     /// `--static-directory`.
@@ -196,7 +204,7 @@ impl Balancer {
                 memory_limit: 1024 * 1024,
                 directory: None,
             }),
-            connections: Arc::new(Semaphore::new(10_000)),
+            connections: Arc::new(ConnLimit::new(10_000, None, TrustedProxies::default())),
             tls: None,
             static_files: None,
             access_log: None,
@@ -253,7 +261,7 @@ impl Balancer {
         };
         loop {
             let permit = tokio::select! {
-                permit = self.connections.clone().acquire_owned() => match permit {
+                permit = self.connections.permit() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
@@ -272,6 +280,18 @@ impl Balancer {
                 _ = crate::until_true(&mut shutdown) => break,
             };
             let _ = stream.set_nodelay(true);
+            let permit = match self.connections.admit(peer.ip(), permit) {
+                Ok(admitted) => admitted,
+                Err(refused) => {
+                    // A TLS client could not read a plain answer: it just
+                    // sees the connection close.
+                    if tls.is_none() {
+                        let mut shutdown = shutdown.clone();
+                        tokio::spawn(async move { refused.refuse(stream, &mut shutdown).await });
+                    }
+                    continue;
+                }
+            };
             let conn = ConnInfo {
                 peer,
                 local: stream.local_addr().unwrap_or(peer),
@@ -287,7 +307,7 @@ impl Balancer {
                 .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _alive = alive;
-                let _permit: OwnedSemaphorePermit = permit;
+                let _permit: Admitted = permit;
                 this.connection(stream, conn, tls, shutdown).await;
                 this.metrics
                     .open_connections
@@ -331,7 +351,7 @@ impl Balancer {
         // anything else is HTTP/1.x.
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        let deadline = Instant::now() + self.limits.header_timeout;
+        let deadline = Instant::now() + self.limits.header_timeout.min(self.limits.request_timeout);
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
@@ -451,8 +471,10 @@ impl Balancer {
             return self.arrived(arrival, conn).await;
         }
         let mut spooled = SpoolWriter::new(self.spool.clone());
+        let deadline = received + self.limits.request_timeout;
         let failure = loop {
-            let frame = match tokio::time::timeout(self.limits.body_timeout, body.frame()).await {
+            let until = deadline.min(Instant::now() + self.limits.body_timeout);
+            let frame = match tokio::time::timeout_at(until, body.frame()).await {
                 Err(_) => {
                     break Some((
                         StatusCode::REQUEST_TIMEOUT,

@@ -171,6 +171,10 @@ pub struct StartOptions {
     /// Seconds a request body may go without a byte arriving; 408 past it.
     #[arg(long, default_value_t = 30.0)]
     pub body_timeout: f64,
+    /// Seconds from a request's first byte to the end of its body (head
+    /// and body together); 408 and the connection closed past it.
+    #[arg(long, default_value_t = 300.0)]
+    pub request_timeout: f64,
     /// Seconds a kept-alive connection may wait for its next request (and
     /// a response write may stall) before it is closed.
     #[arg(long, default_value_t = 60.0)]
@@ -179,6 +183,13 @@ pub struct StartOptions {
     /// connections wait in the listen backlog.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Client connections one address may hold open at once, over all
+    /// ports (default: half of --max-connections; 0 = no limit); past it
+    /// a new connection from that address gets 503 at once. Addresses in
+    /// --trusted-proxies are exempt.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
     /// Request bodies up to this many bytes are held in memory; larger
     /// ones are spooled to an anonymous temporary file.
     #[arg(long, default_value_t = 1024 * 1024)]
@@ -350,6 +361,7 @@ impl StartOptions {
         for (name, value) in [
             ("header-timeout", self.header_timeout),
             ("body-timeout", self.body_timeout),
+            ("request-timeout", self.request_timeout),
             ("idle-timeout", self.idle_timeout),
         ] {
             if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
@@ -380,8 +392,19 @@ impl StartOptions {
             max_headers: self.max_headers,
             header_timeout: Duration::from_secs_f64(self.header_timeout),
             body_timeout: Duration::from_secs_f64(self.body_timeout),
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
             idle_timeout: Duration::from_secs_f64(self.idle_timeout),
             max_body_size: self.max_body_size,
+        }
+    }
+
+    /// `--max-connections-per-ip`, or its default (half of
+    /// `--max-connections`, at least 1); None for no limit.
+    pub fn connections_per_ip(&self) -> Option<usize> {
+        match self.max_connections_per_ip {
+            Some(0) => None,
+            Some(limit) => Some(limit),
+            None => Some(self.max_connections.div_ceil(2)),
         }
     }
 

@@ -4,7 +4,9 @@
 //! per slot (`worker`, `pool`), forwards HTTP requests to idle workers
 //! (`balancer`) and answers the control plane (`control`). What clients
 //! send is read by the front door: `http1` (the strict HTTP/1 reader),
-//! `spool` (request bodies), `tls`, `static_files` and `access_log`. The
+//! `spool` (request bodies), `linger` (closing after an early answer),
+//! `conn_limit` (connections per address and in all), `tls`,
+//! `static_files` and `access_log`. The
 //! PHP side of a worker ships in `bridges/` and is embedded in the binary
 //! (`runtime`).
 
@@ -13,10 +15,12 @@ pub mod balancer;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod conn_limit;
 pub mod control;
 pub mod error;
 pub mod forwarding;
 pub mod http1;
+pub mod linger;
 pub mod logging;
 pub mod master;
 pub mod metrics;

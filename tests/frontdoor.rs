@@ -361,7 +361,11 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn past_max_connections_a_new_connection_waits_for_a_free_one() {
-    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--max-connections=2"));
+    let cluster = Cluster::start(
+        Setup::callable("basic", 1)
+            .arg("--max-connections=2")
+            .arg("--max-connections-per-ip=2"),
+    );
     let hold = |_| {
         let mut s = TcpStream::connect(("127.0.0.1", cluster.port)).unwrap();
         s.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\n").unwrap();
