@@ -35,6 +35,9 @@ pub struct ControlAddr {
     /// of ./ppm.json).
     #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
+    /// File holding the token (default: control-token-file of ./ppm.json).
+    #[arg(long, value_name = "FILE")]
+    pub control_token_file: Option<PathBuf>,
 }
 
 impl ControlAddr {
@@ -68,10 +71,15 @@ impl ControlAddr {
         } else {
             format!("{host}:{port}")
         };
-        let token = self
-            .control_token
+        let token_file = self
+            .control_token_file
             .clone()
-            .or_else(|| from_file("control-token"));
+            .or_else(|| from_file("control-token-file").map(PathBuf::from));
+        let token = match (self.control_token.clone(), token_file) {
+            (Some(token), _) => Some(token),
+            (None, Some(path)) => Some(crate::token::read_token_file(&path)?),
+            (None, None) => from_file("control-token"),
+        };
         Ok(ControlClient { addr, token })
     }
 }

@@ -5,7 +5,8 @@
 //! on stdin under php-cgi (which cannot open other descriptors), on fd 3
 //! under the PHP CLI. The master writes the worker's configuration as the first JSON
 //! line; the worker answers `ready` (or `bootstrap_error`) and reports each
-//! finished request. The worker exits when it reads EOF on fd 3, so no
+//! finished request. The worker exits when it reads EOF on its channel,
+//! and the kernel kills it when the master dies (`spawner`), so no
 //! worker outlives its master, even after `kill -9` of the master. Each
 //! worker leads its own process group, so stopping it kills the whole
 //! group, grandchildren included.
@@ -135,7 +136,11 @@ impl Worker {
             "LISTEN_PID",
             "LISTEN_FDS",
             "LISTEN_FDNAMES",
-        ] {
+        ]
+        .into_iter()
+        // Secrets of the master: PHP would show them in `$_SERVER`.
+        .chain(crate::token::SECRET_ENV)
+        {
             cmd.env_remove(var);
         }
         if spec.php.is_cgi {
@@ -165,10 +170,9 @@ impl Worker {
             // The child has its copy; ours closes when `cmd` is dropped.
             cmd_keep.push(theirs);
         }
-        let mut child = cmd.spawn()?;
-        // Close our copies of the worker's end, so that its death is seen
-        // as EOF on the control channel.
-        drop(cmd);
+        // `spawn_tied` drops `cmd`, closing our copies of the worker's end,
+        // so that its death is seen as EOF on the control channel.
+        let mut child = crate::spawner::spawn_tied(cmd).await?;
         drop(cmd_keep);
         let pid = child.id().unwrap_or_default();
 
