@@ -136,6 +136,9 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         show_option: Option<String>,
     },
+    /// Internal: the guard process a master starts (see the `guard` module).
+    #[command(name = "__guard", hide = true)]
+    Guard,
 }
 
 /// Runs the command line `args` (program name first); returns the exit status.
@@ -144,6 +147,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
+    if matches!(cli.command, Command::Guard) {
+        return crate::guard::run();
+    }
     logging::init();
     // The arguments after the subcommand, for merging with ppm.json.
     let rest = args.get(2..).unwrap_or_default();
@@ -177,6 +183,7 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                     master::run(opts).await?;
                 }
             }
+            Command::Guard => return Ok(crate::guard::run()),
             Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
             Command::Status {
                 control,

@@ -18,6 +18,7 @@ pub mod control_guard;
 pub mod error;
 pub mod fdlimit;
 pub mod forwarding;
+pub mod guard;
 pub mod http1;
 pub mod logging;
 pub mod master;

@@ -75,6 +75,7 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
              use --control-token-file or PPM_CONTROL_TOKEN"
         );
     }
+    crate::guard::start();
     let fd_limit = crate::fdlimit::raise();
     opts.max_connections =
         crate::fdlimit::connections_allowed(opts.max_connections, fd_limit, opts.workers);

@@ -175,6 +175,7 @@ impl Worker {
         let mut child = crate::spawner::spawn_tied(cmd).await?;
         drop(cmd_keep);
         let pid = child.id().unwrap_or_default();
+        crate::guard::watch(pid);
 
         let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
         if let Some(stdout) = child.stdout.take() {
@@ -231,6 +232,7 @@ impl Worker {
                     // before the group id can be reused.
                     self.signal_group(Signal::SIGKILL);
                     self.reaped = true;
+                    crate::guard::forget(self.pid);
                 }
                 describe_exit(status)
             }
@@ -289,7 +291,10 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.kill_group();
+        if !self.reaped {
+            self.kill_group();
+            crate::guard::forget(self.pid);
+        }
     }
 }
 

@@ -198,6 +198,28 @@ fn run_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
     dirs
 }
 
+/// The live processes in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, pgrp.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(2) == Some(&pgid.to_string().as_str()) && fields.first() != Some(&"Z") {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 #[test]
 fn kill_9_of_the_master_takes_busy_workers_along_and_the_next_master_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
@@ -214,8 +236,9 @@ fn kill_9_of_the_master_takes_busy_workers_along_and_the_next_master_cleans_up()
     let dead_dirs = run_dirs(tmp.path());
     assert_eq!(dead_dirs.len(), 1, "{dead_dirs:?}");
 
-    // A 40 s request keeps slot 0's worker busy in PHP.
-    let url = cluster.slot_url(0, "/sleep?ms=40000");
+    // A 40 s request keeps slot 0's worker busy in PHP, after it started
+    // a process of its own.
+    let url = cluster.slot_url(0, "/sleep?ms=40000&spawn=1");
     let long = std::thread::spawn(move || http().get(url).send().map(|r| r.status()));
     let busy = wait_until(Duration::from_secs(10), || {
         let status = cluster.try_status()?;
@@ -224,17 +247,23 @@ fn kill_9_of_the_master_takes_busy_workers_along_and_the_next_master_cleans_up()
             .then_some(())
     });
     assert!(busy.is_some(), "the long request runs");
+    let group = wait_until(Duration::from_secs(5), || {
+        let members = group_members(pids[0]);
+        (members.len() >= 2).then_some(members)
+    })
+    .expect("the worker's own child runs in its group");
 
     cluster.signal(nix::sys::signal::Signal::SIGKILL);
     assert!(cluster.wait_exit(Duration::from_secs(5)).is_some());
     let killed = Instant::now();
     let left = wait_until(Duration::from_secs(3), || {
-        pids.iter().all(|&p| !pid_alive(p)).then_some(())
+        (pids.iter().all(|&p| !pid_alive(p)) && group_members(pids[0]).is_empty()).then_some(())
     });
     assert!(
         left.is_some(),
-        "workers still alive {:?} after kill -9 of the master",
-        pids.iter().filter(|&&p| pid_alive(p)).collect::<Vec<_>>()
+        "workers still alive {:?} and of slot 0's group {:?} (was {group:?}) after kill -9 of the master",
+        pids.iter().filter(|&&p| pid_alive(p)).collect::<Vec<_>>(),
+        group_members(pids[0]),
     );
     eprintln!("workers gone {:?} after the master", killed.elapsed());
     assert!(
