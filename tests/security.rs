@@ -3,6 +3,7 @@
 //! descriptors running out, and what public readers of `/status` see.
 
 mod common;
+mod deploy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use deploy::group_members;
 
 /// One HTTP/1.1 request over a fresh connection with exactly the given
 /// head lines; returns the status code and the body.
@@ -196,28 +198,6 @@ fn run_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-/// The live processes in process group `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let mut members = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the command's closing parenthesis: state, ppid, pgrp.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        if fields.get(2) == Some(&pgid.to_string().as_str()) && fields.first() != Some(&"Z") {
-            members.push(pid);
-        }
-    }
-    members
 }
 
 #[test]
