@@ -315,7 +315,7 @@ impl ControlClient {
         let (code, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
         if code == 401 {
             return Err(self.fail(format!(
-                "{method} {path} needs the control token: pass --control-token or set PPM_CONTROL_TOKEN"
+                "{method} {path} needs the control token: pass --control-token-file or --control-token, or set PPM_CONTROL_TOKEN"
             )));
         }
         Ok((code, body))
