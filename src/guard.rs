@@ -36,6 +36,9 @@ pub fn start() {
             .arg("__guard")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
+            // It prints nothing; and a pipe it held would stay open after
+            // the master's end (a test harness reading to EOF would wait).
+            .stderr(Stdio::null())
             // Its own group: a Ctrl-C meant for the master does not end it.
             .process_group(0)
             .spawn()

@@ -75,7 +75,6 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
              use --control-token-file or PPM_CONTROL_TOKEN"
         );
     }
-    crate::guard::start();
     let fd_limit = crate::fdlimit::raise();
     opts.max_connections =
         crate::fdlimit::connections_allowed(opts.max_connections, fd_limit, opts.workers);
@@ -87,6 +86,9 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     // Every public socket is bound before any worker starts, so a port in
     // use fails the start with nothing left behind.
     let inherited = Inherited::from_env()?;
+    // After the inherited sockets are marked close-on-exec: the guard
+    // must not hold them.
+    crate::guard::start();
     let control_listener = bind(
         &inherited,
         opts.control_host,

@@ -55,7 +55,8 @@ pub async fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
             // The master may have died between the fork and the prctl, in
             // which case the signal will never come.
             if nix::unistd::getppid().as_raw() as u32 != master {
-                return Err(io::Error::other("the master is gone"));
+                // No allocation between fork and exec: a plain errno.
+                return Err(nix::errno::Errno::ESRCH.into());
             }
             crate::fdlimit::restore_for_child()?;
             Ok(())

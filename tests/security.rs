@@ -267,17 +267,22 @@ fn kill_9_of_the_master_takes_busy_workers_along_and_the_next_master_cleans_up()
     assert!(next.log_text().contains("master that is gone"));
 }
 
+/// Starts `cmd` with the given soft and hard open-file limits.
+fn open_file_limit(cmd: &mut std::process::Command, soft: u64, hard: u64) {
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+            Ok(())
+        });
+    }
+}
+
 #[test]
 fn health_answers_and_workers_restart_while_idle_clients_hold_every_connection() {
     let mut cluster = Cluster::start_with(Setup::callable("basic", 2), |cmd| {
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                use nix::sys::resource::{setrlimit, Resource};
-                setrlimit(Resource::RLIMIT_NOFILE, 256, 256)?;
-                Ok(())
-            });
-        }
+        open_file_limit(cmd, 256, 256)
     });
     assert!(
         cluster
@@ -374,4 +379,29 @@ fn public_readers_see_no_query_strings_and_the_bearer_scheme_is_case_insensitive
     assert_eq!(code, 202, "{body}");
     assert_eq!(running.join().unwrap().unwrap(), 200);
     cluster.remember_pids();
+}
+
+/// The soft and hard open-file limits of a process, from /proc.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn the_master_raises_its_open_file_limit_and_workers_keep_the_original() {
+    let mut cluster = Cluster::start_with(Setup::callable("basic", 1), |cmd| {
+        open_file_limit(cmd, 512, 4096)
+    });
+    assert_eq!(
+        open_file_limits(cluster.master_pid()),
+        ("4096".into(), "4096".into())
+    );
+    let worker = cluster.worker_pids()[0];
+    assert_eq!(open_file_limits(worker), ("512".into(), "4096".into()));
 }
