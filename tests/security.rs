@@ -370,6 +370,17 @@ fn public_readers_see_no_query_strings_and_the_bearer_scheme_is_case_insensitive
         "with the token (lower-case scheme) everything"
     );
     assert_eq!(current(Some("Bearer wrong-token-0123456789")), "/sleep");
+    assert_eq!(running.join().unwrap().unwrap(), 200);
+
+    // A failed request is listed among the recent errors, by path only.
+    let failed = http()
+        .get(cluster.slot_url(0, "/error?api_key=s3cr3t"))
+        .send()
+        .unwrap();
+    assert_eq!(failed.status(), 500);
+    let (_, body) = raw(port, "GET", "/status", &[]);
+    assert!(body.contains("\"/error\""), "{body}");
+    assert!(!body.contains("s3cr3t"), "{body}");
     let (code, body) = raw(
         port,
         "POST",
@@ -377,7 +388,6 @@ fn public_readers_see_no_query_strings_and_the_bearer_scheme_is_case_insensitive
         &[format!("Authorization: BEARER {token}")],
     );
     assert_eq!(code, 202, "{body}");
-    assert_eq!(running.join().unwrap().unwrap(), 200);
     cluster.remember_pids();
 }
 
