@@ -92,6 +92,8 @@ pub fn remove_stale(parent: &Path) -> Vec<PathBuf> {
                 );
                 removed.push(path);
             }
+            // Another new master removed it first.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => tracing::warn!("cannot remove stale {}: {err}", path.display()),
         }
     }
