@@ -35,6 +35,9 @@ pub struct ControlAddr {
     /// of ./ppm.json).
     #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
+    /// File holding the token (default: control-token-file of ./ppm.json).
+    #[arg(long, value_name = "FILE")]
+    pub control_token_file: Option<PathBuf>,
 }
 
 impl ControlAddr {
@@ -68,10 +71,15 @@ impl ControlAddr {
         } else {
             format!("{host}:{port}")
         };
-        let token = self
-            .control_token
+        let token_file = self
+            .control_token_file
             .clone()
-            .or_else(|| from_file("control-token"));
+            .or_else(|| from_file("control-token-file").map(PathBuf::from));
+        let token = match (self.control_token.clone(), token_file) {
+            (Some(token), _) => Some(token),
+            (None, Some(path)) => Some(crate::token::read_token_file(&path)?),
+            (None, None) => from_file("control-token"),
+        };
         Ok(ControlClient { addr, token })
     }
 }
@@ -128,6 +136,9 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         show_option: Option<String>,
     },
+    /// Internal: the guard process a master starts (see the `guard` module).
+    #[command(name = "__guard", hide = true)]
+    Guard,
 }
 
 /// Runs the command line `args` (program name first); returns the exit status.
@@ -136,6 +147,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
+    if matches!(cli.command, Command::Guard) {
+        return crate::guard::run();
+    }
     logging::init();
     // The arguments after the subcommand, for merging with ppm.json.
     let rest = args.get(2..).unwrap_or_default();
@@ -169,6 +183,7 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                     master::run(opts).await?;
                 }
             }
+            Command::Guard => return Ok(crate::guard::run()),
             Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
             Command::Status {
                 control,

@@ -85,10 +85,16 @@ pub struct StartOptions {
     #[arg(long, default_value_t = 5500)]
     pub control_port: u16,
     /// Token the control plane requires as `Authorization: Bearer TOKEN`
-    /// (required when --control-host is not a loopback address).
+    /// (required when --control-host is not a loopback address). Any
+    /// local user sees it in `ps`: prefer --control-token-file.
     #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_token: Option<String>,
+    /// File holding the control token (a trailing line break is ignored);
+    /// the safe way to pass it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_token_file: Option<PathBuf>,
     /// With a token: let GET /status, /metrics and the dashboard be read
     /// without it (mutating endpoints still need it).
     #[arg(long)]
@@ -300,7 +306,7 @@ impl StartOptions {
                 ),
             ));
         }
-        match &self.control_token {
+        match &self.control_token()? {
             Some(token)
                 if token.len() < 16
                     || token.chars().any(|c| c.is_whitespace() || c.is_control()) =>
@@ -382,6 +388,20 @@ impl StartOptions {
             }
         }
         Ok(())
+    }
+
+    /// The control token, from --control-token (or `PPM_CONTROL_TOKEN`)
+    /// or read from --control-token-file.
+    pub fn control_token(&self) -> Result<Option<String>, Error> {
+        match (&self.control_token, &self.control_token_file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "control-token-file",
+                "give the token one way: --control-token-file, or --control-token / PPM_CONTROL_TOKEN",
+            )),
+            (Some(token), None) => Ok(Some(token.clone())),
+            (None, Some(path)) => crate::token::read_token_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The front door's limits.

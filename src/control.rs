@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::control_guard::{self, guard, sees_everything, without_query};
 use crate::metrics::{Metrics, RecentError};
 use crate::pool::{Pool, SlotState, SlotStatus};
 use crate::rolling::{RestartState, RestartStatus, Restarts};
@@ -94,6 +95,11 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // After the guard: the page holds no data and asks for the token itself.
         .route("/", get(dashboard))
+        // Every route, the dashboard and unknown paths included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            control_guard::host_guard,
+        ))
         .with_state(state)
 }
 
@@ -107,77 +113,6 @@ async fn dashboard() -> impl IntoResponse {
         [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
         include_str!("dashboard.html"),
     )
-}
-
-/// Access rules: probes are always open; with a token, every other request
-/// needs it (reads may be left open with `--control-public-read`); and a
-/// browser may only send mutating requests from the dashboard's own origin.
-async fn guard(
-    State(state): State<Arc<ControlState>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let path = request.uri().path();
-    if matches!(path, "/health" | "/ready") {
-        return next.run(request).await;
-    }
-    let mutating =
-        request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
-    let headers = request.headers();
-    if mutating && !same_origin(headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "cross-origin requests may not change the cluster\n",
-        )
-            .into_response();
-    }
-    if let Some(token) = &state.token {
-        if (mutating || !state.public_read) && !bearer_matches(headers, token) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-                "this endpoint needs Authorization: Bearer <control token>\n",
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Whether a request came from the control plane's own pages, or from a
-/// client that is no browser (no `Origin`, no cross-site fetch metadata).
-fn same_origin(headers: &axum::http::HeaderMap) -> bool {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
-        return false;
-    }
-    match (text("origin"), text("host")) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => {
-            origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"))
-                == Some(host)
-        }
-        (Some(_), None) => false,
-    }
-}
-
-fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compare in constant time: the token guards a network endpoint.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 fn cluster_status(state: &ControlState) -> ClusterStatus {
@@ -206,8 +141,31 @@ fn cluster_status(state: &ControlState) -> ClusterStatus {
     }
 }
 
-async fn status(State(state): State<Arc<ControlState>>) -> Json<ClusterStatus> {
-    Json(cluster_status(&state))
+async fn status(
+    State(state): State<Arc<ControlState>>,
+    headers: axum::http::HeaderMap,
+) -> Json<ClusterStatus> {
+    let mut status = cluster_status(&state);
+    if !sees_everything(&state, &headers) {
+        redact_queries(&mut status);
+    }
+    Json(status)
+}
+
+/// Leaves only the paths of running and failed requests, for readers
+/// without the token.
+fn redact_queries(status: &mut ClusterStatus) {
+    for worker in &mut status.workers {
+        if let Some(serde_json::Value::String(path)) = worker
+            .get_mut("current_request")
+            .and_then(|r| r.get_mut("path"))
+        {
+            *path = without_query(path).to_string();
+        }
+    }
+    for error in &mut status.recent_errors {
+        error.path = without_query(&error.path).to_string();
+    }
 }
 
 async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
@@ -357,7 +315,7 @@ impl ControlClient {
         let (code, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
         if code == 401 {
             return Err(self.fail(format!(
-                "{method} {path} needs the control token: pass --control-token or set PPM_CONTROL_TOKEN"
+                "{method} {path} needs the control token: pass --control-token-file or --control-token, or set PPM_CONTROL_TOKEN"
             )));
         }
         Ok((code, body))
@@ -554,53 +512,4 @@ pub async fn stop_master(client: &ControlClient, timeout: Duration) -> Result<()
             timeout.as_secs()
         ),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, HeaderValue::from_static(v));
-        }
-        map
-    }
-
-    #[test]
-    fn only_the_dashboards_own_origin_may_post() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:5500")])));
-        assert!(same_origin(&headers(&[
-            ("host", "127.0.0.1:5500"),
-            ("origin", "http://127.0.0.1:5500")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "127.0.0.1:5500"),
-            ("origin", "http://evil.test")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "127.0.0.1:5500"),
-            ("sec-fetch-site", "cross-site")
-        ])));
-    }
-
-    #[test]
-    fn the_bearer_token_must_match_exactly() {
-        let token = "0123456789abcdef";
-        assert!(bearer_matches(
-            &headers(&[("authorization", "Bearer 0123456789abcdef")]),
-            token
-        ));
-        assert!(!bearer_matches(
-            &headers(&[("authorization", "Bearer 0123456789abcdeX")]),
-            token
-        ));
-        assert!(!bearer_matches(
-            &headers(&[("authorization", "Bearer 0123")]),
-            token
-        ));
-        assert!(!bearer_matches(&headers(&[]), token));
-    }
 }

@@ -3,7 +3,6 @@
 //! down in order on SIGTERM, SIGINT or `POST /stop`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use crate::php::PhpBinary;
 use crate::pidfile::PidFile;
 use crate::pool::{Pool, PoolConfig};
 use crate::rolling::Restarts;
+use crate::rundir::RunDir;
 use crate::systemd::{Inherited, Notifier};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
 use crate::{runtime, Error};
@@ -45,14 +45,8 @@ async fn bind(
 }
 
 /// The private directory for worker sockets and the runtime files.
-pub(crate) fn make_run_dir() -> Result<tempfile::TempDir, Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("ppm-")
-        .tempdir()
-        .map_err(Error::RunDir)?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-        .map_err(Error::RunDir)?;
-    Ok(dir)
+pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
+    RunDir::create()
 }
 
 pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
@@ -73,8 +67,17 @@ pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec
 }
 
 /// Runs the master in the foreground until it is told to stop.
-pub async fn run(opts: StartOptions) -> Result<(), Error> {
+pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     opts.validate()?;
+    if std::env::args().any(|a| a == "--control-token" || a.starts_with("--control-token=")) {
+        tracing::warn!(
+            "--control-token on the command line is visible to every local user in ps; \
+             use --control-token-file or PPM_CONTROL_TOKEN"
+        );
+    }
+    let fd_limit = crate::fdlimit::raise();
+    opts.max_connections =
+        crate::fdlimit::connections_allowed(opts.max_connections, fd_limit, opts.workers);
     let pidfile = opts.pidfile.as_deref().map(PidFile::create).transpose()?;
     let run_dir = make_run_dir()?;
     let spec = Arc::new(worker_spec(&opts.app, run_dir.path())?);
@@ -83,6 +86,9 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     // Every public socket is bound before any worker starts, so a port in
     // use fails the start with nothing left behind.
     let inherited = Inherited::from_env()?;
+    // After the inherited sockets are marked close-on-exec: the guard
+    // must not hold them.
+    crate::guard::start();
     let control_listener = bind(
         &inherited,
         opts.control_host,
@@ -194,7 +200,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         pool: pool.clone(),
         metrics: balancer.metrics.clone(),
         restarts,
-        token: opts.control_token.clone(),
+        token: opts.control_token()?,
         public_read: opts.control_public_read,
         shutdown: shutdown_tx.clone(),
         started: Instant::now(),

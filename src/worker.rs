@@ -5,7 +5,8 @@
 //! on stdin under php-cgi (which cannot open other descriptors), on fd 3
 //! under the PHP CLI. The master writes the worker's configuration as the first JSON
 //! line; the worker answers `ready` (or `bootstrap_error`) and reports each
-//! finished request. The worker exits when it reads EOF on fd 3, so no
+//! finished request. The worker exits when it reads EOF on its channel,
+//! and the kernel kills it when the master dies (`spawner`), so no
 //! worker outlives its master, even after `kill -9` of the master. Each
 //! worker leads its own process group, so stopping it kills the whole
 //! group, grandchildren included.
@@ -135,7 +136,11 @@ impl Worker {
             "LISTEN_PID",
             "LISTEN_FDS",
             "LISTEN_FDNAMES",
-        ] {
+        ]
+        .into_iter()
+        // Secrets of the master: PHP would show them in `$_SERVER`.
+        .chain(crate::token::SECRET_ENV)
+        {
             cmd.env_remove(var);
         }
         if spec.php.is_cgi {
@@ -165,12 +170,12 @@ impl Worker {
             // The child has its copy; ours closes when `cmd` is dropped.
             cmd_keep.push(theirs);
         }
-        let mut child = cmd.spawn()?;
-        // Close our copies of the worker's end, so that its death is seen
-        // as EOF on the control channel.
-        drop(cmd);
+        // `spawn_tied` drops `cmd`, closing our copies of the worker's end,
+        // so that its death is seen as EOF on the control channel.
+        let mut child = crate::spawner::spawn_tied(cmd).await?;
         drop(cmd_keep);
         let pid = child.id().unwrap_or_default();
+        crate::guard::watch(pid);
 
         let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
         if let Some(stdout) = child.stdout.take() {
@@ -227,6 +232,7 @@ impl Worker {
                     // before the group id can be reused.
                     self.signal_group(Signal::SIGKILL);
                     self.reaped = true;
+                    crate::guard::forget(self.pid);
                 }
                 describe_exit(status)
             }
@@ -285,7 +291,10 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.kill_group();
+        if !self.reaped {
+            self.kill_group();
+            crate::guard::forget(self.pid);
+        }
     }
 }
 
