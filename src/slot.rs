@@ -46,8 +46,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// before a new connection is opened.
 const RECONNECT_SETTLE: Duration = Duration::from_millis(100);
 /// How long the messages a worker sent just before it exited may take to
-/// arrive after its exit was seen.
-const LAST_WORDS: Duration = Duration::from_millis(500);
+/// arrive after its exit was seen. They end at the channel's EOF, which
+/// normally follows the exit at once; this only bounds the wait when
+/// something else still holds the worker's end, and is generous so that a
+/// loaded machine does not turn an announced `exit()` into a "crash".
+const LAST_WORDS: Duration = Duration::from_secs(5);
 /// How often a worker's RSS is read at most.
 const RSS_INTERVAL: Duration = Duration::from_secs(1);
 /// After a recycle whose replacement failed to boot, wait this long before
