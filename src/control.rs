@@ -94,6 +94,10 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // After the guard: the page holds no data and asks for the token itself.
         .route("/", get(dashboard))
+        .route(crate::identify::PROBE_PATH, get(health))
+        .layer(axum::middleware::map_response(
+            crate::identify::mark_control,
+        ))
         .with_state(state)
 }
 
@@ -180,8 +184,9 @@ fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
             == 0
 }
 
-fn cluster_status(state: &ControlState) -> ClusterStatus {
-    let slots: Vec<SlotStatus> = state.pool.status();
+async fn cluster_status(state: &ControlState) -> ClusterStatus {
+    let mut slots: Vec<SlotStatus> = state.pool.status();
+    crate::metrics::fill_missing_rss(&mut slots).await;
     let count = |s: SlotState| slots.iter().filter(|w| w.state == s).count();
     ClusterStatus {
         info: state.info.clone(),
@@ -207,14 +212,16 @@ fn cluster_status(state: &ControlState) -> ClusterStatus {
 }
 
 async fn status(State(state): State<Arc<ControlState>>) -> Json<ClusterStatus> {
-    Json(cluster_status(&state))
+    Json(cluster_status(&state).await)
 }
 
 async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     let master_rss = crate::metrics::process_rss(std::process::id()).await;
+    let mut slots = state.pool.status();
+    crate::metrics::fill_missing_rss(&mut slots).await;
     let text = state
         .metrics
-        .render(&state.pool.status(), state.pool.queue_len(), master_rss);
+        .render(&slots, state.pool.queue_len(), master_rss);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -354,23 +361,30 @@ impl ControlClient {
 
     /// Makes one HTTP request to the control plane; returns status and body.
     pub async fn call(&self, method: &str, path: &str) -> Result<(u16, Bytes), Error> {
-        let (code, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
+        let (code, _, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
         if code == 401 {
-            return Err(self.fail(format!(
-                "{method} {path} needs the control token: pass --control-token or set PPM_CONTROL_TOKEN"
-            )));
+            return Err(self.fail(match self.token {
+                Some(_) => format!(
+                    "{method} {path}: the control token was wrong (the master refused it); \
+                     check --control-token, PPM_CONTROL_TOKEN or control-token in ppm.json"
+                ),
+                None => format!(
+                    "{method} {path} needs the control token: pass --control-token or set PPM_CONTROL_TOKEN"
+                ),
+            }));
         }
         Ok((code, body))
     }
 }
 
-/// Makes one HTTP request to a control plane and returns status and body.
-async fn call(
+/// Makes one HTTP request to a control plane and returns status, headers
+/// and body.
+pub(crate) async fn call(
     addr: &str,
     token: Option<&str>,
     method: &str,
     path: &str,
-) -> Result<(u16, Bytes), Error> {
+) -> Result<(u16, hyper::HeaderMap, Bytes), Error> {
     let fail = |message: String| Error::Control {
         addr: addr.to_string(),
         message,
@@ -398,13 +412,14 @@ async fn call(
         .map_err(|_| fail("no answer within 30 s".into()))?
         .map_err(|e| fail(e.to_string()))?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| fail(e.to_string()))?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, headers, body))
 }
 
 /// `ppm status`: prints the cluster as a table, or its JSON; with
@@ -473,6 +488,7 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
         "LAST ERROR",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    let mut errors_below: Vec<(String, String)> = Vec::new();
     for w in &status.workers {
         let text = |key: &str| match &w[key] {
             serde_json::Value::Null => "-".to_string(),
@@ -480,13 +496,16 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
             other => other.to_string(),
         };
         let memory = w["memory_bytes"].as_u64().unwrap_or(0);
-        let last_error = text("last_error")
-            .lines()
-            .next()
-            .unwrap_or("-")
-            .chars()
-            .take(80)
-            .collect();
+        let full_error = text("last_error");
+        let first_line = full_error.lines().next().unwrap_or("-");
+        let last_error = if first_line.chars().count() > 60 || full_error.contains('\n') {
+            // Shown whole below the table: the file and line are at its end.
+            errors_below.push((text("slot"), full_error.clone()));
+            let cut: String = first_line.chars().take(59).collect();
+            format!("{cut}… (below)")
+        } else {
+            first_line.to_string()
+        };
         rows.push(vec![
             text("slot"),
             text("port"),
@@ -516,6 +535,12 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    for (slot, error) in errors_below {
+        out.push_str(&format!("\nslot {slot} last error:\n"));
+        for line in error.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
     }
     out
 }

@@ -17,6 +17,7 @@ pub mod control;
 pub mod error;
 pub mod forwarding;
 pub mod http1;
+pub mod identify;
 pub mod logging;
 pub mod master;
 pub mod metrics;
@@ -30,6 +31,7 @@ pub mod slot;
 pub mod spool;
 pub mod static_files;
 pub mod systemd;
+pub mod target;
 pub mod tls;
 pub mod worker;
 
