@@ -72,8 +72,8 @@ pub async fn ensure_control_plane(
         String::new()
     } else {
         format!(
-            "; the control port is {} ({}): ppm stop {}",
-            expected.control_port, expected.source, expected.control_port
+            "; the control port is {} ({})",
+            expected.control_port, expected.source
         )
     };
     Err(Error::Control {
