@@ -246,8 +246,11 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                         Outcome::Unchanged(path, None) => {
                             eprintln!("no {} yet; give options to create it", path.display());
                         }
-                        Outcome::Written(path, keys) => {
+                        Outcome::Written(path, keys, problems) => {
                             println!("wrote {} (set {})", path.display(), keys.join(", "));
+                            if let Some(problems) = problems {
+                                eprintln!("ppm: note: ppm start would refuse it: {problems}");
+                            }
                         }
                     },
                 }

@@ -157,7 +157,7 @@ impl ConfigFile {
 
 /// The ppm option each file setting went to, and the file key it came
 /// from (they differ for PHP-PM's renamed keys).
-type Keys = BTreeMap<String, String>;
+pub(super) type Keys = BTreeMap<String, String>;
 
 /// The command-line arguments of one file setting.
 fn key_args(key: &str, value: &serde_json::Value, flag: bool) -> Result<Vec<OsString>, String> {
@@ -226,7 +226,7 @@ pub fn start_options(args: &[OsString]) -> Result<(StartOptions, Option<ConfigFi
 }
 
 /// The command line alone.
-fn parse(args: &[OsString]) -> Result<(ArgMatches, StartOptions), Error> {
+pub(super) fn parse(args: &[OsString]) -> Result<(ArgMatches, StartOptions), Error> {
     let matches = command("ppm start")
         .try_get_matches_from(args)
         .map_err(|e| Error::Usage(e.render().to_string()))?;
@@ -240,16 +240,44 @@ pub(super) fn options_with(
     args: &[OsString],
     file: Option<ConfigFile>,
 ) -> Result<(StartOptions, Option<ConfigFile>), Error> {
+    let (options, matches, keys) = unchecked(args, file.as_ref())?;
+    if let Some(file) = &file {
+        for warning in file.warnings() {
+            tracing::warn!("{}: {warning}", file.path.display());
+        }
+    }
+    let Err(err) = options.validate() else {
+        return Ok((options, file));
+    };
+    // Blame the file only for a value that came from it.
+    let errors = err
+        .into_list()
+        .into_iter()
+        .map(|e| match (e, &file) {
+            (Error::InvalidOption { option, message }, Some(file)) => match keys.get(option) {
+                Some(file_key) if !on_command_line(&matches, option) => {
+                    file.error(format!("key \"{file_key}\": {message}"))
+                }
+                _ => Error::InvalidOption { option, message },
+            },
+            (other, _) => other,
+        })
+        .collect();
+    Error::from_list(errors).map(|()| (options, file))
+}
+
+/// The command line merged with `file`, normalized but not validated;
+/// with the command line's matches and the file keys used.
+pub(super) fn unchecked(
+    args: &[OsString],
+    file: Option<&ConfigFile>,
+) -> Result<(StartOptions, ArgMatches, Keys), Error> {
     let (matches, first) = parse(args)?;
     let Some(file) = file else {
         let mut options = first;
         phppm::normalize(&mut options);
-        options.validate()?;
-        return Ok((options, None));
+        return Ok((options, matches, Keys::new()));
     };
-    for warning in file.warnings() {
-        tracing::warn!("{}: {warning}", file.path.display());
-    }
     let (mut merged, keys) = file.to_args(&matches)?;
     merged.extend(args.iter().cloned());
     let merged_matches = command("ppm start")
@@ -258,26 +286,7 @@ pub(super) fn options_with(
     let mut options = StartOptions::from_arg_matches(&merged_matches)
         .map_err(|e| file.error(clap_message(&e)))?;
     phppm::normalize(&mut options);
-    match options.validate() {
-        Ok(()) => Ok((options, Some(file))),
-        Err(err) => {
-            // Blame the file only for a value that came from it.
-            let errors = err
-                .into_list()
-                .into_iter()
-                .map(|e| match e {
-                    Error::InvalidOption { option, message } => match keys.get(option) {
-                        Some(file_key) if !on_command_line(&matches, option) => {
-                            file.error(format!("key \"{file_key}\": {message}"))
-                        }
-                        _ => Error::InvalidOption { option, message },
-                    },
-                    other => other,
-                })
-                .collect();
-            Error::from_list(errors).map(|()| (options, Some(file)))
-        }
-    }
+    Ok((options, matches, keys))
 }
 
 /// Whether the command line gave the option with long name `long`.

@@ -133,7 +133,7 @@ fn config_merges_into_the_file_and_keeps_every_other_key() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
     let outcome = merge(&args(&[d, "--workers=4", "--no-logging", "--php-ini=x=1"])).unwrap();
     assert!(
-        matches!(outcome, Outcome::Written(_, ref keys) if keys.len() == 3),
+        matches!(outcome, Outcome::Written(_, ref keys, None) if keys.len() == 3),
         "{outcome:?}"
     );
     let written: serde_json::Value =
@@ -154,12 +154,19 @@ fn config_merges_into_the_file_and_keeps_every_other_key() {
     merge(&args(&[f, "--debug"])).unwrap();
     let created = std::fs::read_to_string(fresh.path().join(CONFIG_FILE)).unwrap();
     assert_eq!(created.trim(), "{\n  \"debug\": true\n}");
-    let err = merge(&args(&[f, "--workers=0"])).unwrap_err().to_string();
-    assert!(err.contains("workers"), "{err}");
+    let err = merge(&args(&[f, "--workers=many"]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("many"), "{err}");
     assert_eq!(
         std::fs::read_to_string(fresh.path().join(CONFIG_FILE)).unwrap(),
         created,
-        "a config that would not start is not written"
+        "a value that cannot be read is not written"
+    );
+    let outcome = merge(&args(&[f, "--bridge=callable"])).unwrap();
+    assert!(
+        matches!(outcome, Outcome::Written(_, _, Some(ref why)) if why.contains("--bootstrap=FILE")),
+        "written, with what start would refuse: {outcome:?}"
     );
 }
 

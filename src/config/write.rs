@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::FromArgMatches;
 
-use super::file::{closest, command, options_with, ConfigFile, NOT_KEYS};
+use super::file::{closest, command, options_with, unchecked, ConfigFile, NOT_KEYS};
 use super::{StartOptions, CONFIG_FILE};
 use crate::Error;
 
@@ -17,14 +17,17 @@ use crate::Error;
 pub enum Outcome {
     /// No option was given: the file as it is (None when there is none).
     Unchanged(PathBuf, Option<String>),
-    /// The file was written with these keys set.
-    Written(PathBuf, Vec<String>),
+    /// The file was written with these keys set; `ppm start` would still
+    /// refuse it for the reasons given (a later `ppm config` may complete
+    /// it, say `--bootstrap` after `--bridge`).
+    Written(PathBuf, Vec<String>, Option<String>),
 }
 
 /// Merges the options given in `args` (the arguments after `config`) into
 /// the configuration file (`-c FILE`, else `DIR/ppm.json`), keeping every
-/// other key; creates the file if missing. Nothing is written when the
-/// result would not start.
+/// other key; creates the file if missing. A value that cannot be read
+/// is not written; a file `ppm start` would refuse is written, with the
+/// reasons.
 pub fn merge(args: &[OsString]) -> Result<Outcome, Error> {
     let matches = command("ppm config")
         .try_get_matches_from(args)
@@ -75,13 +78,18 @@ pub fn merge(args: &[OsString]) -> Result<Outcome, Error> {
         path: path.clone(),
         values,
     };
-    options_with(args, Some(merged.clone()))?;
+    let problems = match options_with(args, Some(merged.clone())) {
+        Ok(_) => None,
+        // A value clap cannot read is not written.
+        Err(err @ Error::Usage(_)) => return Err(err),
+        Err(err) => Some(err.to_string()),
+    };
     let text = serde_json::to_string_pretty(&merged.values).map_err(std::io::Error::other)?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::Config {
         file: path.clone(),
         message: format!("cannot write it: {e}"),
     })?;
-    Ok(Outcome::Written(path, set))
+    Ok(Outcome::Written(path, set, problems))
 }
 
 /// The effective value of option `name` (`workers` or `--workers`) with
@@ -104,7 +112,10 @@ pub fn show_option(args: &[OsString], name: &str) -> Result<String, Error> {
             message: format!("{name:?} is not a ppm option{hint}"),
         });
     }
-    let (effective, _) = super::start_options(args)?;
+    // Shown whether or not `ppm start` would accept the whole.
+    let (_, given) = super::file::parse(args)?;
+    let file = ConfigFile::find(given.config.as_deref(), &given.app.dir)?;
+    let (effective, _, _) = unchecked(args, file.as_ref())?;
     Ok(match settings(&effective).get(name) {
         None | Some(serde_json::Value::Null) => String::new(),
         Some(serde_json::Value::String(s)) => s.clone(),
