@@ -359,3 +359,55 @@ fn quotes_brackets_and_utf8_in_the_target_reach_php_byte_exact_like_nginx() {
     assert_eq!(seen["server"]["REQUEST_URI"], sent);
     assert!(sent.contains("{a|b}^`\\"), "reqwest sent {sent}");
 }
+
+#[test]
+fn over_http2_the_same_bytes_reach_php_and_a_client_sent_raw_target_is_not_believed() {
+    let cluster = Cluster::start(Setup::callable("basic", 1));
+    let port = cluster.port;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // What an HTTP/2 `:path` can hold (`http::Uri`): no `"`, `<`, `>`.
+    let target = "/dump?q=O'Reilly&j={a|b}^`\\&u=caf\u{e9}";
+    let seen = runtime.block_on(async move {
+        use http_body_util::{BodyExt, Empty};
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut seen = Vec::new();
+        for spoof in [None, Some("/admin")] {
+            let mut request = hyper::Request::builder()
+                .uri(format!("http://localhost{target}"))
+                .header("x-ppm-request-target", spoof.unwrap_or("/other"));
+            if spoof.is_none() {
+                request = request.header("x-ppm-request-target", "/dump?not=this");
+            }
+            let request = request.body(Empty::<bytes::Bytes>::new()).unwrap();
+            let response =
+                tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            seen.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+        }
+        seen
+    });
+    for dump in seen {
+        assert_eq!(dump["server"]["REQUEST_URI"], target, "{dump}");
+        assert_eq!(
+            dump["server"]["QUERY_STRING"],
+            &target["/dump?".len()..],
+            "{dump}"
+        );
+    }
+}

@@ -98,10 +98,10 @@ impl ConfigFile {
         })
     }
 
-    /// The file's settings as command-line arguments, leaving out the
-    /// options the command line gave (`given`), with the ppm key each
-    /// came from; or every problem of the file.
-    fn to_args(&self, given: &ArgMatches) -> Result<(Vec<OsString>, Keys), Error> {
+    /// The file's usable settings as command-line arguments, leaving out
+    /// the options the command line gave (`given`), with the file key each
+    /// came from, and the problems of the others.
+    fn to_args(&self, given: &ArgMatches) -> (Vec<OsString>, Keys, Vec<Error>) {
         let command = command("ppm");
         let mut args = Vec::new();
         let mut keys = Keys::new();
@@ -151,7 +151,7 @@ impl ConfigFile {
                 }
             }
         }
-        Error::from_list(errors).map(|()| (args, keys))
+        (args, keys, errors)
     }
 }
 
@@ -240,29 +240,27 @@ pub(super) fn options_with(
     args: &[OsString],
     file: Option<ConfigFile>,
 ) -> Result<(StartOptions, Option<ConfigFile>), Error> {
-    let (options, matches, keys) = unchecked(args, file.as_ref())?;
+    let (options, matches, keys, mut errors) = merged(args, file.as_ref())?;
     if let Some(file) = &file {
         for warning in file.warnings() {
             tracing::warn!("{}: {warning}", file.path.display());
         }
     }
-    let Err(err) = options.validate() else {
-        return Ok((options, file));
-    };
+    let problems = options
+        .validate()
+        .err()
+        .map_or_else(Vec::new, Error::into_list);
     // Blame the file only for a value that came from it.
-    let errors = err
-        .into_list()
-        .into_iter()
-        .map(|e| match (e, &file) {
-            (Error::InvalidOption { option, message }, Some(file)) => match keys.get(option) {
-                Some(file_key) if !on_command_line(&matches, option) => {
-                    file.error(format!("key \"{file_key}\": {message}"))
-                }
-                _ => Error::InvalidOption { option, message },
-            },
-            (other, _) => other,
-        })
-        .collect();
+    let problems = problems.into_iter().map(|e| match (e, &file) {
+        (Error::InvalidOption { option, message }, Some(file)) => match keys.get(option) {
+            Some(file_key) if !on_command_line(&matches, option) => {
+                file.error(format!("key \"{file_key}\": {message}"))
+            }
+            _ => Error::InvalidOption { option, message },
+        },
+        (other, _) => other,
+    });
+    errors.extend(problems);
     Error::from_list(errors).map(|()| (options, file))
 }
 
@@ -272,13 +270,23 @@ pub(super) fn unchecked(
     args: &[OsString],
     file: Option<&ConfigFile>,
 ) -> Result<(StartOptions, ArgMatches, Keys), Error> {
+    let (options, matches, keys, errors) = merged(args, file)?;
+    Error::from_list(errors).map(|()| (options, matches, keys))
+}
+
+/// `unchecked`, with the file keys that could not be used as errors
+/// beside the options made of the rest.
+fn merged(
+    args: &[OsString],
+    file: Option<&ConfigFile>,
+) -> Result<(StartOptions, ArgMatches, Keys, Vec<Error>), Error> {
     let (matches, first) = parse(args)?;
     let Some(file) = file else {
         let mut options = first;
         phppm::normalize(&mut options);
-        return Ok((options, matches, Keys::new()));
+        return Ok((options, matches, Keys::new(), Vec::new()));
     };
-    let (mut merged, keys) = file.to_args(&matches)?;
+    let (mut merged, keys, errors) = file.to_args(&matches);
     merged.extend(args.iter().cloned());
     let merged_matches = command("ppm start")
         .try_get_matches_from(&merged)
@@ -286,7 +294,7 @@ pub(super) fn unchecked(
     let mut options = StartOptions::from_arg_matches(&merged_matches)
         .map_err(|e| file.error(clap_message(&e)))?;
     phppm::normalize(&mut options);
-    Ok((options, matches, keys))
+    Ok((options, matches, keys, errors))
 }
 
 /// Whether the command line gave the option with long name `long`.

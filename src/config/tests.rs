@@ -304,11 +304,17 @@ fn every_configuration_error_is_reported_in_one_pass() {
     for key in ["\"worker\"", "\"max-queue\"", "\"static-dotfiles\""] {
         assert!(err.contains(key), "{key} missing from {err}");
     }
-    let dir = app_with(r#"{"max-surge": 0, "recycle-jitter": 99, "health-path": "x"}"#);
+    let dir =
+        app_with(r#"{"worker": 3, "max-surge": 0, "recycle-jitter": 99, "health-path": "x"}"#);
     let err = start_options(&args(&[dir.path().to_str().unwrap()]))
         .unwrap_err()
         .to_string();
-    for key in ["\"max-surge\"", "\"recycle-jitter\"", "\"health-path\""] {
+    for key in [
+        "\"worker\"",
+        "\"max-surge\"",
+        "\"recycle-jitter\"",
+        "\"health-path\"",
+    ] {
         assert!(err.contains(key), "{key} missing from {err}");
     }
 }

@@ -241,9 +241,10 @@ impl StartOptions {
             for b in &ranges[i + 1..] {
                 let shared_address = a.1 == b.1 || a.1.is_unspecified() || b.1.is_unspecified();
                 if shared_address && a.2 <= b.3 && b.2 <= a.3 {
+                    // Named after the second: the control port rarely moves.
                     errors.push(invalid(
-                        a.0,
-                        format!("{} overlaps {}", describe(a), describe(b)),
+                        b.0,
+                        format!("{} overlaps {}", describe(b), describe(a)),
                     ));
                 }
             }
