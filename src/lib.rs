@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod slot;
 pub mod spool;
 pub mod static_files;
+pub mod status_table;
 pub mod systemd;
 pub mod target;
 pub mod tls;
