@@ -293,3 +293,28 @@ fn subcommand_args(args: &[OsString]) -> Vec<OsString> {
     let _subcommand = rest.next();
     rest.filter(|a| !is_global_flag(a)).cloned().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn global_flags_go_wherever_they_are_and_php_pm_commands_parse() {
+        let rest = subcommand_args(&args(&["ppm", "-vv", "start", "app", "-q", "--workers=2"]));
+        assert_eq!(rest, args(&["app", "--workers=2"]));
+        let cli = Cli::try_parse_from(args(&["ppm", "reload", "/srv/app", "-v"])).unwrap();
+        assert_eq!(cli.verbose, 1);
+        assert!(
+            matches!(cli.command, Command::Restart { ref control, .. } if control.target.as_deref() == Some("/srv/app"))
+        );
+        let cli = Cli::try_parse_from(args(&["ppm", "-q", "stop", "-c", "ppm.json"])).unwrap();
+        assert!(cli.quiet);
+        assert!(
+            matches!(cli.command, Command::Stop { ref control, .. } if control.config.is_some())
+        );
+    }
+}
