@@ -78,6 +78,6 @@ pub async fn ensure_control_plane(
     };
     Err(Error::Control {
         addr: client.addr.clone(),
-        message: format!("{what}; nothing was sent to it{hint}"),
+        message: format!("{what}; nothing that changes state was sent to it{hint}"),
     })
 }
