@@ -39,6 +39,34 @@ impl PidFile {
 /// What `ppm start --check` asks: could `create` succeed? Leaves no file
 /// behind that was not there.
 pub fn check(path: &Path) -> Result<(), Error> {
+    // A missing directory is left to `create`; here it is enough that the
+    // nearest existing ancestor is a directory ppm may create it in.
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        let existing = dir
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        let usable = existing.is_dir()
+            && nix::unistd::access(
+                existing,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .is_ok();
+        if !usable {
+            return Err(Error::PidFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot create its directory {}: {} is not a writable directory",
+                    dir.display(),
+                    existing.display()
+                ),
+            });
+        }
+        return Ok(());
+    }
     let existed = path.exists();
     let held = lock(path)?;
     if !existed {
@@ -113,7 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".ppm/ppm.pid");
         check(&path).unwrap();
-        assert!(!path.exists(), "check created no file");
+        assert!(!path.parent().unwrap().exists(), "check created nothing");
         let held = PidFile::create(&path).unwrap();
         let err = check(&path).unwrap_err().to_string();
         assert!(err.contains("another ppm master"), "{err}");
