@@ -129,9 +129,15 @@ pub struct StartOptions {
     /// Seconds a worker lives before it is replaced (0 = forever).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_seconds_or_off)]
     pub ttl: f64,
-    /// MB of PHP memory or RSS after which a worker is replaced (0 = no limit).
+    /// MB of PHP memory (memory_get_usage, as PHP-PM means it) after which
+    /// a worker is replaced (0 = no limit).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = parse_mb_or_off)]
     pub memory_limit: u64,
+    /// MB of resident memory (RSS, as the kernel counts it: PHP's heap plus
+    /// code, opcache and libraries) after which a worker is replaced
+    /// (0 = no limit).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = parse_mb_or_off)]
+    pub rss_limit: u64,
     /// Percent by which --max-requests and --ttl are lowered at random per
     /// worker, so workers do not all recycle together.
     #[arg(long, default_value_t = 10.0)]
@@ -302,6 +308,7 @@ impl StartOptions {
             max_requests: self.max_requests,
             ttl: seconds(self.ttl),
             memory_limit: (self.memory_limit > 0).then_some(self.memory_limit * 1024 * 1024),
+            rss_limit: (self.rss_limit > 0).then_some(self.rss_limit * 1024 * 1024),
             jitter: self.recycle_jitter / 100.0,
         }
     }

@@ -111,6 +111,9 @@ impl StartOptions {
         if self.memory_limit > 1024 * 1024 {
             errors.push(invalid("memory-limit", "is in MB; at most 1048576"));
         }
+        if self.rss_limit > 1024 * 1024 {
+            errors.push(invalid("rss-limit", "is in MB; at most 1048576"));
+        }
     }
 
     /// Adds the problems of the front door's options (limits, TLS, spool).
