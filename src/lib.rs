@@ -21,6 +21,7 @@ pub mod control_guard;
 pub mod error;
 pub mod fdlimit;
 pub mod forwarding;
+pub mod fpm_status;
 pub mod guard;
 pub mod http1;
 pub mod linger;
