@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod php;
 pub mod pidfile;
 pub mod pool;
+pub mod privileges;
 pub mod reload;
 pub mod rolling;
 pub mod rundir;
@@ -43,6 +44,7 @@ pub mod systemd;
 pub mod tls;
 pub mod token;
 pub mod worker;
+pub mod worker_env;
 
 pub use error::Error;
 
