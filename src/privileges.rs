@@ -114,6 +114,28 @@ pub fn hand_over(dir: &Path, run_as: RunAs, keep: &Path) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Checks that the process listening on a worker `socket` in the run
+/// directory runs as the directory's owner (the workers' user). Under
+/// `--user` a worker owns the directory, so it could replace its socket
+/// with a link to another one (a root daemon's); the master, as root,
+/// would follow the link and forward requests there.
+pub fn check_peer(stream: &tokio::net::UnixStream, socket: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let peer = stream.peer_cred()?.uid();
+    let dir = socket.parent().unwrap_or(socket);
+    let owner = std::fs::metadata(dir)?.uid();
+    if peer == owner {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} is served by uid {peer}, not by the workers' uid {owner}; not connecting",
+            socket.display()
+        ),
+    ))
+}
+
 /// Switches the calling (forked, single-threaded) process to `run_as`:
 /// no supplementary groups, then the group, then the user. For
 /// `pre_exec`: only system calls, no allocation.
@@ -127,6 +149,23 @@ pub fn switch(run_as: RunAs) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_socket_served_by_another_uid_than_the_directorys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("w.sock");
+        let _listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        check_peer(&stream, &socket).unwrap();
+        if !Uid::effective().is_root() {
+            return;
+        }
+        // The directory handed to nobody, the socket still served by root.
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        let err = check_peer(&stream, &socket).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("uid 0"), "{err}");
+    }
 
     #[test]
     fn no_user_means_no_switch_and_a_group_alone_is_refused() {
