@@ -162,7 +162,11 @@ fn workers_run_as_nobody_behind_a_privileged_port() {
         &fixture("privileges"),
         2,
         free_ports(1),
-        &["--user=nobody", &format!("--worker-port={}", port + 1)],
+        &[
+            "--user=nobody",
+            &format!("--worker-port={}", port + 1),
+            "--body-buffer-size=1024",
+        ],
     );
     // start_args puts the balancer next to the control port: move it below 1024.
     let args: Vec<String> = args
@@ -216,6 +220,23 @@ fn workers_run_as_nobody_behind_a_privileged_port() {
         master.get(&format!("/read?path={}", path_str(&secret))),
         (403, "unreadable".into())
     );
+
+    // A body spooled to disk by the master (past --body-buffer-size)
+    // reaches PHP whole, as an upload the worker can read.
+    let upload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "file",
+        reqwest::blocking::multipart::Part::bytes(upload.clone()).file_name("big.bin"),
+    );
+    let answer = http()
+        .post(format!("http://127.0.0.1:{port}/upload"))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let digest = sha1_smol::Sha1::from(&upload).digest().to_string();
+    assert_eq!(answer, format!("200000 {digest}"));
 
     // The run directory is the workers' user's alone: a third user cannot
     // reach the worker sockets, which are there and work for the master.
