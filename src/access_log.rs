@@ -254,7 +254,7 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 }
 
 /// `10/Oct/2000:13:55:36 +0000`
-fn clf_time(time: SystemTime) -> String {
+pub(crate) fn clf_time(time: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];

@@ -89,6 +89,7 @@ pub fn router(state: Arc<ControlState>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/fpm-status", get(crate::fpm_status::handler))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stop", post(stop))

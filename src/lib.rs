@@ -21,6 +21,7 @@ pub mod control_guard;
 pub mod error;
 pub mod fdlimit;
 pub mod forwarding;
+pub mod fpm_status;
 pub mod guard;
 pub mod http1;
 pub mod identify;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod php;
 pub mod pidfile;
 pub mod pool;
+pub mod privileges;
 pub mod reload;
 pub mod rolling;
 pub mod rundir;
@@ -45,6 +47,7 @@ pub mod target;
 pub mod tls;
 pub mod token;
 pub mod worker;
+pub mod worker_env;
 
 pub use error::Error;
 

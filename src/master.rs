@@ -50,6 +50,7 @@ pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
 }
 
 pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+    let run_as = crate::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
     let app_dir = app
         .dir
         .canonicalize()
@@ -58,9 +59,14 @@ pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec
         .ok_or_else(|| Error::AppDir(app.dir.clone()))?;
     let php = PhpBinary::locate(app.cgi_path.as_deref())?;
     let entry = runtime::install(run_dir).map_err(Error::RunDir)?;
+    if let Some(run_as) = run_as {
+        let lock = run_dir.join(crate::rundir::LOCK);
+        crate::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
+    }
     Ok(WorkerSpec {
         php,
         entry,
+        run_as,
         app: app.clone(),
         app_dir,
     })

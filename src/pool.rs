@@ -268,6 +268,8 @@ pub struct Pool {
     pub(crate) surge: Arc<Semaphore>,
     /// Debug mode: where files workers report as included go.
     included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    /// What php-fpm's status page counts (`/fpm-status`).
+    pub(crate) fpm: crate::fpm_status::PoolCounters,
 }
 
 /// Where and how the pool runs its workers.
@@ -350,6 +352,7 @@ impl Pool {
             draining: AtomicBool::new(false),
             surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
             included_files: config.included_files.clone(),
+            fpm: crate::fpm_status::PoolCounters::new(config.max_queue),
         });
         if let Some(limit) = config.max_execution_time {
             tokio::spawn(kill_stuck_finishers(Arc::downgrade(&pool), limit));
@@ -429,6 +432,8 @@ impl Pool {
             shared.next_waiter += 1;
             let (tx, rx) = oneshot::channel();
             shared.waiters.push_back(Waiter { id, slot, tx });
+            self.fpm
+                .queued(shared.waiters.len(), shared.idle.is_empty());
             (id, rx)
         };
         // Leaves the queue when the request gives up or its client goes.
@@ -454,6 +459,7 @@ impl Pool {
         let slot = &mut shared.slots[s];
         transition(slot, SlotState::Busy);
         slot.leased = true;
+        self.fpm.leased();
         Lease {
             pool: self.clone(),
             slot: s,
@@ -1032,6 +1038,7 @@ impl Lease {
         let (pool, slot, generation) = (self.pool.clone(), self.slot, self.generation);
         SlowTimer(tokio::spawn(async move {
             tokio::time::sleep(after).await;
+            pool.fpm.slow_request();
             pool.command(slot, SlotCommand::Backtrace { generation });
         }))
     }
@@ -1059,6 +1066,7 @@ impl Drop for SlowTimer {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.pool.fpm.released();
         if let Some(conn) = self.conn.take() {
             let reusable = self.completed || !self.sent;
             self.pool

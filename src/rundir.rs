@@ -23,7 +23,7 @@ use crate::Error;
 /// The prefix of run directories in the temporary directory.
 const PREFIX: &str = "ppm-";
 /// The lock file its master holds.
-const LOCK: &str = "master.lock";
+pub(crate) const LOCK: &str = "master.lock";
 
 /// A run directory this process owns; dropping it removes it.
 pub struct RunDir {
@@ -73,8 +73,14 @@ pub fn remove_stale(parent: &Path) -> Vec<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
         let path = entry.path();
+        // A directory handed to the workers' user (`--user`) is still
+        // ours when its lock file is.
+        let owned = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == uid);
         let ours = entry.file_name().to_string_lossy().starts_with(PREFIX)
-            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+            && (owned(&path)
+                || std::fs::symlink_metadata(path.join(LOCK))
+                    .is_ok_and(|m| m.is_file() && m.uid() == uid));
         if !ours {
             continue;
         }

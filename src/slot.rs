@@ -936,6 +936,7 @@ fn backoff(failures: u32) -> Duration {
 /// Opens an HTTP/1.1 connection to a worker's private socket.
 async fn connect(socket: &std::path::Path) -> std::io::Result<WorkerConn> {
     let stream = tokio::net::UnixStream::connect(socket).await?;
+    crate::privileges::check_peer(&stream, socket)?;
     let (sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

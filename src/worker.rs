@@ -41,6 +41,8 @@ pub struct WorkerSpec {
     pub app: AppOptions,
     /// Absolute application directory.
     pub app_dir: PathBuf,
+    /// The user and group workers run as (`--user`), if not the master's.
+    pub run_as: Option<crate::privileges::RunAs>,
 }
 
 /// Where a worker serves HTTP.
@@ -112,6 +114,14 @@ impl Worker {
         let mut cmd_keep: Vec<OwnedFd> = Vec::new();
 
         let mut cmd = Command::new(&spec.php.path);
+        if let Some(run_as) = spec.run_as {
+            // SAFETY: only system calls between fork and exec. This runs
+            // before `spawn_tied` sets the parent-death signal, which a
+            // change of credentials would clear.
+            unsafe {
+                cmd.pre_exec(move || crate::privileges::switch(run_as));
+            }
+        }
         for setting in [
             "max_execution_time=0",
             "output_buffering=0",
@@ -148,6 +158,7 @@ impl Worker {
         {
             cmd.env_remove(var);
         }
+        crate::worker_env::apply(&mut cmd, &spec.app.env, spec.app.clear_env);
         if spec.php.is_cgi {
             // php-cgi cannot open fd 3 (php://fd is CLI-only), so the
             // control channel is its stdin. Without -q, php-cgi does not

@@ -51,6 +51,22 @@ pub struct AppOptions {
     /// php.ini setting passed to every worker as KEY=VALUE (repeatable).
     #[arg(long = "php-ini", value_name = "KEY=VALUE")]
     pub php_ini: Vec<String>,
+    /// Run workers as this user (name or uid); the master must be root.
+    #[arg(long, value_name = "USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group of the workers (name or gid; default: --user's group).
+    #[arg(long, value_name = "GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Environment variable for every worker as KEY=VALUE (repeatable);
+    /// a value `$NAME` takes the master's NAME.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Workers get only PATH, PHPRC, PHP_INI_SCAN_DIR and --env, not the
+    /// master's environment (php-fpm's clear_env).
+    #[arg(long)]
+    pub clear_env: bool,
 }
 
 /// Options of `ppm start`.

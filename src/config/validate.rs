@@ -219,6 +219,13 @@ impl AppOptions {
                 _ => errors.push(invalid("php-ini", format!("{setting:?} is not KEY=VALUE"))),
             }
         }
+        for bad in self
+            .env
+            .iter()
+            .filter(|s| crate::worker_env::parse(s).is_none())
+        {
+            errors.push(invalid("env", format!("{bad:?} is not KEY=VALUE")));
+        }
     }
 }
 

@@ -515,3 +515,29 @@ pub fn start_args(app: &Path, workers: u16, base: u16, extra: &[&str]) -> Vec<St
     args.extend(extra.iter().map(|a| a.to_string()));
     args
 }
+
+/// Runs a Python `script` with `input` on its stdin and parses the JSON it
+/// prints; a failing script fails the test with `what` and its stderr.
+pub fn python_json(script: &str, input: &str, what: &str) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{input}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
