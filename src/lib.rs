@@ -20,6 +20,7 @@ pub mod http1;
 pub mod logging;
 pub mod master;
 pub mod metrics;
+pub mod native;
 pub mod php;
 pub mod pidfile;
 pub mod pool;
