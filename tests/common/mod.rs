@@ -2,6 +2,8 @@
 //! of its own, and checks that nothing is left running afterwards.
 #![allow(dead_code)]
 
+pub mod native;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
