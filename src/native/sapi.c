@@ -276,6 +276,7 @@ static int request_startup(void)
     zend_execute_data *caller = EG(current_execute_data);
     EG(current_execute_data) = NULL;
     PG(during_request_startup) = 1;
+    clear_last_error(); /* before sapi_activate(), whose warnings count */
     zend_try {
         php_output_activate();
         PG(header_is_being_sent) = 0;
@@ -295,7 +296,6 @@ static int request_startup(void)
         } else if (PG(implicit_flush)) {
             php_output_set_implicit_flush(1);
         }
-        clear_last_error();
         reset_superglobals();
         call_module("session", 1);
         call_module("filter", 1);

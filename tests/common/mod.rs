@@ -2,6 +2,7 @@
 //! of its own, and checks that nothing is left running afterwards.
 #![allow(dead_code)]
 
+pub mod fpm;
 pub mod native;
 
 use std::io::Read;
