@@ -174,3 +174,32 @@ fn the_worker_exits_when_the_master_end_closes_while_idle() {
     });
     assert!(exited.is_some(), "the worker outlived its master's socket");
 }
+
+#[test]
+fn sigusr1_gets_the_php_backtrace_of_the_running_request() {
+    let mut worker = Worker::spawn();
+    assert_eq!(worker.next_quiet(), ToMaster::Ready);
+    worker.get("/spin?ms=3000");
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let trace = loop {
+        match worker.next_quiet() {
+            ToMaster::Backtrace(trace) => break trace,
+            ToMaster::End { .. } => panic!("the request ended without a backtrace"),
+            _ => {}
+        }
+    };
+    assert!(trace.contains("fixtures/native/app.php on line"), "{trace}");
+    assert!(trace.contains("ppm_handle_request()"), "{trace}");
+    // The request goes on and ends normally.
+    loop {
+        if let ToMaster::End { outcome, .. } = worker.next_quiet() {
+            assert_eq!(outcome, Outcome::Normal);
+            break;
+        }
+    }
+}

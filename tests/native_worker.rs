@@ -298,3 +298,52 @@ fn the_worker_stops_on_sigterm() {
         server.log_text()
     );
 }
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn a_60_mb_upload_streams_into_php_s_temp_file_without_being_held_in_memory() {
+    let server = start(&[
+        "--php-ini",
+        "upload_max_filesize=100M",
+        "--php-ini",
+        "post_max_size=100M",
+    ]);
+    for _ in 0..20 {
+        get(&server, "/");
+    }
+    let (idle, _) = rss_kib(server.pid());
+    let data: Vec<u8> = (0..60 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let digest = sha1_smol::Sha1::from(&data).digest().to_string();
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "f",
+        reqwest::blocking::multipart::Part::bytes(data).file_name("big.bin"),
+    );
+    let upload: Value = http()
+        .post(server.url("/upload"))
+        .multipart(form)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(upload["is_uploaded"], true, "{upload}");
+    assert_eq!(upload["sha1"], digest.as_str(), "{upload}");
+    let (_, peak) = rss_kib(server.pid());
+    assert!(
+        peak < idle * 2,
+        "peak RSS {peak} KiB during a 60 MB upload, idle {idle} KiB: the body was held in memory"
+    );
+}

@@ -266,6 +266,14 @@ pub unsafe extern "C" fn ppm_rs_boot_error(msg: *const c_char, len: usize) {
     with_io((), |state| state.io.boot_error(&text))
 }
 
+/// # Safety
+/// `text` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ppm_rs_backtrace(text: *const c_char, len: usize) {
+    let text = unsafe { lossy(text, len) };
+    with_io((), |state| state.io.backtrace(&text))
+}
+
 #[no_mangle]
 pub extern "C" fn ppm_rs_script_ended(outcome: c_int) {
     let outcome = Outcome::from_u8(outcome as u8).unwrap_or(Outcome::Fatal);
@@ -304,7 +312,7 @@ unsafe fn lossy(ptr: *const c_char, len: usize) -> String {
 
 /// Keeps the callbacks in the link: the C archive that calls them comes
 /// after the Rust code in the linker's order.
-pub(crate) fn keep_callbacks() -> [*const (); 10] {
+pub(crate) fn keep_callbacks() -> [*const (); 11] {
     [
         ppm_rs_next_request as *const (),
         ppm_rs_read_body as *const (),
@@ -316,5 +324,6 @@ pub(crate) fn keep_callbacks() -> [*const (); 10] {
         ppm_rs_boot_error as *const (),
         ppm_rs_script_ended as *const (),
         ppm_rs_set_script as *const (),
+        ppm_rs_backtrace as *const (),
     ]
 }

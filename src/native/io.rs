@@ -191,6 +191,12 @@ impl WorkerIo {
         ToMaster::Log(line.to_string()).encode(&mut self.out);
     }
 
+    /// The PHP backtrace the master asked for (SIGUSR1); written at once.
+    pub fn backtrace(&mut self, trace: &str) -> Result<(), IoError> {
+        ToMaster::Backtrace(trace.to_string()).encode(&mut self.out);
+        self.flush()
+    }
+
     /// The bootstrap failed; written at once.
     pub fn boot_error(&mut self, message: &str) -> Result<(), IoError> {
         ToMaster::BootError(message.to_string()).encode(&mut self.out);

@@ -90,6 +90,8 @@ void ppm_rs_end_response(int flags, int outcome);
 void ppm_rs_log(const char *msg, size_t len);
 /* The worker script could not boot the application. */
 void ppm_rs_boot_error(const char *msg, size_t len);
+/* The PHP backtrace of the running code, asked for with SIGUSR1. */
+void ppm_rs_backtrace(const char *text, size_t len);
 /* The worker script ended (it restarts unless `stopping`). */
 void ppm_rs_script_ended(int outcome);
 /* Document root and script name for $_SERVER, set once after bootstrap. */

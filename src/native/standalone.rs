@@ -288,6 +288,9 @@ async fn handle(
                 Ok(Some(ToMaster::End { .. })) => tx = None,
                 Ok(Some(ToMaster::Ready)) => break,
                 Ok(Some(ToMaster::Log(line))) => tracing::warn!("[worker] {line}"),
+                Ok(Some(ToMaster::Backtrace(trace))) => {
+                    tracing::warn!("[worker] PHP backtrace (SIGUSR1):\n{trace}")
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return,
             }

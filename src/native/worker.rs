@@ -1,5 +1,6 @@
 //! `ppm php-worker`: a worker process hosting PHP, driven by a master
-//! over the frame socket it inherits.
+//! over the frame socket it inherits. SIGUSR1 asks it for the PHP
+//! backtrace of what it runs (a `Backtrace` frame).
 //!
 //! The worker ends when the master's end of the socket closes, even in
 //! the middle of a request: a thread polls the socket for the hang-up and
