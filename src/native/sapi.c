@@ -484,6 +484,7 @@ PHP_FUNCTION(ppm_handle_request)
         RETURN_FALSE;
     }
     ppm.have_stats = 0;
+    backtrace_wanted = 0; /* asked while idle: there was nothing to show */
     if (request_startup() == FAILURE) {
         /* A bailout in startup (e.g. session.auto_start with a broken
          * handler): answer what PHP has, continue. */

@@ -153,15 +153,23 @@ enum FrontError {
 impl FrameReader {
     async fn next(&mut self) -> Result<Option<ToMaster>, FrontError> {
         loop {
-            if let Some((kind, payload, used)) = split(&self.buf)? {
-                let frame = ToMaster::parse(kind, payload)?;
-                let _ = self.buf.split_to(used);
+            if let Some(frame) = self.buffered()? {
                 return Ok(Some(frame));
             }
             if self.read.read_buf(&mut self.buf).await? == 0 {
                 return Ok(None);
             }
         }
+    }
+
+    /// The next frame if it is already read, without waiting.
+    fn buffered(&mut self) -> Result<Option<ToMaster>, FrontError> {
+        let Some((kind, payload, used)) = split(&self.buf)? else {
+            return Ok(None);
+        };
+        let frame = ToMaster::parse(kind, payload)?;
+        let _ = self.buf.split_to(used);
+        Ok(Some(frame))
     }
 }
 
@@ -229,10 +237,22 @@ async fn handle(
     };
     let mut out = Vec::with_capacity(1024);
     ToWorker::Head(head).encode(&mut out);
-    let body_writer = tokio::spawn(async move {
+    // A request whose body is already here goes out in one write; a
+    // streamed body is written by a task of its own while the response
+    // is read (PHP may answer before it read the body).
+    let body_writer = if buffered.is_some() || hyper::body::Body::is_end_stream(&body) {
         if let Some(bytes) = buffered {
             ToWorker::Body(bytes.to_vec()).encode(&mut out);
-        } else {
+        }
+        ToWorker::BodyEnd.encode(&mut out);
+        let written = writer.write_all(&out).await;
+        guard.writer = Some(writer);
+        if written.is_err() {
+            return Ok(plain(StatusCode::BAD_GATEWAY, "the worker is gone"));
+        }
+        None
+    } else {
+        Some(tokio::spawn(async move {
             if writer.write_all(&out).await.is_err() {
                 return writer;
             }
@@ -246,11 +266,11 @@ async fn handle(
                     out.clear();
                 }
             }
-        }
-        ToWorker::BodyEnd.encode(&mut out);
-        let _ = writer.write_all(&out).await;
-        writer
-    });
+            ToWorker::BodyEnd.encode(&mut out);
+            let _ = writer.write_all(&out).await;
+            writer
+        }))
+    };
 
     let (status, lines) = loop {
         match guard.reader.next().await {
@@ -263,7 +283,7 @@ async fn handle(
             }
         }
     };
-    let mut response = Response::new(ChannelBody { rx: None });
+    let mut response = Response::new(ChannelBody::default());
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for line in &lines {
@@ -271,10 +291,46 @@ async fn handle(
             response.headers_mut().append(name, value);
         }
     }
+    // Usually the whole response and the worker's Ready came in the same
+    // read: answer from the buffer, no relay task, no channel.
+    let mut collected = BytesMut::new();
+    let mut ended = false;
+    loop {
+        match guard.reader.buffered() {
+            Ok(Some(ToMaster::Body(data))) if !ended => collected.extend_from_slice(&data),
+            Ok(Some(ToMaster::End { .. })) => ended = true,
+            Ok(Some(ToMaster::Ready)) if ended => {
+                response.body_mut().first = Some(collected.freeze());
+                if let Some(writer) = body_writer {
+                    // The slot is free once the body writer hands its
+                    // half of the socket back (it has written BodyEnd).
+                    tokio::spawn(async move {
+                        if let Ok(writer) = writer.await {
+                            guard.writer = Some(writer);
+                        }
+                    });
+                }
+                return Ok(response);
+            }
+            Ok(Some(ToMaster::Ready)) => {
+                // Ready before the response end: a protocol error.
+                return Ok(plain(StatusCode::BAD_GATEWAY, "the worker is confused"));
+            }
+            Ok(Some(ToMaster::Log(line))) => tracing::warn!("[worker] {line}"),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => return Ok(plain(StatusCode::BAD_GATEWAY, "the worker is confused")),
+        }
+    }
+    if !collected.is_empty() {
+        response.body_mut().first = Some(collected.freeze());
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    response.body_mut().rx = Some(rx);
+    if !ended {
+        response.body_mut().rx = Some(rx);
+    }
     tokio::spawn(async move {
-        let mut tx = Some(tx);
+        let mut tx = (!ended).then_some(tx);
         loop {
             match guard.reader.next().await {
                 Ok(Some(ToMaster::Body(data))) => {
@@ -295,8 +351,10 @@ async fn handle(
                 Ok(None) | Err(_) => return,
             }
         }
-        if let Ok(writer) = body_writer.await {
-            guard.writer = Some(writer);
+        if let Some(writer) = body_writer {
+            if let Ok(writer) = writer.await {
+                guard.writer = Some(writer);
+            }
         }
     });
     Ok(response)
@@ -322,15 +380,19 @@ fn parse_header_line(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let (tx, rx) = mpsc::channel(1);
-    let _ = tx.try_send(Bytes::from_static(text.as_bytes()));
-    let mut response = Response::new(ChannelBody { rx: Some(rx) });
+    let mut response = Response::new(ChannelBody {
+        first: Some(Bytes::from_static(text.as_bytes())),
+        rx: None,
+    });
     *response.status_mut() = status;
     response
 }
 
-/// A response body fed by the task relaying the worker's frames.
+/// A response body: what was read with the head, then what the task
+/// relaying the worker's frames sends.
+#[derive(Default)]
 pub struct ChannelBody {
+    first: Option<Bytes>,
     rx: Option<mpsc::Receiver<Bytes>>,
 }
 
@@ -342,6 +404,9 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
         match self.rx.as_mut() {
             None => Poll::Ready(None),
             Some(rx) => rx
