@@ -15,8 +15,17 @@ fn main() {
 /// Compiles the SAPI shim and links the PHP embed library.
 fn build_shim() {
     println!("cargo:rerun-if-env-changed=PHP_CONFIG");
-    println!("cargo:rerun-if-changed=src/native/sapi.c");
-    println!("cargo:rerun-if-changed=src/native/sapi.h");
+    const SOURCES: [&str; 3] = [
+        "src/native/sapi.c",
+        "src/native/ini.c",
+        "src/native/backtrace.c",
+    ];
+    for file in SOURCES
+        .iter()
+        .chain(&["src/native/sapi.h", "src/native/sapi_parts.h"])
+    {
+        println!("cargo:rerun-if-changed={file}");
+    }
     let php_config = std::env::var("PHP_CONFIG").unwrap_or_else(|_| "php-config8.2".into());
     let includes = std::process::Command::new(&php_config)
         .arg("--includes")
@@ -31,15 +40,12 @@ fn build_shim() {
     let includes = String::from_utf8(includes.stdout).expect("php-config prints UTF-8");
     let mut build = cc::Build::new();
     build
-        .file("src/native/sapi.c")
+        .files(SOURCES)
         // PHP's headers use GNU extensions (memrchr).
         .define("_GNU_SOURCE", None)
         .warnings(true)
         .extra_warnings(true)
-        .warnings_into_errors(true)
-        // PHP's own headers trip these; the shim's code does not rely on them.
-        .flag("-Wno-unused-parameter")
-        .flag("-Wno-missing-field-initializers");
+        .warnings_into_errors(true);
     for dir in includes.split_whitespace() {
         build.include(dir.trim_start_matches("-I"));
     }

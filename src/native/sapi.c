@@ -15,6 +15,7 @@
  * Socket I/O is Rust's, through the ppm_rs_* leaf callbacks (sapi.h).
  */
 #include "sapi.h"
+#include "sapi_parts.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -29,9 +30,7 @@
 #include "ext/standard/info.h"
 #include "zend_exceptions.h"
 #include "zend_ini.h"
-#include "zend_builtin_functions.h"
 #include "zend_signal.h"
-#include "zend_smart_str.h"
 
 static struct {
     const ppm_config *config;
@@ -45,7 +44,6 @@ static struct {
     size_t memory, peak;
     zend_long max_execution_time;
     zval server_base;        /* $_SERVER minus the request, from ppm_configure() */
-    HashTable *ini_snapshot; /* ini as the bootstrap left it: name => value|null */
     ppm_request current;
 } ppm;
 
@@ -139,74 +137,6 @@ static sapi_module_struct ppm_sapi = {
     .register_server_variables = ppm_register_variables,
     .log_message = ppm_log_message,
 };
-
-/* ---- ini: back to the bootstrap's values after every request ---- */
-
-static void ini_snapshot(void)
-{
-    ALLOC_HASHTABLE(ppm.ini_snapshot);
-    zend_hash_init(ppm.ini_snapshot, 8, NULL, ZVAL_PTR_DTOR, 0);
-    if (EG(modified_ini_directives)) {
-        zend_string *name;
-        zend_ini_entry *entry;
-        ZEND_HASH_FOREACH_STR_KEY_PTR(EG(modified_ini_directives), name, entry) {
-            zval value;
-            if (entry->value) {
-                ZVAL_STR_COPY(&value, entry->value);
-            } else {
-                ZVAL_NULL(&value);
-            }
-            zend_hash_add(ppm.ini_snapshot, name, &value);
-        } ZEND_HASH_FOREACH_END();
-    }
-    ppm.max_execution_time = zend_ini_long("max_execution_time", sizeof("max_execution_time") - 1, 0);
-}
-
-static void ini_snapshot_free(void)
-{
-    if (ppm.ini_snapshot) {
-        zend_hash_destroy(ppm.ini_snapshot);
-        FREE_HASHTABLE(ppm.ini_snapshot);
-        ppm.ini_snapshot = NULL;
-    }
-}
-
-/* At the deactivate stage: the runtime stage is refused by some handlers
- * once headers are sent (session.save_handler, for one). */
-static void ini_restore(void)
-{
-    if (!EG(modified_ini_directives) || !ppm.ini_snapshot) {
-        return;
-    }
-    uint32_t n = zend_hash_num_elements(EG(modified_ini_directives)), changed = 0;
-    if (n == 0) {
-        return;
-    }
-    zend_string **names = emalloc(n * sizeof(*names));
-    zend_string *name;
-    zend_ini_entry *entry;
-    ZEND_HASH_FOREACH_STR_KEY_PTR(EG(modified_ini_directives), name, entry) {
-        zval *saved = zend_hash_find(ppm.ini_snapshot, name);
-        if (saved && Z_TYPE_P(saved) == IS_STRING && entry->value &&
-            zend_string_equals(Z_STR_P(saved), entry->value)) {
-            continue;
-        }
-        if (saved && Z_TYPE_P(saved) == IS_NULL && !entry->value) {
-            continue;
-        }
-        names[changed++] = zend_string_copy(name);
-    } ZEND_HASH_FOREACH_END();
-    for (uint32_t i = 0; i < changed; i++) {
-        zval *saved = zend_hash_find(ppm.ini_snapshot, names[i]);
-        if (saved && Z_TYPE_P(saved) == IS_STRING) {
-            zend_alter_ini_entry_ex(names[i], Z_STR_P(saved), ZEND_INI_USER, ZEND_INI_STAGE_DEACTIVATE, 1);
-        } else {
-            zend_restore_ini_entry(names[i], ZEND_INI_STAGE_DEACTIVATE);
-        }
-        zend_string_release(names[i]);
-    }
-    efree(names);
-}
 
 /* ---- per-request partial startup and teardown ---- */
 
@@ -332,7 +262,7 @@ static void request_teardown(void)
     /* Left in place, the next user would see this one's session before
      * session_start(). */
     zend_hash_str_del(&EG(symbol_table), "_SESSION", sizeof("_SESSION") - 1);
-    ini_restore();
+    ppm_ini_restore();
     zend_try {
         php_output_deactivate(); /* sends the headers if nothing did */
     } zend_end_try();
@@ -383,81 +313,6 @@ static int bailout_outcome(void)
     return PPM_OUTCOME_FATAL;
 }
 
-/* ---- backtraces on SIGUSR1 ---- */
-
-/* Set by the signal handler, read between two opcodes: a backtrace can only
- * be taken safely by the VM itself, so the handler just asks for an
- * interrupt. (A request blocked inside a C call answers when it returns.) */
-static volatile sig_atomic_t backtrace_wanted;
-static void (*previous_interrupt)(zend_execute_data *execute_data);
-
-static void on_sigusr1(int signo)
-{
-    (void)signo;
-    backtrace_wanted = 1;
-    zend_atomic_bool_store_ex(&EG(vm_interrupt), true);
-}
-
-static void send_backtrace(void)
-{
-    zval trace;
-    zend_fetch_debug_backtrace(&trace, 0, DEBUG_BACKTRACE_IGNORE_ARGS, 0);
-    smart_str out = {0};
-    zend_long n = 0;
-    /* Where the code runs now; the frames below say how it got there. */
-    smart_str_appends(&out, "in ");
-    smart_str_appends(&out, zend_get_executed_filename());
-    smart_str_appends(&out, " on line ");
-    smart_str_append_long(&out, zend_get_executed_lineno());
-    smart_str_appendc(&out, '\n');
-    zval *frame;
-    ZEND_HASH_FOREACH_VAL(Z_ARRVAL(trace), frame) {
-        zval *file = zend_hash_str_find(Z_ARRVAL_P(frame), "file", sizeof("file") - 1);
-        zval *line = zend_hash_str_find(Z_ARRVAL_P(frame), "line", sizeof("line") - 1);
-        zval *class = zend_hash_str_find(Z_ARRVAL_P(frame), "class", sizeof("class") - 1);
-        zval *type = zend_hash_str_find(Z_ARRVAL_P(frame), "type", sizeof("type") - 1);
-        zval *function = zend_hash_str_find(Z_ARRVAL_P(frame), "function", sizeof("function") - 1);
-        smart_str_appendc(&out, '#');
-        smart_str_append_long(&out, n++);
-        smart_str_appendc(&out, ' ');
-        if (file && Z_TYPE_P(file) == IS_STRING) {
-            smart_str_append(&out, Z_STR_P(file));
-            smart_str_appendc(&out, '(');
-            smart_str_append_long(&out, line && Z_TYPE_P(line) == IS_LONG ? Z_LVAL_P(line) : 0);
-            smart_str_appends(&out, "): ");
-        } else {
-            smart_str_appends(&out, "[internal function]: ");
-        }
-        if (class && Z_TYPE_P(class) == IS_STRING && type && Z_TYPE_P(type) == IS_STRING) {
-            smart_str_append(&out, Z_STR_P(class));
-            smart_str_append(&out, Z_STR_P(type));
-        }
-        if (function && Z_TYPE_P(function) == IS_STRING) {
-            smart_str_append(&out, Z_STR_P(function));
-        }
-        smart_str_appends(&out, "()\n");
-    } ZEND_HASH_FOREACH_END();
-    zval_ptr_dtor(&trace);
-    smart_str_0(&out);
-    if (out.s) {
-        ppm_rs_backtrace(ZSTR_VAL(out.s), ZSTR_LEN(out.s));
-    } else {
-        ppm_rs_backtrace("", 0);
-    }
-    smart_str_free(&out);
-}
-
-static void ppm_interrupt(zend_execute_data *execute_data)
-{
-    if (backtrace_wanted) {
-        backtrace_wanted = 0;
-        send_backtrace();
-    }
-    if (previous_interrupt) {
-        previous_interrupt(execute_data);
-    }
-}
-
 /* ---- PHP functions ---- */
 
 PHP_FUNCTION(ppm_handle_request)
@@ -476,7 +331,8 @@ PHP_FUNCTION(ppm_handle_request)
         /* End the boot pseudo-request; what it set up is the baseline. */
         ppm.booted = 1;
         request_teardown();
-        ini_snapshot();
+        ppm_ini_snapshot();
+        ppm.max_execution_time = zend_ini_long("max_execution_time", sizeof("max_execution_time") - 1, 0);
     }
     zend_unset_timeout(); /* ITIMER_PROF counts CPU time, not idle time */
     if (!ppm_rs_next_request(&ppm.current, ppm.have_stats, ppm.memory, ppm.peak)) {
@@ -484,7 +340,7 @@ PHP_FUNCTION(ppm_handle_request)
         RETURN_FALSE;
     }
     ppm.have_stats = 0;
-    backtrace_wanted = 0; /* asked while idle: there was nothing to show */
+    ppm_backtrace_cancel(); /* asked while idle: there was nothing to show */
     if (request_startup() == FAILURE) {
         /* A bailout in startup (e.g. session.auto_start with a broken
          * handler): answer what PHP has, continue. */
@@ -574,6 +430,7 @@ PHP_FUNCTION(ppm_configure)
     ZEND_PARSE_PARAMETERS_END();
     zval_ptr_dtor(&ppm.server_base);
     ZVAL_COPY(&ppm.server_base, base);
+    (void)return_value; /* returns void */
     ppm_rs_set_script(ZSTR_VAL(root), ZSTR_LEN(root), ZSTR_VAL(script), ZSTR_LEN(script));
 }
 
@@ -583,6 +440,7 @@ PHP_FUNCTION(ppm_boot_error)
     ZEND_PARSE_PARAMETERS_START(1, 1)
         Z_PARAM_STR(message)
     ZEND_PARSE_PARAMETERS_END();
+    (void)return_value; /* returns void */
     ppm.boot_reported = 1;
     ppm_rs_boot_error(ZSTR_VAL(message), ZSTR_LEN(message));
 }
@@ -687,7 +545,7 @@ static int run_generation(void)
         }
         status = 2;
     }
-    ini_snapshot_free();
+    ppm_ini_free();
     zval_ptr_dtor(&ppm.server_base);
     ZVAL_UNDEF(&ppm.server_base);
     php_request_shutdown(NULL); /* flushes a request still bound: output, headers */
@@ -713,15 +571,9 @@ int ppm_php_run(const ppm_config *config)
     ZVAL_UNDEF(&ppm.server_base);
     ppm.config = config;
 
-    /* Installed before zend_signal_startup(): PHP's deferring handler
-     * chains to it outside critical sections. */
-    struct sigaction usr1;
-    memset(&usr1, 0, sizeof(usr1));
-    usr1.sa_handler = on_sigusr1;
-    sigemptyset(&usr1.sa_mask);
-    usr1.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &usr1, NULL);
-
+    /* Before zend_signal_startup(): PHP's deferring handler chains to it
+     * outside critical sections. */
+    ppm_backtrace_signal();
     zend_signal_startup();
     sapi_startup(&ppm_sapi);
     ppm_sapi.ini_entries = (char *)config->ini_entries;
@@ -742,8 +594,7 @@ int ppm_php_run(const ppm_config *config)
         return PPM_RUN_VERSION_MISMATCH;
     }
     SG(options) |= SAPI_OPTION_NO_CHDIR;
-    previous_interrupt = zend_interrupt_function;
-    zend_interrupt_function = ppm_interrupt;
+    ppm_backtrace_hook();
 
     int result;
     while ((result = run_generation()) == 0) {
