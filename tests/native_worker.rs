@@ -347,3 +347,22 @@ fn a_60_mb_upload_streams_into_php_s_temp_file_without_being_held_in_memory() {
         "peak RSS {peak} KiB during a 60 MB upload, idle {idle} KiB: the body was held in memory"
     );
 }
+
+#[test]
+fn a_location_header_redirects_like_php_fpm() {
+    let server = start(&[]);
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = client.get(server.url("/redirect")).send().unwrap();
+    assert_eq!(get.status().as_u16(), 302);
+    assert_eq!(get.headers()["location"], "/elsewhere");
+    // PHP answers 303 to other methods over HTTP/1.1.
+    let post = client
+        .post(server.url("/redirect"))
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(post.status().as_u16(), 303);
+}

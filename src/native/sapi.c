@@ -116,6 +116,17 @@ static void ppm_log_message(const char *msg, int syslog_type)
     ppm_rs_log(msg, strlen(msg));
 }
 
+/* Called at the end of sapi_activate(), which resets the protocol to
+ * HTTP/1.0: header('Location: ...') answers 303 to a POST over HTTP/1.1,
+ * as under php-fpm, only if the protocol is known. */
+static int ppm_activate(void)
+{
+    if (ppm.req_active) {
+        SG(request_info).proto_num = ppm.current.proto_num;
+    }
+    return SUCCESS;
+}
+
 static int ppm_module_startup(sapi_module_struct *module)
 {
     return php_module_startup(module, NULL);
@@ -128,6 +139,7 @@ static sapi_module_struct ppm_sapi = {
     .pretty_name = "ppm",
     .startup = ppm_module_startup,
     .shutdown = php_module_shutdown_wrapper,
+    .activate = ppm_activate,
     .ub_write = ppm_ub_write,
     .flush = ppm_flush,
     .sapi_error = php_error,
@@ -196,7 +208,6 @@ static int request_startup(void)
     SG(request_info).content_type = r->content_type.ptr;
     SG(request_info).content_length = r->content_length < 0 ? 0 : r->content_length;
     SG(request_info).path_translated = (char *)r->path_translated.ptr;
-    SG(request_info).proto_num = r->proto_num;
     php_handle_auth_data(r->authorization.ptr);
     SG(server_context) = &ppm;
     SG(sapi_headers).http_response_code = 200; /* sapi_activate() keeps the last one */
