@@ -3,8 +3,10 @@
 //! # Theory of operation
 //!
 //! Each port's accept loop (`serve`) takes a permit of the shared
-//! `--max-connections` semaphore before it accepts, so past the limit new
-//! connections wait in the kernel's backlog instead of costing memory.
+//! `--max-connections` limit before it accepts, so past the limit new
+//! connections wait in the kernel's backlog instead of costing memory;
+//! an address past its `--max-connections-per-ip` share gets a 503 at
+//! once (`conn_limit`).
 //! A connection is then TLS (the balancer port with `--tls-cert`; ALPN
 //! picks `h2` or `http/1.1`), HTTP/2 with prior knowledge (its preface is
 //! recognised on the first bytes), or HTTP/1.x. HTTP/1.x is read by ppm's
@@ -16,7 +18,10 @@
 //! A request for the health path or for a file under `--static-directory`
 //! is answered by the master (`static_files`). Anything else takes a
 //! worker and is forwarded as a normalized HTTP/1.1 request over the
-//! worker's private socket (`forwarding` builds its headers), and the
+//! worker's private socket (`forwarding` builds its headers). The exchange
+//! with the worker (`Exchange`) runs in a task of its own from the first
+//! byte written to the last byte read, so a client that hangs up never
+//! leaves a worker half-way through a request its slot counted. The
 //! response is buffered up to `RESPONSE_BUFFER` so that a slow reader
 //! releases the worker early; a longer response streams, holding the
 //! worker until its last byte has been read from it. Every answer gets an
@@ -44,6 +49,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, Record};
+use crate::conn_limit::{Admitted, ConnLimit};
 use crate::forwarding::{client_ip, strip_hop_by_hop, worker_headers, Origin, TrustedProxies};
 use crate::http1::{self, Arrival, Limits, Received, Refusal};
 use crate::metrics::Metrics;
@@ -90,7 +96,7 @@ pub struct ConnInfo {
 pub struct FrontDoor {
     pub limits: Limits,
     pub spool: Arc<SpoolConfig>,
-    pub connections: Arc<Semaphore>,
+    pub connections: Arc<ConnLimit>,
     pub tls: Option<TlsAcceptor>,
     pub static_files: Option<StaticFiles>,
     pub access_log: Option<Arc<AccessLog>>,
@@ -135,7 +141,12 @@ impl FrontDoor {
                 memory_limit: opts.body_buffer_size,
                 directory: opts.spool_directory.clone(),
             }),
-            connections: Arc::new(Semaphore::new(opts.max_connections)),
+            connections: Arc::new(ConnLimit::new(
+                opts.max_connections,
+                opts.connections_per_ip(),
+                TrustedProxies::parse(&opts.trusted_proxies)
+                    .map_err(|message| invalid("trusted-proxies", message))?,
+            )),
             tls,
             static_files,
             access_log,
@@ -159,8 +170,8 @@ pub struct Balancer {
     pub limits: Limits,
     /// Where request bodies past the memory threshold go.
     pub spool: Arc<SpoolConfig>,
-    /// `--max-connections`, shared by every port.
-    pub connections: Arc<Semaphore>,
+    /// `--max-connections` and `--max-connections-per-ip`, shared by every port.
+    pub connections: Arc<ConnLimit>,
     /// `--tls-cert`/`--tls-key`: the balancer port speaks TLS.
     pub tls: Option<TlsAcceptor>,
     /// `--static-directory`.
@@ -193,7 +204,7 @@ impl Balancer {
                 memory_limit: 1024 * 1024,
                 directory: None,
             }),
-            connections: Arc::new(Semaphore::new(10_000)),
+            connections: Arc::new(ConnLimit::new(10_000, None, TrustedProxies::default())),
             tls: None,
             static_files: None,
             access_log: None,
@@ -228,6 +239,14 @@ impl Balancer {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // So that `ppm stop <this port>` can say it is no control plane.
+        response.headers_mut().insert(
+            crate::identify::LISTENER_HEADER,
+            HeaderValue::from_static(match target {
+                Target::Any => "balancer",
+                Target::Slot(_) => "slot",
+            }),
+        );
         response
     }
 
@@ -250,7 +269,7 @@ impl Balancer {
         };
         loop {
             let permit = tokio::select! {
-                permit = self.connections.clone().acquire_owned() => match permit {
+                permit = self.connections.permit() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
@@ -269,6 +288,18 @@ impl Balancer {
                 _ = crate::until_true(&mut shutdown) => break,
             };
             let _ = stream.set_nodelay(true);
+            let permit = match self.connections.admit(peer.ip(), permit) {
+                Ok(admitted) => admitted,
+                Err(refused) => {
+                    // A TLS client could not read a plain answer: it just
+                    // sees the connection close.
+                    if tls.is_none() {
+                        let mut shutdown = shutdown.clone();
+                        tokio::spawn(async move { refused.refuse(stream, &mut shutdown).await });
+                    }
+                    continue;
+                }
+            };
             let conn = ConnInfo {
                 peer,
                 local: stream.local_addr().unwrap_or(peer),
@@ -284,7 +315,7 @@ impl Balancer {
                 .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _alive = alive;
-                let _permit: OwnedSemaphorePermit = permit;
+                let _permit: Admitted = permit;
                 this.connection(stream, conn, tls, shutdown).await;
                 this.metrics
                     .open_connections
@@ -328,7 +359,7 @@ impl Balancer {
         // anything else is HTTP/1.x.
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        let deadline = Instant::now() + self.limits.header_timeout;
+        let deadline = Instant::now() + self.limits.header_timeout.min(self.limits.request_timeout);
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
@@ -448,8 +479,10 @@ impl Balancer {
             return self.arrived(arrival, conn).await;
         }
         let mut spooled = SpoolWriter::new(self.spool.clone());
+        let deadline = received + self.limits.request_timeout;
         let failure = loop {
-            let frame = match tokio::time::timeout(self.limits.body_timeout, body.frame()).await {
+            let until = deadline.min(Instant::now() + self.limits.body_timeout);
+            let frame = match tokio::time::timeout_at(until, body.frame()).await {
                 Err(_) => {
                     break Some((
                         StatusCode::REQUEST_TIMEOUT,
@@ -683,7 +716,7 @@ impl Balancer {
         };
         for _ in 0..SEND_ATTEMPTS {
             let queued = tokio::time::Instant::now();
-            let mut lease = match self.pool.acquire(slot).await {
+            let lease = match self.pool.acquire(slot).await {
                 Ok(lease) => lease,
                 Err(err) => {
                     outcome.queue_time = Some(queued.elapsed());
@@ -700,38 +733,26 @@ impl Balancer {
             *request.headers_mut() = headers.clone();
             *request.uri_mut() = uri.clone();
             lease.begin(parts.method.as_str(), path);
-            let _slow = self.slow_request_time.map(|after| lease.slow_log(after));
-            let Some(worker) = lease.conn() else {
-                lease.unsent();
-                continue;
+            let exchange = Exchange {
+                lease,
+                request,
+                slow_request_time: self.slow_request_time,
+                max_execution_time: self.max_execution_time,
+                metrics: self.metrics.clone(),
+                what: format!("{} {path}", parts.method),
             };
-            if worker.ready().await.is_err() {
-                lease.unsent();
-                continue;
-            }
-            // Execution time counts from here: queue time is not the app's.
-            let deadline = self
-                .max_execution_time
-                .map(|limit| tokio::time::Instant::now() + limit);
-            let Some(sent) = within(deadline, worker.send_request(request)).await else {
-                return timed_out(&lease, &format!("{} {path}", parts.method));
-            };
-            match sent {
-                Ok(response) => {
-                    return respond(response, lease, deadline, self.metrics.clone()).await;
-                }
-                Err(err) if err.is_canceled() => {
-                    lease.unsent();
-                    continue;
-                }
+            // The exchange with the worker runs in a task of its own, so a
+            // client that hangs up cannot cancel it half-way: the worker
+            // would be left without the request it was counted as having,
+            // and its slot would wait for ever for it to finish.
+            match tokio::spawn(exchange.run()).await {
+                Ok(Some(response)) => return response,
+                Ok(None) => continue,
                 Err(err) => {
-                    tracing::warn!(
-                        "[slot {}] worker failed during the request: {err}",
-                        lease.slot()
-                    );
+                    tracing::error!("bug: a worker exchange ended abnormally: {err}");
                     return error_response(
                         StatusCode::BAD_GATEWAY,
-                        "The PHP worker died during the request\n",
+                        "The PHP worker exchange failed\n",
                     );
                 }
             }
@@ -741,6 +762,64 @@ impl Balancer {
             StatusCode::BAD_GATEWAY,
             "No PHP worker could take the request\n",
         )
+    }
+}
+
+/// One request's exchange with its worker: from writing the request to
+/// the last byte of the response read from the worker.
+struct Exchange {
+    lease: Lease,
+    request: Request<crate::pool::WorkerBody>,
+    slow_request_time: Option<Duration>,
+    max_execution_time: Option<Duration>,
+    metrics: Arc<Metrics>,
+    /// "METHOD /path", for the log.
+    what: String,
+}
+
+impl Exchange {
+    /// The response, or None when nothing reached the worker (its
+    /// connection had closed): the request may then go to another one.
+    async fn run(self) -> Option<Response<ProxyBody>> {
+        let Exchange {
+            mut lease,
+            request,
+            slow_request_time,
+            max_execution_time,
+            metrics,
+            what,
+        } = self;
+        let _slow = slow_request_time.map(|after| lease.slow_log(after));
+        let Some(worker) = lease.conn() else {
+            lease.unsent();
+            return None;
+        };
+        if worker.ready().await.is_err() {
+            lease.unsent();
+            return None;
+        }
+        // Execution time counts from here: queue time is not the app's.
+        let deadline = max_execution_time.map(|limit| Instant::now() + limit);
+        let Some(sent) = within(deadline, worker.send_request(request)).await else {
+            return Some(timed_out(&lease, &what));
+        };
+        match sent {
+            Ok(response) => Some(respond(response, lease, deadline, metrics).await),
+            Err(err) if err.is_canceled() => {
+                lease.unsent();
+                None
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "[slot {}] worker failed during the request: {err}",
+                    lease.slot()
+                );
+                Some(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "The PHP worker died during the request\n",
+                ))
+            }
+        }
     }
 }
 
@@ -1139,11 +1218,18 @@ fn unavailable(err: AcquireError) -> Response<ProxyBody> {
         AcquireError::QueueFull => "All workers are busy and the queue is full\n",
         AcquireError::Timeout => "No worker became free in time\n",
         AcquireError::ShuttingDown => "The server is shutting down\n",
+        AcquireError::NoWorkers => {
+            "No PHP worker can start; the error is in ppm's log and status\n"
+        }
+    };
+    let retry_after = match err {
+        AcquireError::NoWorkers => "5",
+        _ => "1",
     };
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, text);
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
     response
 }
 

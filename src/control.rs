@@ -17,10 +17,13 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::control_guard::{self, guard, sees_everything, without_query};
 use crate::metrics::{Metrics, RecentError};
 use crate::pool::{Pool, SlotState, SlotStatus};
 use crate::rolling::{RestartState, RestartStatus, Restarts};
 use crate::Error;
+
+pub use crate::status_table::render_table;
 
 /// What the control plane knows besides the pool.
 pub struct ControlState {
@@ -94,6 +97,15 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // After the guard: the page holds no data and asks for the token itself.
         .route("/", get(dashboard))
+        .route(crate::identify::PROBE_PATH, get(health))
+        .layer(axum::middleware::map_response(
+            crate::identify::mark_control,
+        ))
+        // Every route, the dashboard and unknown paths included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            control_guard::host_guard,
+        ))
         .with_state(state)
 }
 
@@ -109,79 +121,9 @@ async fn dashboard() -> impl IntoResponse {
     )
 }
 
-/// Access rules: probes are always open; with a token, every other request
-/// needs it (reads may be left open with `--control-public-read`); and a
-/// browser may only send mutating requests from the dashboard's own origin.
-async fn guard(
-    State(state): State<Arc<ControlState>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let path = request.uri().path();
-    if matches!(path, "/health" | "/ready") {
-        return next.run(request).await;
-    }
-    let mutating =
-        request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
-    let headers = request.headers();
-    if mutating && !same_origin(headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "cross-origin requests may not change the cluster\n",
-        )
-            .into_response();
-    }
-    if let Some(token) = &state.token {
-        if (mutating || !state.public_read) && !bearer_matches(headers, token) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-                "this endpoint needs Authorization: Bearer <control token>\n",
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Whether a request came from the control plane's own pages, or from a
-/// client that is no browser (no `Origin`, no cross-site fetch metadata).
-fn same_origin(headers: &axum::http::HeaderMap) -> bool {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
-        return false;
-    }
-    match (text("origin"), text("host")) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => {
-            origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"))
-                == Some(host)
-        }
-        (Some(_), None) => false,
-    }
-}
-
-fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compare in constant time: the token guards a network endpoint.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-fn cluster_status(state: &ControlState) -> ClusterStatus {
-    let slots: Vec<SlotStatus> = state.pool.status();
+async fn cluster_status(state: &ControlState) -> ClusterStatus {
+    let mut slots: Vec<SlotStatus> = state.pool.status();
+    crate::metrics::fill_missing_rss(&mut slots).await;
     let count = |s: SlotState| slots.iter().filter(|w| w.state == s).count();
     ClusterStatus {
         info: state.info.clone(),
@@ -206,15 +148,40 @@ fn cluster_status(state: &ControlState) -> ClusterStatus {
     }
 }
 
-async fn status(State(state): State<Arc<ControlState>>) -> Json<ClusterStatus> {
-    Json(cluster_status(&state))
+async fn status(
+    State(state): State<Arc<ControlState>>,
+    headers: axum::http::HeaderMap,
+) -> Json<ClusterStatus> {
+    let mut status = cluster_status(&state).await;
+    if !sees_everything(&state, &headers) {
+        redact_queries(&mut status);
+    }
+    Json(status)
+}
+
+/// Leaves only the paths of running and failed requests, for readers
+/// without the token.
+fn redact_queries(status: &mut ClusterStatus) {
+    for worker in &mut status.workers {
+        if let Some(serde_json::Value::String(path)) = worker
+            .get_mut("current_request")
+            .and_then(|r| r.get_mut("path"))
+        {
+            *path = without_query(path).to_string();
+        }
+    }
+    for error in &mut status.recent_errors {
+        error.path = without_query(&error.path).to_string();
+    }
 }
 
 async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     let master_rss = crate::metrics::process_rss(std::process::id()).await;
+    let mut slots = state.pool.status();
+    crate::metrics::fill_missing_rss(&mut slots).await;
     let text = state
         .metrics
-        .render(&state.pool.status(), state.pool.queue_len(), master_rss);
+        .render(&slots, state.pool.queue_len(), master_rss);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -354,23 +321,30 @@ impl ControlClient {
 
     /// Makes one HTTP request to the control plane; returns status and body.
     pub async fn call(&self, method: &str, path: &str) -> Result<(u16, Bytes), Error> {
-        let (code, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
+        let (code, _, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
         if code == 401 {
-            return Err(self.fail(format!(
-                "{method} {path} needs the control token: pass --control-token or set PPM_CONTROL_TOKEN"
-            )));
+            return Err(self.fail(match self.token {
+                Some(_) => format!(
+                    "{method} {path}: the control token was wrong (the master refused it); \
+                     check --control-token-file, --control-token, PPM_CONTROL_TOKEN or the token in ppm.json"
+                ),
+                None => format!(
+                    "{method} {path} needs the control token: pass --control-token-file or --control-token, or set PPM_CONTROL_TOKEN"
+                ),
+            }));
         }
         Ok((code, body))
     }
 }
 
-/// Makes one HTTP request to a control plane and returns status and body.
-async fn call(
+/// Makes one HTTP request to a control plane and returns status, headers
+/// and body.
+pub(crate) async fn call(
     addr: &str,
     token: Option<&str>,
     method: &str,
     path: &str,
-) -> Result<(u16, Bytes), Error> {
+) -> Result<(u16, hyper::HeaderMap, Bytes), Error> {
     let fail = |message: String| Error::Control {
         addr: addr.to_string(),
         message,
@@ -398,13 +372,14 @@ async fn call(
         .map_err(|_| fail("no answer within 30 s".into()))?
         .map_err(|e| fail(e.to_string()))?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| fail(e.to_string()))?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, headers, body))
 }
 
 /// `ppm status`: prints the cluster as a table, or its JSON; with
@@ -438,100 +413,6 @@ pub async fn print_status(client: &ControlClient, json: bool, watch: bool) -> Re
     }
 }
 
-/// The human-readable form of a status.
-pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
-    let mut out = format!(
-        "ppm master {} · {} · bridge {} ({}) · balancer {} · up {}s\n",
-        status.info.master_pid,
-        status.info.app_dir.display(),
-        status.info.bridge,
-        status.info.bootstrap,
-        status.info.balancer,
-        status.uptime_seconds
-    );
-    out.push_str(&format!(
-        "workers: {} total, {} ready, {} busy · queue {} · {} requests{}\n\n",
-        status.total_workers,
-        status.ready_workers,
-        status.busy_workers,
-        status.queue_length,
-        status.requests_total,
-        if status.shutting_down {
-            " · shutting down"
-        } else {
-            ""
-        }
-    ));
-    let header = [
-        "SLOT",
-        "PORT",
-        "STATE",
-        "PID",
-        "REQUESTS",
-        "MEMORY",
-        "RESTARTS",
-        "LAST ERROR",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for w in &status.workers {
-        let text = |key: &str| match &w[key] {
-            serde_json::Value::Null => "-".to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let memory = w["memory_bytes"].as_u64().unwrap_or(0);
-        let last_error = text("last_error")
-            .lines()
-            .next()
-            .unwrap_or("-")
-            .chars()
-            .take(80)
-            .collect();
-        rows.push(vec![
-            text("slot"),
-            text("port"),
-            text("state"),
-            text("pid"),
-            text("requests"),
-            format!("{:.1} MiB", memory as f64 / 1048576.0),
-            text("restarts"),
-            last_error,
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(column, (cell, w))| {
-                let padded = format!("{cell:<w$}");
-                match (colour, column) {
-                    (true, 2) => paint_state(cell, padded),
-                    _ => padded,
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Colours a state cell for a terminal: green serving, yellow changing,
-/// red failing.
-fn paint_state(state: &str, padded: String) -> String {
-    let code = match state {
-        "ready" | "busy" => "32",
-        "starting" | "draining" | "stopping" | "exited" => "33",
-        "backoff" | "failed" => "31",
-        _ => return padded,
-    };
-    format!("\x1b[{code}m{padded}\x1b[0m")
-}
-
 /// `ppm stop`: asks the master to stop and waits until it has exited.
 pub async fn stop_master(client: &ControlClient, timeout: Duration) -> Result<(), Error> {
     let addr = client.addr.as_str();
@@ -554,53 +435,4 @@ pub async fn stop_master(client: &ControlClient, timeout: Duration) -> Result<()
             timeout.as_secs()
         ),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, HeaderValue::from_static(v));
-        }
-        map
-    }
-
-    #[test]
-    fn only_the_dashboards_own_origin_may_post() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:5500")])));
-        assert!(same_origin(&headers(&[
-            ("host", "127.0.0.1:5500"),
-            ("origin", "http://127.0.0.1:5500")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "127.0.0.1:5500"),
-            ("origin", "http://evil.test")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "127.0.0.1:5500"),
-            ("sec-fetch-site", "cross-site")
-        ])));
-    }
-
-    #[test]
-    fn the_bearer_token_must_match_exactly() {
-        let token = "0123456789abcdef";
-        assert!(bearer_matches(
-            &headers(&[("authorization", "Bearer 0123456789abcdef")]),
-            token
-        ));
-        assert!(!bearer_matches(
-            &headers(&[("authorization", "Bearer 0123456789abcdeX")]),
-            token
-        ));
-        assert!(!bearer_matches(
-            &headers(&[("authorization", "Bearer 0123")]),
-            token
-        ));
-        assert!(!bearer_matches(&headers(&[]), token));
-    }
 }

@@ -3,7 +3,10 @@
 //! the master's private `X-Ppm-*`) set by the master. Forwarding headers a
 //! client sent are believed only when the client is a trusted proxy
 //! (`--trusted-proxies`); from anyone else they are replaced by what the
-//! master saw, so no client can spoof its address or scheme.
+//! master saw, so no client can spoof its address or scheme. What a
+//! trusted proxy says is applied, so the app need not trust anyone: the
+//! client's address becomes `REMOTE_ADDR`, its scheme `HTTPS`, and its
+//! host and port `Host` and `SERVER_PORT` (`public_authority`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -110,8 +113,11 @@ pub fn worker_headers(
     let proto = first("x-forwarded-proto")
         .filter(|p| p == "http" || p == "https")
         .unwrap_or_else(|| if origin.tls { "https" } else { "http" }.to_string());
-    let forwarded_port = first("x-forwarded-port").filter(|p| p.parse::<u16>().is_ok());
-    let forwarded_host = first("x-forwarded-host");
+    let forwarded = Forwarded {
+        proto: first("x-forwarded-proto").is_some(),
+        port: first("x-forwarded-port").and_then(|p| p.parse::<u16>().ok()),
+        host: first("x-forwarded-host"),
+    };
     let request_id = first("x-request-id")
         .filter(|id| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or(generated_id);
@@ -122,6 +128,10 @@ pub fn worker_headers(
         0
     };
 
+    let raw_target = origin
+        .uri
+        .path_and_query()
+        .and_then(|p| crate::target::raw_for(client, p.as_str()));
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
@@ -143,7 +153,22 @@ pub fn worker_headers(
             headers.insert(header::HOST, value);
         }
     }
-    let host = forwarded_host.or_else(|| {
+    let public = from_proxy
+        .then(|| {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            public_authority(host, &forwarded, &proto, origin.local.port())
+        })
+        .flatten();
+    let server_port = match &public {
+        Some((authority, port)) => {
+            if let Ok(value) = HeaderValue::from_str(authority) {
+                headers.insert(header::HOST, value);
+            }
+            *port
+        }
+        None => origin.local.port(),
+    };
+    let host = forwarded.host.clone().or_else(|| {
         headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -157,10 +182,7 @@ pub fn worker_headers(
     };
     set("x-forwarded-for", chain_text.join(", "));
     set("x-forwarded-proto", proto.clone());
-    set(
-        "x-forwarded-port",
-        forwarded_port.unwrap_or_else(|| origin.local.port().to_string()),
-    );
+    set("x-forwarded-port", server_port.to_string());
     if let Some(host) = host {
         set("x-forwarded-host", host);
     }
@@ -168,11 +190,67 @@ pub fn worker_headers(
     set("x-ppm-remote-addr", client_ip.to_string());
     set("x-ppm-remote-port", client_port.to_string());
     set("x-ppm-server-addr", origin.local.ip().to_string());
-    set("x-ppm-server-port", origin.local.port().to_string());
+    set("x-ppm-server-port", server_port.to_string());
     if proto == "https" {
         set("x-ppm-https", "on".to_string());
     }
+    if let Some(raw) = raw_target {
+        headers.insert(crate::target::RAW_TARGET, raw);
+    }
     (headers, request_id)
+}
+
+/// What a trusted proxy said about the public side of the request.
+struct Forwarded {
+    /// It sent `X-Forwarded-Proto` (a valid one decides the scheme).
+    proto: bool,
+    /// `X-Forwarded-Port`.
+    port: Option<u16>,
+    /// `X-Forwarded-Host` (the first of a list).
+    host: Option<String>,
+}
+
+/// The `Host` and port the client used, as a trusted proxy tells them,
+/// or None when it told nothing about them. The port is, first found:
+/// `X-Forwarded-Port`; with `X-Forwarded-Host`, its port or the scheme's
+/// default; `Host`'s port, unless it is `local_port` (the proxy addressed
+/// ppm itself, as nginx's default `Host: $proxy_host` does); the scheme's
+/// default (a TLS proxy on 443 sending `X-Forwarded-Proto: https`). The
+/// name is `X-Forwarded-Host`'s, else `Host`'s. This is what Symfony's
+/// `Request` reads from trusted proxies (`getPort`, `getHost`), applied
+/// here so that the app need not trust anyone: `Host` and `SERVER_PORT`
+/// then say what the client used, and URLs the app builds carry no
+/// internal port.
+fn public_authority(
+    host: Option<&str>,
+    forwarded: &Forwarded,
+    proto: &str,
+    local_port: u16,
+) -> Option<(String, u16)> {
+    use hyper::http::uri::Authority;
+    let forwarded_host = forwarded
+        .host
+        .as_deref()
+        .and_then(|h| Authority::try_from(h).ok())
+        .filter(|a| !a.as_str().contains('@'));
+    if forwarded.port.is_none() && forwarded_host.is_none() && !forwarded.proto {
+        return None;
+    }
+    let host = match forwarded_host {
+        Some(authority) => authority,
+        None => Authority::try_from(host?).ok()?,
+    };
+    let default_port = if proto == "https" { 443 } else { 80 };
+    let port = forwarded
+        .port
+        .or_else(|| host.port_u16().filter(|&port| port != local_port))
+        .unwrap_or(default_port);
+    let authority = if port == default_port {
+        host.host().to_string()
+    } else {
+        format!("{}:{port}", host.host())
+    };
+    Some((authority, port))
 }
 
 /// The chain of addresses the request passed, client first, this
@@ -315,6 +393,95 @@ mod tests {
         assert_eq!(out["x-ppm-https"], "on");
         assert_eq!(id, "abc-123");
         assert!(!out.contains_key("content-length"));
+    }
+
+    /// The worker headers of a request from `peer` with `client` headers
+    /// through the balancer port 5501.
+    fn through(peer: &str, client: &[(&str, &str)]) -> HeaderMap {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
+        let uri: hyper::Uri = "/".parse().unwrap();
+        let origin = origin(peer, &uri);
+        worker_headers(&headers(client), &origin, None, &trusted, "id".into()).0
+    }
+
+    #[test]
+    fn a_tls_proxy_on_443_makes_host_and_server_port_say_443() {
+        let proxied = [
+            ("host", "127.0.0.1:5501"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+        ];
+        let out = through("10.0.0.1:4000", &proxied);
+        assert_eq!(out["host"], "127.0.0.1");
+        assert_eq!(out["x-ppm-server-port"], "443");
+        assert_eq!(out["x-forwarded-port"], "443");
+        // The scheme alone means its default port.
+        let out = through("10.0.0.1:4000", &proxied[..2]);
+        assert_eq!(out["host"], "127.0.0.1");
+        assert_eq!(out["x-ppm-server-port"], "443");
+        // A port other than the scheme's default stays in Host.
+        let out = through(
+            "10.0.0.1:4000",
+            &[
+                ("host", "127.0.0.1:5501"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-port", "8443"),
+            ],
+        );
+        assert_eq!(out["host"], "127.0.0.1:8443");
+        assert_eq!(out["x-ppm-server-port"], "8443");
+    }
+
+    #[test]
+    fn a_forwarded_host_names_the_host_and_its_port_or_the_schemes() {
+        let out = through(
+            "10.0.0.1:4000",
+            &[
+                ("host", "backend:5501"),
+                ("x-forwarded-host", "shop.example:8080"),
+            ],
+        );
+        assert_eq!(out["host"], "shop.example:8080");
+        assert_eq!(out["x-ppm-server-port"], "8080");
+        let out = through(
+            "10.0.0.1:4000",
+            &[
+                ("host", "backend:5501"),
+                ("x-forwarded-host", "[2001:db8::1]"),
+                ("x-forwarded-proto", "https"),
+            ],
+        );
+        assert_eq!(out["host"], "[2001:db8::1]");
+        assert_eq!(out["x-ppm-server-port"], "443");
+        // A public port in Host (nginx's `$http_host`) is kept; ppm's own
+        // port there is the proxy's hop, not the client's.
+        let out = through(
+            "10.0.0.1:4000",
+            &[("host", "shop.example:8080"), ("x-forwarded-proto", "http")],
+        );
+        assert_eq!(out["host"], "shop.example:8080");
+        assert_eq!(out["x-ppm-server-port"], "8080");
+        // Nothing forwarded: the request is left as it came.
+        let out = through("10.0.0.1:4000", &[("host", "backend:5501")]);
+        assert_eq!(out["host"], "backend:5501");
+        assert_eq!(out["x-ppm-server-port"], "5501");
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_set_the_port_or_host() {
+        let out = through(
+            "192.0.2.1:4000",
+            &[
+                ("host", "127.0.0.1:5501"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-port", "443"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+        );
+        assert_eq!(out["host"], "127.0.0.1:5501");
+        assert_eq!(out["x-forwarded-port"], "5501");
+        assert_eq!(out["x-ppm-server-port"], "5501");
+        assert_eq!(out["x-forwarded-host"], "127.0.0.1:5501");
     }
 
     #[test]

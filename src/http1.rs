@@ -29,8 +29,12 @@
 //! `parse_head` for the fields), read the body (`--body-timeout` of
 //! silence allowed, `--max-body-size` enforced for `chunked` as it
 //! arrives, and before reading for `Content-Length`) into a `SpoolWriter`,
+//! all within `--request-timeout` of the request's first byte (408 past
+//! it, so a client trickling bytes cannot hold a connection for ever),
 //! call the handler, write its response, and go round again while the
-//! connection may be kept alive. While the handler runs, the socket is
+//! connection may be kept alive. A refusal is answered and the connection
+//! closed the lingering way (`linger`), so a client still writing its
+//! request reads the answer instead of a reset. While the handler runs, the socket is
 //! watched: a client that goes away cancels its request (and so leaves
 //! the worker queue).
 //!
@@ -51,6 +55,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::balancer::ProxyBody;
+use crate::linger::Linger;
 use crate::spool::{SpoolConfig, SpoolWriter, Spooled};
 
 /// Empty lines tolerated before a request line (after a previous body's
@@ -70,6 +75,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longest silence while a body is read; 408 past it.
     pub body_timeout: Duration,
+    /// From the first byte of a request to the end of its body; 408 past it.
+    pub request_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request, and
     /// the longest a response write may make no progress.
     pub idle_timeout: Duration,
@@ -85,6 +92,7 @@ impl Default for Limits {
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             max_body_size: 64 * 1024 * 1024,
         }
@@ -296,12 +304,15 @@ pub fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         }
         _ => return Err(bad("invalid HTTP version")),
     };
-    if target.is_empty() || !target.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+    // What nginx accepts: no controls, no spaces (see `target`).
+    if target.is_empty() || !target.iter().all(|&b| crate::target::is_target_byte(b)) {
         return Err(bad("invalid request target"));
     }
     if target.contains(&b'#') {
         return Err(bad("fragment in the request target"));
     }
+    let raw_target = target;
+    let target = &*crate::target::encode(raw_target);
     let parsed = Uri::try_from(target).map_err(|_| bad("invalid request target"))?;
     let mut authority = None;
     let uri = if target[0] == b'/' {
@@ -352,6 +363,12 @@ pub fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         let name = HeaderName::from_bytes(name).map_err(|_| bad("invalid header name"))?;
         let value = HeaderValue::from_bytes(value).map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
+    }
+
+    if raw_target[0] == b'/' {
+        crate::target::record_raw(&mut headers, raw_target);
+    } else {
+        crate::target::record_raw(&mut headers, &crate::target::origin_form(raw_target));
     }
 
     // Host: exactly one in HTTP/1.1 (RFC 9112 3.2), a valid authority.
@@ -763,11 +780,22 @@ pub async fn serve<IO, H, F>(
         wait = limits.idle_timeout;
         let request = match arrival {
             Arrival::Request(request) => request,
-            refused @ Arrival::Refused { .. } => {
-                let response = handler(refused).await;
+            Arrival::Refused {
+                refusal,
+                request_line,
+                received,
+            } => {
+                let linger = Linger::after(refusal.status);
+                let response = handler(Arrival::Refused {
+                    refusal,
+                    request_line,
+                    received,
+                })
+                .await;
                 let (method, version) = (Method::GET, Version::HTTP_11);
                 let _ = write_response(&mut io, response, &method, version, false, limits).await;
-                linger(&mut io).await;
+                // The client may still be sending: see `linger`.
+                crate::linger::close(&mut io, linger, &mut shutdown).await;
                 return;
             }
         };
@@ -828,7 +856,9 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
         if !buf.is_empty() && received.is_none() {
             received = Some(Instant::now());
         }
-        let deadline = received.map_or(silent_until, |at| at + limits.header_timeout);
+        let deadline = received.map_or(silent_until, |at| {
+            at + limits.header_timeout.min(limits.request_timeout)
+        });
         let read = tokio::select! {
             read = fill(io, buf, deadline) => read,
             _ = crate::until_true(shutdown), if buf.is_empty() => return None,
@@ -859,7 +889,8 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     };
     buf.advance(range.end);
 
-    let body = match read_body(io, buf, &head, limits, spool).await {
+    let deadline = received + limits.request_timeout;
+    let body = match read_body(io, buf, &head, limits, spool, deadline).await {
         Ok(body) => body,
         Err(Stop::Close) => return None,
         Err(Stop::Refuse(refusal)) => return refused(refusal),
@@ -875,30 +906,6 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     }
     Some(Arrival::Request(request))
 }
-
-/// Closes a connection after a refusal without losing the answer: the
-/// client may still be sending (an over-long head, a body past the
-/// limit), and closing a socket with unread input makes the kernel send a
-/// reset that can destroy the answer before the client reads it. So the
-/// write side is shut first and the input drained for a moment, as
-/// nginx's lingering close does.
-async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
-    if io.shutdown().await.is_err() {
-        return;
-    }
-    let mut scratch = vec![0u8; 16 * 1024];
-    let mut drained = 0;
-    let until = Instant::now() + LINGER;
-    while drained < 4 * 1024 * 1024 {
-        match tokio::time::timeout_at(until, io.read(&mut scratch)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
-            _ => return,
-        }
-    }
-}
-
-/// How long a refused connection's input is drained before it is closed.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// The request line at the start of `buf`, for the log (lossy, bounded).
 fn first_line(buf: &[u8]) -> Option<String> {
@@ -917,6 +924,7 @@ async fn read_body<IO: AsyncRead + AsyncWrite + Unpin>(
     head: &Head,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
+    deadline: Instant,
 ) -> Result<Spooled, Stop> {
     if let Framing::Length(len) = head.framing {
         if len > limits.max_body_size {
@@ -949,7 +957,7 @@ async fn read_body<IO: AsyncRead + AsyncWrite + Unpin>(
             let mut left = len;
             while left > 0 {
                 if buf.is_empty() {
-                    more(io, buf, limits.body_timeout).await?;
+                    more(io, buf, limits.body_timeout, deadline).await?;
                 }
                 let take = left.min(buf.len() as u64) as usize;
                 body.push(&buf[..take]).await.map_err(stored)?;
@@ -971,7 +979,7 @@ async fn read_body<IO: AsyncRead + AsyncWrite + Unpin>(
                         }
                         buf.advance(used);
                     }
-                    Decoded::More => more(io, buf, limits.body_timeout).await?,
+                    Decoded::More => more(io, buf, limits.body_timeout, deadline).await?,
                     Decoded::Done => {
                         buf.advance(used);
                         break;
@@ -983,13 +991,15 @@ async fn read_body<IO: AsyncRead + AsyncWrite + Unpin>(
     body.finish().await.map_err(stored)
 }
 
-/// Reads more body bytes, allowing `silence` without any.
+/// Reads more body bytes, allowing `silence` without any, and none
+/// past the request's `deadline`.
 async fn more<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
     silence: Duration,
+    deadline: Instant,
 ) -> Result<(), Stop> {
-    match fill(io, buf, Instant::now() + silence).await {
+    match fill(io, buf, deadline.min(Instant::now() + silence)).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(Stop::Close),
         Err(()) => Err(Stop::Refuse(timed_out())),

@@ -4,7 +4,9 @@
 //! per slot (`worker`, `pool`), forwards HTTP requests to idle workers
 //! (`balancer`) and answers the control plane (`control`). What clients
 //! send is read by the front door: `http1` (the strict HTTP/1 reader),
-//! `spool` (request bodies), `tls`, `static_files` and `access_log`. The
+//! `spool` (request bodies), `linger` (closing after an early answer),
+//! `conn_limit` (connections per address and in all), `tls`,
+//! `static_files` and `access_log`. The
 //! PHP side of a worker ships in `bridges/` and is embedded in the binary
 //! (`runtime`).
 
@@ -13,10 +15,16 @@ pub mod balancer;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod conn_limit;
 pub mod control;
+pub mod control_guard;
 pub mod error;
+pub mod fdlimit;
 pub mod forwarding;
+pub mod guard;
 pub mod http1;
+pub mod identify;
+pub mod linger;
 pub mod logging;
 pub mod master;
 pub mod metrics;
@@ -26,12 +34,17 @@ pub mod pidfile;
 pub mod pool;
 pub mod reload;
 pub mod rolling;
+pub mod rundir;
 pub mod runtime;
 pub mod slot;
+pub mod spawner;
 pub mod spool;
 pub mod static_files;
+pub mod status_table;
 pub mod systemd;
+pub mod target;
 pub mod tls;
+pub mod token;
 pub mod worker;
 
 pub use error::Error;

@@ -3,7 +3,6 @@
 //! down in order on SIGTERM, SIGINT or `POST /stop`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use crate::php::PhpBinary;
 use crate::pidfile::PidFile;
 use crate::pool::{Pool, PoolConfig};
 use crate::rolling::Restarts;
+use crate::rundir::RunDir;
 use crate::systemd::{Inherited, Notifier};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
 use crate::{runtime, Error};
@@ -45,14 +45,8 @@ async fn bind(
 }
 
 /// The private directory for worker sockets and the runtime files.
-pub(crate) fn make_run_dir() -> Result<tempfile::TempDir, Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("ppm-")
-        .tempdir()
-        .map_err(Error::RunDir)?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-        .map_err(Error::RunDir)?;
-    Ok(dir)
+pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
+    RunDir::create()
 }
 
 /// The application directory, absolute.
@@ -77,8 +71,17 @@ pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec
 }
 
 /// Runs the master in the foreground until it is told to stop.
-pub async fn run(opts: StartOptions) -> Result<(), Error> {
+pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     opts.validate()?;
+    if std::env::args().any(|a| a == "--control-token" || a.starts_with("--control-token=")) {
+        tracing::warn!(
+            "--control-token on the command line is visible to every local user in ps; \
+             use --control-token-file or PPM_CONTROL_TOKEN"
+        );
+    }
+    let fd_limit = crate::fdlimit::raise();
+    opts.max_connections =
+        crate::fdlimit::connections_allowed(opts.max_connections, fd_limit, opts.workers);
     let pidfile = opts.pidfile.as_deref().map(PidFile::create).transpose()?;
     let run_dir = make_run_dir()?;
     let spec = Arc::new(worker_spec(&opts.app, run_dir.path())?);
@@ -87,6 +90,9 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     // Every public socket is bound before any worker starts, so a port in
     // use fails the start with nothing left behind.
     let inherited = Inherited::from_env()?;
+    // After the inherited sockets are marked close-on-exec: the guard
+    // must not hold them.
+    crate::guard::start();
     let control_listener = bind(
         &inherited,
         opts.control_host,
@@ -120,6 +126,8 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?;
 
+    let limits = opts.limits();
+    let bootstrap_timeout = limits.bootstrap_timeout;
     let (included_tx, included_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pool, slot_tasks) = Pool::start(PoolConfig {
         spec: spec.clone(),
@@ -128,7 +136,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         max_queue: opts.max_queue,
         queue_timeout: opts.queue_timeout(),
         max_surge: opts.max_surge,
-        limits: opts.limits(),
+        limits,
         max_execution_time: opts.max_execution_time(),
         included_files: opts.app.debug.then_some(included_tx),
     });
@@ -151,6 +159,15 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (closing_tx, closing_rx) = watch::channel(false);
     tokio::spawn(restart_on_signals(restarts.clone()));
+    // In debug mode a developer fixes the code and the reload boots it; in
+    // production a cluster that cannot boot at all should fail its start.
+    let never_booted = (!opts.app.debug).then(|| {
+        tokio::spawn(stop_unless_booted(
+            pool.clone(),
+            bootstrap_timeout,
+            shutdown_tx.clone(),
+        ))
+    });
     let mut balancer = Balancer::new(
         pool.clone(),
         opts.max_body_size,
@@ -187,7 +204,7 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
         pool: pool.clone(),
         metrics: balancer.metrics.clone(),
         restarts,
-        token: opts.control_token.clone(),
+        token: opts.control_token()?,
         public_read: opts.control_public_read,
         shutdown: shutdown_tx.clone(),
         started: Instant::now(),
@@ -283,8 +300,38 @@ pub async fn run(opts: StartOptions) -> Result<(), Error> {
     }
     drop(run_dir);
     drop(pidfile);
+    if let Some(task) = never_booted {
+        if task.is_finished() && task.await.unwrap_or(false) {
+            tracing::info!("ppm stopped: no worker ever became ready");
+            return Err(Error::NeverBooted(bootstrap_timeout));
+        }
+    }
     tracing::info!("ppm stopped");
     Ok(())
+}
+
+/// Stops the master when no worker has become ready within
+/// `--bootstrap-timeout` of the start (a bridge name typo, a bootstrap that
+/// cannot work). Returns whether it did.
+async fn stop_unless_booted(
+    pool: Arc<Pool>,
+    bootstrap_timeout: Duration,
+    shutdown: watch::Sender<bool>,
+) -> bool {
+    // The last boot attempt started within the timeout ends by this time.
+    tokio::time::sleep(bootstrap_timeout + Duration::from_secs(1)).await;
+    if pool.ever_ready() {
+        return false;
+    }
+    tracing::error!(
+        "no PHP worker became ready within {bootstrap_timeout:?} (--bootstrap-timeout); stopping. {}",
+        match pool.last_boot_error() {
+            Some(_) => "The boot error is logged above.",
+            None => "No boot attempt has ended yet.",
+        }
+    );
+    shutdown.send_replace(true);
+    true
 }
 
 /// A second SIGTERM/SIGINT: end the slot tasks now. Each task owns its
@@ -355,7 +402,7 @@ pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), E
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(WorkerEvent::Ready { pid }) => {
+                Some(WorkerEvent::Ready { pid, .. }) => {
                     tracing::info!("worker {pid} serving {} on http://{listen}", spec.app_dir.display());
                     break;
                 }

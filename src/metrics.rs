@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::pool::{SlotState, SlotStatus};
 
 /// Upper bounds (seconds) of the duration histograms' buckets.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// They reach past the default queue timeout and execution limit (30 s),
+/// so slow answers are not all reported as the last bound.
+const BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 /// How many recent errors `/status` keeps.
 const RECENT_ERRORS: usize = 20;
@@ -26,6 +28,8 @@ const RECENT_ERRORS: usize = 20;
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
+    /// The longest duration seen: the upper end of the last bucket.
+    max_micros: AtomicU64,
 }
 
 impl Histogram {
@@ -36,10 +40,9 @@ impl Histogram {
             .position(|&b| seconds <= b)
             .unwrap_or(BUCKETS.len());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(
-            elapsed.as_micros().min(u64::MAX as u128) as u64,
-            Ordering::Relaxed,
-        );
+        let micros = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> (Vec<u64>, f64) {
@@ -64,7 +67,8 @@ impl Histogram {
         for (i, &count) in counts.iter().enumerate() {
             if count > 0 && (seen + count) as f64 >= rank {
                 let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
-                let upper = BUCKETS.get(i).copied().unwrap_or(lower);
+                let longest = self.max_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                let upper = BUCKETS.get(i).copied().unwrap_or(longest.max(lower));
                 let within = (rank - seen as f64) / count as f64;
                 return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
             }
@@ -317,6 +321,16 @@ pub async fn process_rss(pid: u32) -> Option<u64> {
     .flatten()
 }
 
+/// Fills in the RSS of workers that have not reported it yet (it is
+/// sampled after requests), so a worker's RSS is known from its boot.
+pub async fn fill_missing_rss(slots: &mut [crate::pool::SlotStatus]) {
+    for slot in slots.iter_mut().filter(|s| s.rss_bytes == 0) {
+        if let Some(pid) = slot.pid {
+            slot.rss_bytes = process_rss(pid).await.unwrap_or(0);
+        }
+    }
+}
+
 fn gauge_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
@@ -349,6 +363,22 @@ mod tests {
         let p50 = h.quantile(0.5).unwrap();
         assert!((0.001..=0.005).contains(&p50), "{p50}");
         assert!(Histogram::default().quantile(0.5).is_none());
+    }
+
+    #[test]
+    fn slow_answers_are_not_capped_at_ten_seconds() {
+        let h = Histogram::default();
+        for _ in 0..10 {
+            h.observe(Duration::from_secs(20));
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((10.0..=30.0).contains(&p50), "{p50}");
+        let h = Histogram::default();
+        for _ in 0..10 {
+            h.observe(Duration::from_secs(400));
+        }
+        let p99 = h.quantile(0.99).unwrap();
+        assert!((300.0..=400.0).contains(&p99), "{p99}");
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub enum SlotState {
     Ready,
     /// The worker is serving a request (or its connection is being renewed).
     Busy,
-    /// The worker finishes its current request, then stops.
+    /// The worker reached a recycle limit: it takes no more requests while
+    /// its replacement boots.
     Draining,
     /// The worker is being stopped.
     Stopping,
@@ -76,6 +77,7 @@ impl SlotState {
                 | (Ready, Busy)
                 | (Busy, Ready)
                 | (Ready | Busy, Draining)
+                | (Draining, Ready)
                 | (
                     Starting | Ready | Busy | Draining | Backoff | Failed | Exited,
                     Stopping
@@ -205,6 +207,10 @@ pub enum AcquireError {
     Timeout,
     #[error("ppm is shutting down")]
     ShuttingDown,
+    /// Every slot's last boot failed and none has a worker: waiting would
+    /// only delay the same answer.
+    #[error("no PHP worker can start")]
+    NoWorkers,
 }
 
 struct Slot {
@@ -222,13 +228,18 @@ struct Slot {
     finishing_since: Option<std::time::Instant>,
     /// A replaced worker still serving a request, and who to tell when done.
     draining: Vec<(u64, oneshot::Sender<()>)>,
+    /// The slot's last boot failed and no worker has been ready since.
+    boot_failing: bool,
+    /// The worker reached a recycle limit: once its request is over it
+    /// takes no other, until its replacement takes over.
+    retiring: bool,
     status: SlotStatus,
 }
 
 struct Waiter {
     id: u64,
     slot: Option<usize>,
-    tx: oneshot::Sender<Lease>,
+    tx: oneshot::Sender<Result<Lease, AcquireError>>,
 }
 
 struct Shared {
@@ -236,6 +247,11 @@ struct Shared {
     idle: VecDeque<usize>,
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
+    /// A worker has been ready at least once since the master started.
+    ever_ready: bool,
+    /// The last boot error logged in full, so the same PHP error from every
+    /// slot and attempt is not printed again and again.
+    logged_boot_error: Option<String>,
 }
 
 /// The worker pool: slot states, idle workers and the request queue.
@@ -293,6 +309,8 @@ impl Pool {
                 awaiting_done: 0,
                 finishing_since: None,
                 draining: Vec::new(),
+                boot_failing: false,
+                retiring: false,
                 status: SlotStatus {
                     slot,
                     port,
@@ -322,6 +340,8 @@ impl Pool {
                 idle: VecDeque::new(),
                 waiters: VecDeque::new(),
                 next_waiter: 0,
+                ever_ready: false,
+                logged_boot_error: None,
             }),
             commands: senders,
             max_queue: config.max_queue,
@@ -399,6 +419,9 @@ impl Pool {
             if let Some(s) = found {
                 return Ok(self.lease_idle(&mut shared, s));
             }
+            if shared.cannot_serve(slot) {
+                return Err(AcquireError::NoWorkers);
+            }
             if shared.waiters.len() >= self.max_queue {
                 return Err(AcquireError::QueueFull);
             }
@@ -411,12 +434,12 @@ impl Pool {
         // Leaves the queue when the request gives up or its client goes.
         let _guard = WaiterGuard { pool: self, id };
         match tokio::time::timeout(self.queue_timeout, &mut rx).await {
-            Ok(Ok(lease)) => Ok(lease),
+            Ok(Ok(lease)) => lease,
             Ok(Err(_)) => Err(AcquireError::ShuttingDown),
             Err(_) => {
                 self.remove_waiter(id);
                 // A worker may have been handed over just as time ran out.
-                rx.try_recv().map_err(|_| AcquireError::Timeout)
+                rx.try_recv().unwrap_or(Err(AcquireError::Timeout))
             }
         }
     }
@@ -457,9 +480,9 @@ impl Pool {
                 break;
             };
             let lease = self.lease_idle(shared, s);
-            match waiter.tx.send(lease) {
+            match waiter.tx.send(Ok(lease)) {
                 Ok(()) => return,
-                Err(mut lease) => {
+                Err(Ok(mut lease)) => {
                     // That client left; take the worker back unused.
                     let conn = lease.conn.take();
                     let slot = &mut shared.slots[s];
@@ -467,6 +490,7 @@ impl Pool {
                     slot.leased = false;
                     transition(slot, SlotState::Ready);
                 }
+                Err(Err(_)) => {}
             }
         }
         shared.idle.push_back(s);
@@ -507,7 +531,7 @@ impl Pool {
             slot.finishing_since = Some(std::time::Instant::now());
             if slot.awaiting_done <= 0 {
                 slot.awaiting_done = 0;
-                self.hand_over(&mut shared, s);
+                self.idle_again(&mut shared, s);
             }
         } else {
             // The worker may be fine but this connection is not; the slot
@@ -518,7 +542,7 @@ impl Pool {
     }
 
     /// Worker `generation` reported `request_done`: its terminate work and
-    /// reset are over, so it may take the next request.
+    /// reset are over, so it may take the next request (unless retiring).
     pub(crate) fn worker_done(self: &Arc<Self>, s: usize, generation: u64) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
@@ -531,6 +555,48 @@ impl Pool {
             && slot.conn.is_some()
             && slot.state == SlotState::Busy
         {
+            self.idle_again(&mut shared, s);
+        }
+    }
+
+    /// Slot `s`'s worker finished a request: it takes the next one, or,
+    /// when it is retiring, waits for its replacement.
+    fn idle_again(self: &Arc<Self>, shared: &mut Shared, s: usize) {
+        let slot = &mut shared.slots[s];
+        if slot.retiring {
+            slot.finishing_since = None;
+            if slot.state != SlotState::Draining {
+                transition(slot, SlotState::Draining);
+            }
+        } else {
+            self.hand_over(shared, s);
+        }
+    }
+
+    /// Worker `generation` reached a recycle limit: it takes no request
+    /// after the one it may be serving, until its replacement takes over.
+    pub(crate) fn retire(&self, s: usize, generation: u64) {
+        let mut shared = self.lock();
+        if shared.slots[s].generation != generation {
+            return;
+        }
+        shared.slots[s].retiring = true;
+        if shared.slots[s].state == SlotState::Ready {
+            shared.idle.retain(|&i| i != s);
+            transition(&mut shared.slots[s], SlotState::Draining);
+        }
+    }
+
+    /// The replacement of retiring worker `generation` failed to boot: the
+    /// worker serves on rather than leave the slot without one.
+    pub(crate) fn keep_serving(self: &Arc<Self>, s: usize, generation: u64) {
+        let mut shared = self.lock();
+        let slot = &mut shared.slots[s];
+        if slot.generation != generation || !slot.retiring {
+            return;
+        }
+        slot.retiring = false;
+        if slot.state == SlotState::Draining {
             self.hand_over(&mut shared, s);
         }
     }
@@ -552,6 +618,7 @@ impl Pool {
         slot.leased = false;
         slot.awaiting_done = 0;
         slot.finishing_since = None;
+        slot.retiring = false;
         transition(slot, SlotState::Starting);
         slot.status.new_worker(None, socket);
     }
@@ -571,11 +638,14 @@ impl Pool {
         }
         slot.status.pid = Some(pid);
         slot.conn = Some(conn);
+        slot.boot_failing = false;
+        shared.ever_ready = true;
+        let slot = &mut shared.slots[s];
         // After a broken connection, the worker may still be finishing
         // that request: it is idle once its `request_done` has come.
         if slot.awaiting_done <= 0 {
             slot.awaiting_done = 0;
-            self.hand_over(&mut shared, s);
+            self.idle_again(&mut shared, s);
         }
     }
 
@@ -600,7 +670,7 @@ impl Pool {
         }
         if !matches!(
             slot.state,
-            SlotState::Ready | SlotState::Busy | SlotState::Starting
+            SlotState::Ready | SlotState::Busy | SlotState::Starting | SlotState::Draining
         ) {
             transition(slot, SlotState::Starting);
         }
@@ -611,6 +681,9 @@ impl Pool {
         slot.conn = Some(conn);
         slot.status.new_worker(Some(pid), socket);
         slot.status.replacement_pid = None;
+        slot.boot_failing = false;
+        slot.retiring = false;
+        shared.ever_ready = true;
         self.hand_over(&mut shared, s);
         done_rx
     }
@@ -679,6 +752,36 @@ impl Pool {
 
     pub(crate) fn record_error(&self, s: usize, message: Option<String>) {
         self.lock().slots[s].status.last_error = message;
+    }
+
+    /// Slot `s` failed to boot a worker with PHP's error `message`. When
+    /// that leaves no slot able to serve, the queued requests are answered
+    /// at once. Returns whether the message differs from the last one
+    /// logged in full (the caller logs it in full only then).
+    pub(crate) fn boot_failed(&self, s: usize, message: &str) -> bool {
+        let mut shared = self.lock();
+        shared.slots[s].boot_failing = true;
+        shared.slots[s].status.last_error = Some(message.to_string());
+        if shared.cannot_serve(None) {
+            for waiter in std::mem::take(&mut shared.waiters) {
+                let _ = waiter.tx.send(Err(AcquireError::NoWorkers));
+            }
+        }
+        if shared.logged_boot_error.as_deref() == Some(message) {
+            return false;
+        }
+        shared.logged_boot_error = Some(message.to_string());
+        true
+    }
+
+    /// Whether a worker has been ready at least once.
+    pub fn ever_ready(&self) -> bool {
+        self.lock().ever_ready
+    }
+
+    /// The last PHP boot error of any slot, if one failed.
+    pub fn last_boot_error(&self) -> Option<String> {
+        self.lock().logged_boot_error.clone()
     }
 
     pub(crate) fn record_memory(
@@ -842,6 +945,17 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+impl Shared {
+    /// Whether no worker of the given slot (or of any slot) can serve and
+    /// each one's last boot failed: a request would wait for nothing.
+    fn cannot_serve(&self, slot: Option<usize>) -> bool {
+        let mut slots = self.slots.iter().enumerate();
+        slots.all(|(i, s)| {
+            slot.is_some_and(|want| want != i) || (!s.state.is_serving() && s.boot_failing)
+        })
+    }
 }
 
 struct WaiterGuard<'a> {

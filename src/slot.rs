@@ -45,6 +45,12 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker whose connection broke gets to show it is exiting
 /// before a new connection is opened.
 const RECONNECT_SETTLE: Duration = Duration::from_millis(100);
+/// How long the messages a worker sent just before it exited may take to
+/// arrive after its exit was seen. They end at the channel's EOF, which
+/// normally follows the exit at once; this only bounds the wait when
+/// something else still holds the worker's end, and is generous so that a
+/// loaded machine does not turn an announced `exit()` into a "crash".
+const LAST_WORDS: Duration = Duration::from_secs(5);
 /// How often a worker's RSS is read at most.
 const RSS_INTERVAL: Duration = Duration::from_secs(1);
 /// After a recycle whose replacement failed to boot, wait this long before
@@ -59,8 +65,10 @@ pub struct Limits {
     pub max_requests: u64,
     /// Lifetime of a worker.
     pub ttl: Option<Duration>,
-    /// Bytes of PHP memory or RSS after which a worker is recycled.
+    /// Bytes of PHP memory after which a worker is recycled.
     pub memory_limit: Option<u64>,
+    /// Bytes of resident memory after which a worker is recycled.
+    pub rss_limit: Option<u64>,
     /// Fraction (0..1) by which max-requests and ttl are lowered at random
     /// per worker, so workers do not all recycle together.
     pub jitter: f64,
@@ -277,12 +285,19 @@ impl SlotTask {
                 }
                 Err(message) => {
                     self.failures += 1;
-                    tracing::error!(
-                        "[{}] worker failed to boot (attempt {}): {message}",
-                        self.label(),
-                        self.failures
-                    );
-                    self.pool.record_error(self.slot, Some(message.clone()));
+                    if self.pool.boot_failed(self.slot, &message) {
+                        tracing::error!(
+                            "[{}] worker failed to boot (attempt {}): {message}",
+                            self.label(),
+                            self.failures
+                        );
+                    } else {
+                        tracing::error!(
+                            "[{}] worker failed to boot (attempt {}): the same error as above",
+                            self.label(),
+                            self.failures
+                        );
+                    }
                     let next = if self.failures >= FAILED_AFTER {
                         SlotState::Failed
                     } else {
@@ -307,8 +322,35 @@ impl SlotTask {
     ) -> Option<ExitReason> {
         let running = current.as_mut()?;
         match event {
-            None => running.events_open = false,
-            Some(WorkerEvent::Exiting { reason }) => {
+            None => {
+                running.events_open = false;
+                None
+            }
+            Some(event) => self.handle_event(running, event).await,
+        }
+    }
+
+    /// Reads what a worker that has exited still had to say (its messages
+    /// and its exit race), so that an `exit()` it announced is not taken
+    /// for a crash and its last `request_done` is not lost.
+    async fn read_last_words(&mut self, gone: &mut Running) {
+        while gone.events_open {
+            match tokio::time::timeout(LAST_WORDS, gone.events.recv()).await {
+                Ok(Some(event)) => {
+                    self.handle_event(gone, event).await;
+                }
+                Ok(None) | Err(_) => gone.events_open = false,
+            }
+        }
+    }
+
+    async fn handle_event(
+        &mut self,
+        running: &mut Running,
+        event: WorkerEvent,
+    ) -> Option<ExitReason> {
+        match event {
+            WorkerEvent::Exiting { reason } => {
                 tracing::info!(
                     "[{}] worker {} is exiting: {reason}",
                     self.label(),
@@ -316,12 +358,19 @@ impl SlotTask {
                 );
                 running.exit_reason = Some(ExitReason::Exit);
             }
-            Some(WorkerEvent::RequestDone {
+            WorkerEvent::RequestDone {
                 memory,
                 peak_memory,
-            }) => {
-                self.pool.worker_done(self.slot, running.generation);
+            } => {
                 running.requests += 1;
+                // A worker past a limit takes no further request, not even
+                // while its replacement boots: a limit is a limit. Decided
+                // before it is idle again, from what is known at once.
+                let mut reason = self.limit_reached(running, memory.max(peak_memory), None);
+                if reason.is_some() {
+                    self.pool.retire(self.slot, running.generation);
+                }
+                self.pool.worker_done(self.slot, running.generation);
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
                     crate::metrics::process_rss(running.pid).await
@@ -330,23 +379,16 @@ impl SlotTask {
                 };
                 self.pool
                     .record_memory(self.slot, running.generation, memory, peak_memory, rss);
-                if running
-                    .recycle_blocked_until
-                    .is_some_and(|until| Instant::now() < until)
-                {
-                    return None;
-                }
-                if running.max_requests > 0 && running.requests >= running.max_requests {
-                    return Some(ExitReason::MaxRequests);
-                }
-                if let Some(limit) = self.limits.memory_limit {
-                    if memory.max(peak_memory) >= limit || rss.is_some_and(|rss| rss >= limit) {
-                        return Some(ExitReason::Memory);
+                if reason.is_none() && rss.is_some() {
+                    reason = self.limit_reached(running, 0, rss);
+                    if reason.is_some() {
+                        self.pool.retire(self.slot, running.generation);
                     }
                 }
+                return reason;
             }
-            Some(WorkerEvent::IncludedFiles { files }) => self.pool.note_included(files),
-            Some(WorkerEvent::Backtrace { trace }) => {
+            WorkerEvent::IncludedFiles { files } => self.pool.note_included(files),
+            WorkerEvent::Backtrace { trace } => {
                 let request = running
                     .slow_request
                     .take()
@@ -356,14 +398,60 @@ impl SlotTask {
                     self.label()
                 );
             }
-            Some(other) => tracing::debug!("[{}] ignoring {other:?}", self.label()),
+            other => tracing::debug!("[{}] ignoring {other:?}", self.label()),
         }
         None
     }
 
+    /// The recycle limit `running` has reached after a request, if any.
+    fn limit_reached(
+        &self,
+        running: &Running,
+        memory: u64,
+        rss: Option<u64>,
+    ) -> Option<ExitReason> {
+        if running
+            .recycle_blocked_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return None;
+        }
+        if running.max_requests > 0 && running.requests >= running.max_requests {
+            return Some(ExitReason::MaxRequests);
+        }
+        let mb = |bytes: u64| bytes as f64 / 1048576.0;
+        if let Some(limit) = self.limits.memory_limit.filter(|&limit| memory >= limit) {
+            tracing::info!(
+                "[{}] worker {} used {:.1} MB of PHP memory, past --memory-limit={:.0}",
+                self.label(),
+                running.pid,
+                mb(memory),
+                mb(limit)
+            );
+            return Some(ExitReason::Memory);
+        }
+        let (limit, rss) = self.limits.rss_limit.zip(rss)?;
+        (rss >= limit).then(|| {
+            tracing::info!(
+                "[{}] worker {} has {:.1} MB resident (RSS), past --rss-limit={:.0}",
+                self.label(),
+                running.pid,
+                mb(rss),
+                mb(limit)
+            );
+            ExitReason::Memory
+        })
+    }
+
     /// The current worker exited. Returns true when the slot was told to
     /// stop while waiting out a backoff.
-    async fn on_exit(&mut self, gone: Running, exit: String, replacement_booting: bool) -> bool {
+    async fn on_exit(
+        &mut self,
+        mut gone: Running,
+        exit: String,
+        replacement_booting: bool,
+    ) -> bool {
+        self.read_last_words(&mut gone).await;
         let reason = gone.exit_reason.unwrap_or(ExitReason::Crash);
         let _ = std::fs::remove_file(self.socket(gone.generation));
         let log = format!(
@@ -481,6 +569,7 @@ impl SlotTask {
                 if let Some(running) = current.as_mut() {
                     // Keep serving; try recycling again later.
                     running.recycle_blocked_until = Some(Instant::now() + RECYCLE_RETRY);
+                    self.pool.keep_serving(self.slot, running.generation);
                 } else {
                     self.failures += 1;
                 }
@@ -733,7 +822,10 @@ async fn boot(
     let outcome = loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(WorkerEvent::Ready { pid }) => break Ok(pid),
+                Some(WorkerEvent::Ready { pid, memory_limit }) => {
+                    warn_if_php_limit_is_lower(memory_limit.as_deref(), &limits);
+                    break Ok(pid);
+                }
                 Some(WorkerEvent::BootstrapError { message }) => break Err(message),
                 Some(WorkerEvent::IncludedFiles { files }) => pool.note_included(files),
                 Some(_) => {}
@@ -804,6 +896,27 @@ async fn boot(
         conn,
         socket,
     })
+}
+
+/// `--memory-limit` never trips when PHP's own `memory_limit` is lower:
+/// PHP fails the request first. Said once per master, at the first boot.
+fn warn_if_php_limit_is_lower(php_setting: Option<&str>, limits: &Limits) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let (Some(ours), Some(php)) = (
+        limits.memory_limit,
+        php_setting.and_then(crate::php::ini_bytes),
+    ) else {
+        return;
+    };
+    if php <= ours {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "--memory-limit ({} MB) is not below PHP's memory_limit ({}): PHP stops a request with \"Allowed memory size exhausted\" before ppm would recycle the worker; lower --memory-limit or raise memory_limit (--php-ini memory_limit=...)",
+                ours / 1048576,
+                php_setting.unwrap_or_default()
+            );
+        });
+    }
 }
 
 /// A number in [0, 1), different per slot and worker.

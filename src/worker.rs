@@ -5,7 +5,8 @@
 //! on stdin under php-cgi (which cannot open other descriptors), on fd 3
 //! under the PHP CLI. The master writes the worker's configuration as the first JSON
 //! line; the worker answers `ready` (or `bootstrap_error`) and reports each
-//! finished request. The worker exits when it reads EOF on fd 3, so no
+//! finished request. The worker exits when it reads EOF on its channel,
+//! and the kernel kills it when the master dies (`spawner`), so no
 //! worker outlives its master, even after `kill -9` of the master. Each
 //! worker leads its own process group, so stopping it kills the whole
 //! group, grandchildren included.
@@ -64,8 +65,13 @@ impl Listen {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    /// Bootstrapped and listening.
-    Ready { pid: u32 },
+    /// Bootstrapped and listening; `memory_limit` is PHP's own setting as
+    /// written in php.ini (`128M`, `-1`).
+    Ready {
+        pid: u32,
+        #[serde(default)]
+        memory_limit: Option<String>,
+    },
     /// The bootstrap failed; the message is PHP's error text.
     BootstrapError { message: String },
     /// A request finished (after terminate work and reset).
@@ -135,7 +141,11 @@ impl Worker {
             "LISTEN_PID",
             "LISTEN_FDS",
             "LISTEN_FDNAMES",
-        ] {
+        ]
+        .into_iter()
+        // Secrets of the master: PHP would show them in `$_SERVER`.
+        .chain(crate::token::SECRET_ENV)
+        {
             cmd.env_remove(var);
         }
         if spec.php.is_cgi {
@@ -165,12 +175,12 @@ impl Worker {
             // The child has its copy; ours closes when `cmd` is dropped.
             cmd_keep.push(theirs);
         }
-        let mut child = cmd.spawn()?;
-        // Close our copies of the worker's end, so that its death is seen
-        // as EOF on the control channel.
-        drop(cmd);
+        // `spawn_tied` drops `cmd`, closing our copies of the worker's end,
+        // so that its death is seen as EOF on the control channel.
+        let mut child = crate::spawner::spawn_tied(cmd).await?;
         drop(cmd_keep);
         let pid = child.id().unwrap_or_default();
+        crate::guard::watch(pid);
 
         let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
         if let Some(stdout) = child.stdout.take() {
@@ -227,6 +237,7 @@ impl Worker {
                     // before the group id can be reused.
                     self.signal_group(Signal::SIGKILL);
                     self.reaped = true;
+                    crate::guard::forget(self.pid);
                 }
                 describe_exit(status)
             }
@@ -285,7 +296,10 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.kill_group();
+        if !self.reaped {
+            self.kill_group();
+            crate::guard::forget(self.pid);
+        }
     }
 }
 
@@ -372,7 +386,13 @@ mod tests {
     fn control_messages_parse() {
         let ready: WorkerEvent =
             serde_json::from_str(r#"{"type":"ready","pid":12,"sapi":"cgi-fcgi"}"#).unwrap();
-        assert_eq!(ready, WorkerEvent::Ready { pid: 12 });
+        assert_eq!(
+            ready,
+            WorkerEvent::Ready {
+                pid: 12,
+                memory_limit: None
+            }
+        );
         let done: WorkerEvent =
             serde_json::from_str(r#"{"type":"request_done","memory":10,"peak_memory":20}"#)
                 .unwrap();

@@ -119,7 +119,12 @@ final class Worker
         $this->capture->idle();
         $this->phase = self::IDLE;
         SlowLog::install($this->control);
-        $this->control->send(['type' => 'ready', 'pid' => getmypid(), 'sapi' => PHP_SAPI]);
+        $this->control->send([
+            'type' => 'ready',
+            'pid' => getmypid(),
+            'sapi' => PHP_SAPI,
+            'memory_limit' => (string) ini_get('memory_limit'),
+        ]);
         $this->reportIncludedFiles();
 
         $this->server->run(
@@ -302,10 +307,12 @@ final class Worker
     {
         $this->phase = self::STOPPING;
         $this->capture->off();
-        if ($print) {
+        // The master logs what it receives once for all slots; print it
+        // here only when it cannot reach the master.
+        $sent = $this->control?->send(['type' => 'bootstrap_error', 'message' => $message]) ?? false;
+        if ($print && !$sent) {
             Log::line('bootstrap failed: ' . $message);
         }
-        $this->control?->send(['type' => 'bootstrap_error', 'message' => $message]);
         $this->server?->close();
         exit(1);
     }

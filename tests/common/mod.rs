@@ -125,12 +125,20 @@ impl<'a> Setup<'a> {
 
 impl Cluster {
     pub fn start(setup: Setup) -> Cluster {
+        Cluster::start_with(setup, |_| {})
+    }
+
+    /// Like `start`, with `configure` adjusting the master's command (its
+    /// environment, limits) before it runs. The control token is found in
+    /// `--control-token=`, `--control-token-file=` or `PPM_CONTROL_TOKEN`.
+    pub fn start_with(setup: Setup, configure: impl FnOnce(&mut Command)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let base = free_ports(setup.workers + 2);
         let (control_port, port) = (base, base + 1);
         let log = dir.path().join("ppm.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(PPM)
+        let mut command = Command::new(PPM);
+        command
             .arg("start")
             .arg(&setup.app)
             .args(["--bridge", setup.bridge, "--bootstrap", setup.bootstrap])
@@ -145,14 +153,25 @@ impl Cluster {
             .env("PPM_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("ppm starts");
+            .stderr(log_file);
+        configure(&mut command);
+        let from_env = command
+            .get_envs()
+            .find(|(k, _)| *k == "PPM_CONTROL_TOKEN")
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()));
+        let child = command.spawn().expect("ppm starts");
         let token = setup
             .extra
             .iter()
-            .find_map(|a| a.strip_prefix("--control-token="))
-            .map(str::to_string);
+            .find_map(|a| {
+                a.strip_prefix("--control-token=")
+                    .map(str::to_string)
+                    .or_else(|| {
+                        let file = a.strip_prefix("--control-token-file=")?;
+                        Some(std::fs::read_to_string(file).ok()?.trim_end().to_string())
+                    })
+            })
+            .or(from_env);
         let mut cluster = Cluster {
             child: Some(child),
             token,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_ports, http, wait_until, PPM};
+use super::{free_ports, wait_until, PPM};
 
 /// A running native worker.
 pub struct NativeServer {
@@ -46,16 +46,14 @@ impl NativeServer {
             log,
             _dir: dir,
         };
-        let client = http();
+        // Up when this process says so (a probe of the port could reach
+        // another test's server that took the port first).
+        let listening = format!("on http://127.0.0.1:{port} ");
         let up = wait_until(Duration::from_secs(20), || {
             if server.child.try_wait().ok().flatten().is_some() {
                 return Some(false);
             }
-            client
-                .get(server.url("/__ppm_probe"))
-                .send()
-                .ok()
-                .map(|_| true)
+            server.log_text().contains(&listening).then_some(true)
         });
         if up == Some(true) {
             Ok(server)
