@@ -203,3 +203,45 @@ fn sigusr1_gets_the_php_backtrace_of_the_running_request() {
         }
     }
 }
+
+#[test]
+fn zend_memory_stays_flat_over_many_requests() {
+    let mut worker = Worker::spawn();
+    assert_eq!(worker.next_quiet(), ToMaster::Ready);
+    let mut memory_at = Vec::new();
+    for i in 0..1500 {
+        // A form POST (php://input's temp stream, $_POST, the filter
+        // extension's copies) with a cookie and a query string.
+        let body = format!("a={i}&b[]=x&c=%C3%A9");
+        worker.send(&[
+            ToWorker::Head(RequestHead {
+                method: "POST".into(),
+                target: format!("/input?q={i}"),
+                protocol: "HTTP/1.1".into(),
+                content_length: Some(body.len() as u64),
+                headers: vec![
+                    (
+                        "Content-Type".into(),
+                        b"application/x-www-form-urlencoded".to_vec(),
+                    ),
+                    ("Cookie".into(), format!("s={i}; t=2").into_bytes()),
+                ],
+                ..RequestHead::default()
+            }),
+            ToWorker::Body(body.into_bytes()),
+            ToWorker::BodyEnd,
+        ]);
+        loop {
+            match worker.next_quiet() {
+                ToMaster::Stats { memory, .. } => memory_at.push(memory),
+                ToMaster::Ready => break,
+                _ => {}
+            }
+        }
+    }
+    let (early, late) = (memory_at[200], memory_at[memory_at.len() - 1]);
+    assert!(
+        late <= early + 4096,
+        "Zend memory grew from {early} to {late} bytes between request 200 and 1500"
+    );
+}
