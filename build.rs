@@ -1,11 +1,69 @@
 //! Embeds the PHP worker runtime (`bridges/`, files listed in
 //! `bridges/FILES`) into the binary, so an installed `ppm` works outside
-//! the source tree.
+//! the source tree, and compiles the C shim that hosts PHP
+//! (`src/native/sapi.c`) against the PHP that `php-config8.2` (or
+//! `$PHP_CONFIG`) describes.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
+    embed_runtime();
+    build_shim();
+}
+
+/// Compiles the SAPI shim and links the PHP embed library.
+fn build_shim() {
+    println!("cargo:rerun-if-env-changed=PHP_CONFIG");
+    const SOURCES: [&str; 3] = [
+        "src/native/sapi.c",
+        "src/native/ini.c",
+        "src/native/backtrace.c",
+    ];
+    for file in SOURCES
+        .iter()
+        .chain(&["src/native/sapi.h", "src/native/sapi_parts.h"])
+    {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let php_config = std::env::var("PHP_CONFIG").unwrap_or_else(|_| "php-config8.2".into());
+    let includes = std::process::Command::new(&php_config)
+        .arg("--includes")
+        .output()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run {php_config} ({err}): install php8.2-dev (scripts/install-deps) \
+                 or set PHP_CONFIG to another PHP's php-config"
+            )
+        });
+    assert!(includes.status.success(), "{php_config} --includes failed");
+    let includes = String::from_utf8(includes.stdout).expect("php-config prints UTF-8");
+    let mut build = cc::Build::new();
+    build
+        .files(SOURCES)
+        // PHP's headers use GNU extensions (memrchr).
+        .define("_GNU_SOURCE", None)
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true);
+    for dir in includes.split_whitespace() {
+        build.include(dir.trim_start_matches("-I"));
+    }
+    build.compile("ppmsapi");
+    let lib_dir = std::process::Command::new(&php_config)
+        .arg("--prefix")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|prefix| format!("{}/lib", prefix.trim()))
+        .unwrap_or_else(|| "/usr/lib".into());
+    println!("cargo:rustc-link-search=native={lib_dir}");
+    // Named explicitly: the library's SONAME is the unversioned libphp.so,
+    // so the binary also checks the loaded version at start.
+    println!("cargo:rustc-link-lib=dylib=php8.2");
+}
+
+fn embed_runtime() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("bridges");
     let list = root.join("FILES");
     println!("cargo:rerun-if-changed={}", root.display());

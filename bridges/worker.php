@@ -11,19 +11,7 @@
 
 declare(strict_types=1);
 
-spl_autoload_register(static function (string $class): void {
-    foreach (['Ppm\\Runtime\\', 'Ppm\\Bridge\\'] as $prefix) {
-        if (strncmp($class, $prefix, strlen($prefix)) !== 0) {
-            continue;
-        }
-        $file = __DIR__ . '/src/' . substr($class, strlen($prefix)) . '.php';
-        if (is_file($file)) {
-            require $file;
-        }
-        return;
-    }
-});
-
+require __DIR__ . '/autoload.php';
 require __DIR__ . '/src/polyfills.php';
 
 exit(\Ppm\Runtime\Worker::main());

@@ -137,6 +137,28 @@ pub enum Command {
         /// Address to answer HTTP on.
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
+        /// How the worker runs PHP: `cgi` (php-cgi running the PHP runtime
+        /// in bridges/) or `native` (PHP hosted in this process through
+        /// ppm's own SAPI).
+        #[arg(long, value_enum, default_value_t = WorkerRuntime::Cgi)]
+        runtime: WorkerRuntime,
+    },
+    /// A native worker driven by a master over the frame socket on --fd
+    /// (started by the master, not by hand).
+    #[command(hide = true)]
+    PhpWorker {
+        #[command(flatten)]
+        app: AppOptions,
+        /// The inherited frame socket.
+        #[arg(long)]
+        fd: i32,
+        /// The native runtime's entry script (default: installed into a
+        /// temporary directory).
+        #[arg(long)]
+        entry: Option<PathBuf>,
+        /// The slot this worker serves, for the application's config.
+        #[arg(long, default_value_t = 0)]
+        slot: usize,
     },
     /// Show the workers of a running master.
     Status {
@@ -216,8 +238,41 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
+/// How `ppm worker` runs PHP.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerRuntime {
+    /// php-cgi running the PHP runtime in bridges/.
+    Cgi,
+    /// PHP hosted in the ppm process through ppm's own SAPI.
+    Native,
+}
+
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
+    // PHP hosted in this process runs on the main thread, outside tokio.
+    let Cli {
+        command,
+        verbose,
+        quiet,
+    } = cli;
+    let cli = match command {
+        Command::Worker {
+            app,
+            listen,
+            runtime: WorkerRuntime::Native,
+        } => return crate::native::standalone::run(app, listen),
+        Command::PhpWorker {
+            app,
+            fd,
+            entry,
+            slot,
+        } => return crate::native::worker::run(fd, &app, entry, slot),
+        command => Cli {
+            command,
+            verbose,
+            quiet,
+        },
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
@@ -234,7 +289,8 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 }
             }
             Command::Guard => return Ok(crate::guard::run()),
-            Command::Worker { app, listen } => master::run_standalone(app, listen).await?,
+            Command::Worker { app, listen, .. } => master::run_standalone(app, listen).await?,
+            Command::PhpWorker { .. } => unreachable!("handled before the runtime starts"),
             Command::Status {
                 control,
                 json,

@@ -29,6 +29,7 @@ pub mod linger;
 pub mod logging;
 pub mod master;
 pub mod metrics;
+pub mod native;
 pub mod php;
 pub mod pidfile;
 pub mod pool;

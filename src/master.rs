@@ -49,14 +49,18 @@ pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
     RunDir::create()
 }
 
-pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
-    let run_as = crate::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
-    let app_dir = app
-        .dir
+/// The application directory, absolute.
+pub(crate) fn app_dir(app: &AppOptions) -> Result<PathBuf, Error> {
+    app.dir
         .canonicalize()
         .ok()
         .filter(|d| d.is_dir())
-        .ok_or_else(|| Error::AppDir(app.dir.clone()))?;
+        .ok_or_else(|| Error::AppDir(app.dir.clone()))
+}
+
+pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+    let run_as = crate::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
+    let app_dir = app_dir(app)?;
     let php = PhpBinary::locate(app.cgi_path.as_deref())?;
     let entry = runtime::install(run_dir).map_err(Error::RunDir)?;
     if let Some(run_as) = run_as {

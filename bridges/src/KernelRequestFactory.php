@@ -38,7 +38,7 @@ final class KernelRequestFactory
         // Request::createRequestFromFactory() is private; calling it keeps
         // Request::setFactory() working as it does with createFromGlobals().
         $this->fromFactory = \Closure::bind(
-            static fn (array $query, array $post, array $cookies, array $files, array $server, string $content): Request
+            static fn (array $query, array $post, array $cookies, array $files, array $server, ?string $content): Request
                 => Request::createRequestFromFactory($query, $post, [], $cookies, $files, $server, $content),
             null,
             Request::class
@@ -47,7 +47,10 @@ final class KernelRequestFactory
 
     public function create(): Request
     {
-        $request = ($this->fromFactory)($_GET, $_POST, $_COOKIE, $_FILES, $_SERVER, RequestContext::body());
+        // Under ppm's own SAPI the request reads php://input itself, and
+        // PHP wrote the upload files: no test mode needed.
+        $native = RequestContext::native();
+        $request = ($this->fromFactory)($_GET, $_POST, $_COOKIE, $_FILES, $_SERVER, $native ? null : RequestContext::body());
         $method = strtoupper((string) $request->server->get('REQUEST_METHOD', 'GET'));
         if (str_starts_with((string) $request->headers->get('CONTENT_TYPE', ''), 'application/x-www-form-urlencoded')
             && in_array($method, ['PUT', 'DELETE', 'PATCH'], true)
@@ -60,7 +63,7 @@ final class KernelRequestFactory
             $request = ($this->laravelRequest)::createFromBase($request);
         }
         $files = $request->files->all();
-        if ($files !== []) {
+        if ($files !== [] && !$native) {
             $request->files = new FileBag($this->testModeFiles($files));
         }
         return $request;

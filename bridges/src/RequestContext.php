@@ -29,7 +29,16 @@ final class RequestContext
     /** The raw body of the current request ('' between requests). */
     public static function body(): string
     {
+        if (self::native()) {
+            return (string) file_get_contents('php://input');
+        }
         return self::$body;
+    }
+
+    /** Under ppm's own SAPI PHP fills php://input and uploads itself. */
+    public static function native(): bool
+    {
+        return \function_exists('ppm_handle_request');
     }
 
     /** Whether a request is being handled right now. */
@@ -40,12 +49,18 @@ final class RequestContext
 
     public static function isUploadedFile(string $path): bool
     {
+        if (self::native()) {
+            return is_uploaded_file($path);
+        }
         return isset(self::$uploads[$path]) && is_file($path);
     }
 
     /** Like move_uploaded_file(), for the worker's upload temporary files. */
     public static function moveUploadedFile(string $from, string $to): bool
     {
+        if (self::native()) {
+            return move_uploaded_file($from, $to);
+        }
         if (!self::isUploadedFile($from)) {
             return false;
         }

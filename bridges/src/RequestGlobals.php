@@ -39,9 +39,9 @@ final class RequestGlobals
 
     /**
      * @param array<array-key, mixed> $variables
-     * @return array<string, mixed>
+     * @return array<string, mixed> the variables minus anything request-ish
      */
-    private static function withoutRequestKeys(array $variables): array
+    public static function withoutRequestKeys(array $variables): array
     {
         $environment = [];
         foreach ($variables as $key => $value) {

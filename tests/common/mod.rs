@@ -2,6 +2,9 @@
 //! of its own, and checks that nothing is left running afterwards.
 #![allow(dead_code)]
 
+pub mod fpm;
+pub mod native;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,492 @@
+//! The binary protocol between a master and a native worker, over the
+//! worker's private Unix stream socket.
+//!
+//! Every frame is `u32 length (big-endian) | u8 kind | payload`, where the
+//! length counts the kind byte and the payload. Strings and byte strings
+//! inside a payload are `u32 length | bytes`; a body chunk's payload is the
+//! bytes themselves.
+//!
+//! Master → worker, per request: one [`ToWorker::Head`], any number of
+//! [`ToWorker::Body`] chunks, then [`ToWorker::BodyEnd`], always (an empty
+//! body is just the end). The worker reads the body only as PHP asks for
+//! it, so an upload streams into PHP's temporary file; socket back-pressure
+//! holds the master.
+//!
+//! Worker → master: [`ToMaster::Ready`] once booted and after every
+//! request (after terminate work and reset, preceded by
+//! [`ToMaster::Stats`]); per request a [`ToMaster::Head`], body chunks as
+//! PHP writes and flushes, and one [`ToMaster::End`], which may come long
+//! before `Ready` (`fastcgi_finish_request()`). Log lines, boot errors and
+//! backtraces may come at any time.
+
+use std::io::{self, Read};
+
+/// Largest accepted frame (kind byte plus payload).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Bytes before the payload: length and kind.
+pub const PREFIX: usize = 5;
+
+/// Largest body chunk the writers put in one frame.
+pub const BODY_CHUNK: usize = 256 << 10;
+
+const HEAD: u8 = 1;
+const BODY: u8 = 2;
+const BODY_END: u8 = 3;
+const RESPONSE_HEAD: u8 = 16;
+const RESPONSE_BODY: u8 = 17;
+const RESPONSE_END: u8 = 18;
+const READY: u8 = 19;
+const STATS: u8 = 20;
+const LOG: u8 = 21;
+const BOOT_ERROR: u8 = 22;
+const BACKTRACE: u8 = 23;
+
+/// A frame that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    Oversized(usize),
+    #[error("empty frame (no kind byte)")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame kind {kind} is malformed: {what}")]
+    Malformed { kind: u8, what: &'static str },
+}
+
+/// The request line, connection facts and headers of one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestHead {
+    pub method: String,
+    /// The request target as sent (path and query).
+    pub target: String,
+    /// e.g. `HTTP/1.1`.
+    pub protocol: String,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub server_addr: String,
+    pub server_port: u16,
+    /// The client reached ppm over TLS.
+    pub tls: bool,
+    /// The body's length; `None` when the request has no body framing.
+    pub content_length: Option<u64>,
+    /// Header names and values in the order received, hop-by-hop removed.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// How a request ended (with its response end), and why a worker script
+/// restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    Normal = 0,
+    /// `exit()`/`die()`: the response is what the app built; the script restarts.
+    Exit = 1,
+    /// An uncaught exception; the worker continues.
+    Exception = 2,
+    /// A fatal error; the script restarts.
+    Fatal = 3,
+    /// `max_execution_time`; the script restarts.
+    Timeout = 4,
+    /// `memory_limit`; the script restarts.
+    OutOfMemory = 5,
+}
+
+impl Outcome {
+    /// From the shim's `ppm_outcome` value.
+    pub fn from_u8(value: u8) -> Option<Outcome> {
+        Some(match value {
+            0 => Outcome::Normal,
+            1 => Outcome::Exit,
+            2 => Outcome::Exception,
+            3 => Outcome::Fatal,
+            4 => Outcome::Timeout,
+            5 => Outcome::OutOfMemory,
+            _ => return None,
+        })
+    }
+
+    /// Whether the worker script restarts after this outcome.
+    pub fn restarts(self) -> bool {
+        !matches!(self, Outcome::Normal | Outcome::Exception)
+    }
+
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Normal => "normal",
+            Outcome::Exit => "exit",
+            Outcome::Exception => "exception",
+            Outcome::Fatal => "fatal error",
+            Outcome::Timeout => "timeout",
+            Outcome::OutOfMemory => "out of memory",
+        }
+    }
+}
+
+/// [`ToMaster::End`] flag: the app called `fastcgi_finish_request()`.
+pub const END_EARLY: u8 = 1;
+
+/// A frame from the master to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToWorker {
+    Head(RequestHead),
+    Body(Vec<u8>),
+    BodyEnd,
+}
+
+/// A frame from a worker to the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToMaster {
+    /// Status and PHP's header lines (`Name: value`).
+    Head {
+        status: u16,
+        lines: Vec<Vec<u8>>,
+    },
+    Body(Vec<u8>),
+    End {
+        flags: u8,
+        outcome: Outcome,
+    },
+    /// Ready for the next request (booted, or done with the last one).
+    Ready,
+    /// Zend memory after the last request, and the peak so far.
+    Stats {
+        memory: u64,
+        peak: u64,
+    },
+    Log(String),
+    BootError(String),
+    Backtrace(String),
+}
+
+impl ToWorker {
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ToWorker::Head(head) => {
+                let start = begin(out, HEAD);
+                put_str(out, head.method.as_bytes());
+                put_str(out, head.target.as_bytes());
+                put_str(out, head.protocol.as_bytes());
+                put_str(out, head.remote_addr.as_bytes());
+                out.extend_from_slice(&head.remote_port.to_be_bytes());
+                put_str(out, head.server_addr.as_bytes());
+                out.extend_from_slice(&head.server_port.to_be_bytes());
+                let flags = u8::from(head.tls) | (u8::from(head.content_length.is_some()) << 1);
+                out.push(flags);
+                out.extend_from_slice(&head.content_length.unwrap_or(0).to_be_bytes());
+                out.extend_from_slice(&(head.headers.len() as u32).to_be_bytes());
+                for (name, value) in &head.headers {
+                    put_str(out, name.as_bytes());
+                    put_str(out, value);
+                }
+                finish(out, start);
+            }
+            ToWorker::Body(data) => encode_body(out, BODY, data),
+            ToWorker::BodyEnd => {
+                let start = begin(out, BODY_END);
+                finish(out, start);
+            }
+        }
+    }
+
+    /// Decodes one frame's kind and payload.
+    pub fn parse(kind: u8, payload: &[u8]) -> Result<ToWorker, FrameError> {
+        let mut c = Cursor {
+            kind,
+            rest: payload,
+        };
+        let frame = match kind {
+            HEAD => {
+                let method = c.string()?;
+                let target = c.string()?;
+                let protocol = c.string()?;
+                let remote_addr = c.string()?;
+                let remote_port = c.u16()?;
+                let server_addr = c.string()?;
+                let server_port = c.u16()?;
+                let flags = c.u8()?;
+                let length = c.u64()?;
+                let count = c.u32()? as usize;
+                // Each header takes at least 8 bytes: refuse a count the
+                // payload cannot hold before allocating for it.
+                if count > c.rest.len() / 8 {
+                    return Err(c.malformed("header count exceeds the frame"));
+                }
+                let mut headers = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = c.string()?;
+                    headers.push((name, c.bytes()?.to_vec()));
+                }
+                ToWorker::Head(RequestHead {
+                    method,
+                    target,
+                    protocol,
+                    remote_addr,
+                    remote_port,
+                    server_addr,
+                    server_port,
+                    tls: flags & 1 != 0,
+                    content_length: (flags & 2 != 0).then_some(length),
+                    headers,
+                })
+            }
+            BODY => return Ok(ToWorker::Body(payload.to_vec())),
+            BODY_END => ToWorker::BodyEnd,
+            other => return Err(FrameError::UnknownKind(other)),
+        };
+        c.end()?;
+        Ok(frame)
+    }
+}
+
+impl ToMaster {
+    /// Appends the encoded frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ToMaster::Head { status, lines } => encode_response_head(out, *status, lines),
+            ToMaster::Body(data) => encode_body(out, RESPONSE_BODY, data),
+            ToMaster::End { flags, outcome } => {
+                let start = begin(out, RESPONSE_END);
+                out.push(*flags);
+                out.push(*outcome as u8);
+                finish(out, start);
+            }
+            ToMaster::Ready => {
+                let start = begin(out, READY);
+                finish(out, start);
+            }
+            ToMaster::Stats { memory, peak } => {
+                let start = begin(out, STATS);
+                out.extend_from_slice(&memory.to_be_bytes());
+                out.extend_from_slice(&peak.to_be_bytes());
+                finish(out, start);
+            }
+            ToMaster::Log(text) => encode_text(out, LOG, text.as_bytes()),
+            ToMaster::BootError(text) => encode_text(out, BOOT_ERROR, text.as_bytes()),
+            ToMaster::Backtrace(text) => encode_text(out, BACKTRACE, text.as_bytes()),
+        }
+    }
+
+    /// Decodes one frame's kind and payload.
+    pub fn parse(kind: u8, payload: &[u8]) -> Result<ToMaster, FrameError> {
+        let mut c = Cursor {
+            kind,
+            rest: payload,
+        };
+        let frame = match kind {
+            RESPONSE_HEAD => {
+                let status = c.u16()?;
+                let count = c.u32()? as usize;
+                if count > c.rest.len() / 4 {
+                    return Err(c.malformed("line count exceeds the frame"));
+                }
+                let mut lines = Vec::with_capacity(count);
+                for _ in 0..count {
+                    lines.push(c.bytes()?.to_vec());
+                }
+                ToMaster::Head { status, lines }
+            }
+            RESPONSE_BODY => return Ok(ToMaster::Body(payload.to_vec())),
+            RESPONSE_END => {
+                let flags = c.u8()?;
+                let outcome =
+                    Outcome::from_u8(c.u8()?).ok_or_else(|| c.malformed("unknown outcome"))?;
+                ToMaster::End { flags, outcome }
+            }
+            READY => ToMaster::Ready,
+            STATS => ToMaster::Stats {
+                memory: c.u64()?,
+                peak: c.u64()?,
+            },
+            LOG => return Ok(ToMaster::Log(lossy(payload))),
+            BOOT_ERROR => return Ok(ToMaster::BootError(lossy(payload))),
+            BACKTRACE => return Ok(ToMaster::Backtrace(lossy(payload))),
+            other => return Err(FrameError::UnknownKind(other)),
+        };
+        c.end()?;
+        Ok(frame)
+    }
+}
+
+/// Appends a response head frame built from borrowed header lines.
+pub fn encode_response_head<L: AsRef<[u8]>>(out: &mut Vec<u8>, status: u16, lines: &[L]) {
+    let start = begin(out, RESPONSE_HEAD);
+    out.extend_from_slice(&status.to_be_bytes());
+    out.extend_from_slice(&(lines.len() as u32).to_be_bytes());
+    for line in lines {
+        put_str(out, line.as_ref());
+    }
+    finish(out, start);
+}
+
+/// Appends response body frames for `data` (split at [`BODY_CHUNK`]).
+pub fn encode_response_body(out: &mut Vec<u8>, data: &[u8]) {
+    encode_body(out, RESPONSE_BODY, data);
+}
+
+/// A complete frame at the start of a buffer: kind, payload, bytes used.
+pub type Split<'a> = (u8, &'a [u8], usize);
+
+/// Splits the first complete frame off `buf`: its kind, its payload and
+/// the bytes it used; `None` until the frame is complete.
+pub fn split(buf: &[u8]) -> Result<Option<Split<'_>>, FrameError> {
+    let Some(prefix) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    check_len(len)?;
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((buf[4], &buf[5..4 + len], 4 + len)))
+}
+
+/// Why reading a frame from a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the peer closed the socket")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Reads one frame from a blocking stream into `buf` (reused): its kind;
+/// the payload is left in `buf`.
+pub fn read_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<u8, ReadError> {
+    let mut prefix = [0u8; 4];
+    match stream.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
+        Err(err) => return Err(err.into()),
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    check_len(len)?;
+    buf.clear();
+    buf.resize(len, 0);
+    stream.read_exact(buf).map_err(|err| {
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            ReadError::Closed
+        } else {
+            err.into()
+        }
+    })?;
+    let kind = buf[0];
+    buf.remove(0);
+    Ok(kind)
+}
+
+fn check_len(len: usize) -> Result<(), FrameError> {
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > MAX_FRAME {
+        return Err(FrameError::Oversized(len));
+    }
+    Ok(())
+}
+
+fn begin(out: &mut Vec<u8>, kind: u8) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, kind]);
+    start
+}
+
+fn finish(out: &mut [u8], start: usize) {
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn encode_body(out: &mut Vec<u8>, kind: u8, data: &[u8]) {
+    for chunk in data.chunks(BODY_CHUNK) {
+        let start = begin(out, kind);
+        out.extend_from_slice(chunk);
+        finish(out, start);
+    }
+}
+
+fn encode_text(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
+    let text = &text[..text.len().min(MAX_FRAME - 1)];
+    let start = begin(out, kind);
+    out.extend_from_slice(text);
+    finish(out, start);
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Cursor<'a> {
+    kind: u8,
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn malformed(&self, what: &'static str) -> FrameError {
+        FrameError::Malformed {
+            kind: self.kind,
+            what,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.rest.len() < n {
+            return Err(self.malformed("truncated"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<String, FrameError> {
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed("a string is not UTF-8"))
+    }
+
+    fn end(&self) -> Result<(), FrameError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.malformed("trailing bytes"))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "frames_tests.rs"]
+mod tests;

@@ -1,0 +1,57 @@
+//! Hosting PHP in this process: checks, settings and the call into the
+//! shim, shared by `ppm php-worker` and `ppm worker --runtime native`.
+
+use std::ffi::CString;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use super::ffi::{self, RunConfig};
+use super::io::WorkerIo;
+use crate::config::AppOptions;
+use crate::Error;
+
+/// The native runtime's entry script beside the installed runtime files.
+pub fn install_entry(run_dir: &Path) -> Result<PathBuf, Error> {
+    let worker = crate::runtime::install(run_dir).map_err(Error::RunDir)?;
+    Ok(worker.with_file_name("native.php"))
+}
+
+/// Runs the application's worker script on this thread, answering the
+/// requests that arrive on `stream`, until the other end closes it.
+/// Returns the process exit status: 0 after a stop, 1 when the
+/// application could not boot (the error went to the master as a frame).
+pub fn run(stream: UnixStream, app: &AppOptions, entry: &Path, slot: usize) -> Result<i32, Error> {
+    let app_dir = crate::master::app_dir(app)?;
+    std::env::set_current_dir(&app_dir)?;
+    let config = serde_json::json!({
+        "bridge": app.bridge,
+        "bootstrap": app.bootstrap,
+        "app_dir": app_dir,
+        "app_env": app.app_env,
+        "debug": app.debug,
+        "slot": slot,
+    });
+    let mut ini = String::new();
+    for setting in &app.php_ini {
+        if !setting.contains('=') || setting.contains(['\n', '\0']) {
+            return Err(Error::InvalidOption {
+                option: "php-ini",
+                message: format!("{setting:?} is not KEY=VALUE on one line"),
+            });
+        }
+        ini.push_str(setting);
+        ini.push('\n');
+    }
+    let c = |text: String| {
+        CString::new(text).map_err(|_| Error::Php("a setting contains a NUL byte".into()))
+    };
+    let run = RunConfig {
+        script: c(entry.to_string_lossy().into_owned())?,
+        ini_entries: c(ini)?,
+        ini_path: None,
+        config_json: c(config.to_string())?,
+    };
+    std::hint::black_box(ffi::keep_callbacks());
+    let io = WorkerIo::new(stream)?;
+    Ok(ffi::run(io, &run))
+}

@@ -1,0 +1,24 @@
+//! The native runtime: workers that host PHP through ppm's own SAPI
+//! (`libphp8.2-embed`), so PHP's C code fills every request as under
+//! PHP-FPM.
+//!
+//! - `sapi.c`/`sapi.h`: the C shim (built by `build.rs`): the SAPI, the
+//!   per-request startup and teardown, `ppm_handle_request()`,
+//!   `fastcgi_finish_request()`, `getallheaders()`.
+//! - [`ffi`]: the shim's entry points and the Rust callbacks it calls.
+//! - [`frames`]: the binary protocol between master and worker.
+//! - [`io`]: the worker's end of the frame socket.
+//! - [`request`]: `$_SERVER` and `SG(request_info)` from a request head.
+//! - [`host`]: running PHP in this process; [`worker`]: `ppm php-worker`;
+//!   [`standalone`]: `ppm worker --runtime native`, a one-slot master and
+//!   PHP in one process.
+//!
+//! The PHP side is `bridges/native.php` and `bridges/src/Native*.php`.
+
+pub mod ffi;
+pub mod frames;
+pub mod host;
+pub mod io;
+pub mod request;
+pub mod standalone;
+pub mod worker;

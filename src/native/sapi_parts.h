@@ -1,0 +1,21 @@
+/*
+ * Internal interface between the parts of ppm's SAPI (sapi.c, ini.c,
+ * backtrace.c); not seen by Rust.
+ */
+#ifndef PPM_SAPI_PARTS_H
+#define PPM_SAPI_PARTS_H
+
+/* ini.c: snapshot after the bootstrap, restore after each request (at the
+ * deactivate stage), free at the end of a generation. */
+void ppm_ini_snapshot(void);
+void ppm_ini_restore(void);
+void ppm_ini_free(void);
+
+/* backtrace.c: the SIGUSR1 handler (install before PHP's signal startup),
+ * the VM interrupt hook (after module startup), and forgetting a request
+ * for a backtrace that came while idle. */
+void ppm_backtrace_signal(void);
+void ppm_backtrace_hook(void);
+void ppm_backtrace_cancel(void);
+
+#endif
