@@ -239,13 +239,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 /// How `ppm worker` runs PHP.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerRuntime {
-    /// php-cgi running the PHP runtime in bridges/.
-    Cgi,
-    /// PHP hosted in the ppm process through ppm's own SAPI.
-    Native,
-}
+pub use crate::config::Runtime as WorkerRuntime;
 
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::balancer::{Balancer, FrontDoor, Target};
-use crate::config::{AppOptions, StartOptions};
+use crate::config::{AppOptions, Runtime, StartOptions};
 use crate::control::{self, ClusterInfo, ControlState};
 use crate::forwarding::TrustedProxies;
 use crate::php::PhpBinary;
@@ -58,11 +58,26 @@ pub(crate) fn app_dir(app: &AppOptions) -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::AppDir(app.dir.clone()))
 }
 
-pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+pub(crate) fn worker_spec(
+    app: &AppOptions,
+    runtime: Runtime,
+    run_dir: &Path,
+) -> Result<WorkerSpec, Error> {
     let run_as = crate::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
     let app_dir = app_dir(app)?;
-    let php = PhpBinary::locate(app.cgi_path.as_deref())?;
-    let entry = runtime::install(run_dir).map_err(Error::RunDir)?;
+    let (php, entry) = match runtime {
+        Runtime::Cgi => (
+            PhpBinary::locate(app.cgi_path.as_deref())?,
+            runtime::install(run_dir).map_err(Error::RunDir)?,
+        ),
+        Runtime::Native => (
+            PhpBinary {
+                path: std::env::current_exe()?,
+                is_cgi: false,
+            },
+            crate::native::host::install_entry(run_dir)?,
+        ),
+    };
     if let Some(run_as) = run_as {
         let lock = run_dir.join(crate::rundir::LOCK);
         crate::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
@@ -73,6 +88,7 @@ pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec
         run_as,
         app: app.clone(),
         app_dir,
+        runtime,
     })
 }
 
@@ -90,7 +106,7 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
         crate::fdlimit::connections_allowed(opts.max_connections, fd_limit, opts.workers);
     let pidfile = opts.pidfile.as_deref().map(PidFile::create).transpose()?;
     let run_dir = make_run_dir()?;
-    let spec = Arc::new(worker_spec(&opts.app, run_dir.path())?);
+    let spec = Arc::new(worker_spec(&opts.app, opts.runtime, run_dir.path())?);
     let front_door = FrontDoor::new(&opts, &spec.app_dir)?;
 
     // Every public socket is bound before any worker starts, so a port in
@@ -401,7 +417,7 @@ async fn wait_for_stop(
 pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), Error> {
     app.validate()?;
     let run_dir = make_run_dir()?;
-    let spec = worker_spec(&app, run_dir.path())?;
+    let spec = worker_spec(&app, Runtime::Cgi, run_dir.path())?;
     let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Tcp(listen), 0, "worker".into())
         .await
         .map_err(Error::Spawn)?;

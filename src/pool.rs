@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::client::conn::http1::SendRequest;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -40,8 +39,7 @@ use crate::worker::WorkerSpec;
 
 /// The request body type sent to workers: always whole, with a length.
 pub type WorkerBody = crate::spool::WorkerBody;
-/// A connection to one worker's private socket.
-pub type WorkerConn = SendRequest<WorkerBody>;
+pub use crate::worker_conn::WorkerConn;
 
 /// The state of a worker slot: of the worker that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,6 +111,12 @@ pub enum ExitReason {
     Shutdown,
     /// The application called exit() during a request.
     Exit,
+    /// A PHP fatal error (native runtime: the script restarts in-process).
+    Fatal,
+    /// PHP's own `max_execution_time` (native runtime).
+    PhpTimeout,
+    /// PHP's `memory_limit` (native runtime).
+    OutOfMemory,
 }
 
 impl std::fmt::Display for ExitReason {
@@ -467,6 +471,7 @@ impl Pool {
             conn: slot.conn.take(),
             sent: false,
             completed: false,
+            retire: false,
         }
     }
 
@@ -509,6 +514,7 @@ impl Pool {
         conn: WorkerConn,
         reusable: bool,
         sent: bool,
+        retire: bool,
     ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
@@ -530,7 +536,12 @@ impl Pool {
             slot.status.worker_requests += 1;
             // PHP reports `request_done` for every request it read, even
             // when this connection broke off.
-            slot.awaiting_done += 1;
+            if conn.reports_done_apart() {
+                slot.awaiting_done += 1;
+            }
+        }
+        if retire {
+            slot.retiring = true;
         }
         if reusable && !conn.is_closed() {
             slot.conn = Some(conn);
@@ -721,6 +732,17 @@ impl Pool {
         slot.status.last_exit = Some(exit);
         if slot.state != next {
             transition(slot, next);
+        }
+    }
+
+    /// Worker `generation`'s script restarted in its process (native
+    /// runtime) after a request ended with `reason`: counted as a restart.
+    pub(crate) fn script_restarted(&self, s: usize, generation: u64, reason: ExitReason) {
+        let mut shared = self.lock();
+        let slot = &mut shared.slots[s];
+        if slot.generation == generation {
+            count_restart(&mut slot.status, reason);
+            slot.status.last_reason = Some(reason);
         }
     }
 
@@ -985,9 +1007,34 @@ pub struct Lease {
     conn: Option<WorkerConn>,
     sent: bool,
     completed: bool,
+    /// The worker reached a recycle limit with this request.
+    retire: bool,
 }
 
 impl Lease {
+    /// Takes the worker's connection out for an exchange that owns it;
+    /// `put_back` returns it. Marks the request as sent.
+    pub fn take_conn(&mut self) -> Option<WorkerConn> {
+        self.sent = true;
+        self.conn.take()
+    }
+
+    /// Whether the worker is a native one (frames, not HTTP).
+    pub fn is_native(&self) -> bool {
+        matches!(self.conn, Some(WorkerConn::Native(_)))
+    }
+
+    /// Returns the connection `take_conn` took.
+    pub fn put_back(&mut self, conn: WorkerConn) {
+        self.conn = Some(conn);
+    }
+
+    /// The worker reached a recycle limit: once this lease is released it
+    /// takes no other request, even before the slot task hears of it.
+    pub fn retire_after(&mut self) {
+        self.retire = true;
+    }
+
     /// The slot this worker serves.
     pub fn slot(&self) -> usize {
         self.slot
@@ -1069,8 +1116,14 @@ impl Drop for Lease {
         self.pool.fpm.released();
         if let Some(conn) = self.conn.take() {
             let reusable = self.completed || !self.sent;
-            self.pool
-                .release(self.slot, self.generation, conn, reusable, self.sent);
+            self.pool.release(
+                self.slot,
+                self.generation,
+                conn,
+                reusable,
+                self.sent,
+                self.retire,
+            );
         }
     }
 }

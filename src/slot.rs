@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::native::frames::Outcome;
 use crate::pool::{ExitReason, Pool, SlotCommand, SlotState, WorkerConn};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
 
@@ -334,6 +335,16 @@ impl SlotTask {
     /// and its exit race), so that an `exit()` it announced is not taken
     /// for a crash and its last `request_done` is not lost.
     async fn read_last_words(&mut self, gone: &mut Running) {
+        if self.spec.runtime == crate::config::Runtime::Native {
+            // A native worker's exit is never announced (exit() restarts
+            // its script in-process), and its connection may sit idle in
+            // the pool holding the channel open: take what is queued.
+            while let Ok(event) = gone.events.try_recv() {
+                self.handle_event(gone, event).await;
+            }
+            gone.events_open = false;
+            return;
+        }
         while gone.events_open {
             match tokio::time::timeout(LAST_WORDS, gone.events.recv()).await {
                 Ok(Some(event)) => {
@@ -358,10 +369,30 @@ impl SlotTask {
                 );
                 running.exit_reason = Some(ExitReason::Exit);
             }
+            WorkerEvent::ScriptRestarted { outcome } => {
+                let reason = match outcome {
+                    Outcome::Exit => ExitReason::Exit,
+                    Outcome::Timeout => ExitReason::PhpTimeout,
+                    Outcome::OutOfMemory => ExitReason::OutOfMemory,
+                    _ => ExitReason::Fatal,
+                };
+                tracing::info!(
+                    "[{}] worker {} restarts its script in-process ({reason})",
+                    self.label(),
+                    running.pid
+                );
+                self.pool
+                    .script_restarted(self.slot, running.generation, reason);
+            }
             WorkerEvent::RequestDone {
                 memory,
                 peak_memory,
+            }
+            | WorkerEvent::Finished {
+                memory,
+                peak_memory,
             } => {
+                let native = matches!(event, WorkerEvent::Finished { .. });
                 running.requests += 1;
                 // A worker past a limit takes no further request, not even
                 // while its replacement boots: a limit is a limit. Decided
@@ -370,7 +401,9 @@ impl SlotTask {
                 if reason.is_some() {
                     self.pool.retire(self.slot, running.generation);
                 }
-                self.pool.worker_done(self.slot, running.generation);
+                if !native {
+                    self.pool.worker_done(self.slot, running.generation);
+                }
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
                     crate::metrics::process_rss(running.pid).await
@@ -592,6 +625,16 @@ impl SlotTask {
         if let Ok(exit) = tokio::time::timeout(RECONNECT_SETTLE, running.worker.wait()).await {
             return Some(exit);
         }
+        if self.spec.runtime == crate::config::Runtime::Native {
+            // A native worker has one frame socket, out of step now.
+            tracing::warn!(
+                "[{}] the exchange with worker {} broke off; killing it",
+                self.label(),
+                running.pid
+            );
+            running.worker.kill_group();
+            return None;
+        }
         match connect(&self.socket(generation)).await {
             Ok(conn) => self
                 .pool
@@ -803,6 +846,28 @@ async fn boot(
     let label = format!("slot {slot}");
     let _ = std::fs::remove_file(&socket);
     tracing::info!("[{label}] starting worker");
+    if spec.runtime == crate::config::Runtime::Native {
+        let booted =
+            crate::native::spawn::boot(&spec, slot, label, limits.bootstrap_timeout, |pid| {
+                if surge {
+                    pool.set_surge(slot, Some(pid), None)
+                }
+            })
+            .await?;
+        let pid = booted.worker.pid();
+        let running = running(booted.worker, booted.events, slot, generation, pid, &limits);
+        let mut conn = booted.conn;
+        conn.recycle = crate::native::conn::Recycle {
+            max_requests: running.max_requests,
+            memory_limit: limits.memory_limit,
+            served: 0,
+        };
+        return Ok(Booted {
+            running,
+            conn: WorkerConn::Native(conn),
+            socket,
+        });
+    }
     let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket.clone()), slot, label)
         .await
         .map_err(|err| format!("cannot run {}: {err}", spec.php.path.display()))?;
@@ -869,6 +934,22 @@ async fn boot(
             return Err(message);
         }
     };
+    Ok(Booted {
+        running: running(worker, events, slot, generation, pid, &limits),
+        conn,
+        socket,
+    })
+}
+
+/// A ready worker's state, with its own jittered limits.
+fn running(
+    worker: Worker,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
+    slot: usize,
+    generation: u64,
+    pid: u32,
+    limits: &Limits,
+) -> Running {
     let seed = random_fraction(slot, generation);
     let max_requests = match limits.max_requests {
         0 => 0,
@@ -877,25 +958,21 @@ async fn boot(
     let ttl_deadline = limits
         .ttl
         .map(|ttl| Instant::now() + ttl.mul_f64(1.0 - limits.jitter * seed));
-    Ok(Booted {
-        running: Running {
-            worker,
-            events,
-            events_open: true,
-            generation,
-            pid,
-            ready_at: Instant::now(),
-            requests: 0,
-            max_requests,
-            ttl_deadline,
-            exit_reason: None,
-            recycle_blocked_until: None,
-            last_rss: None,
-            slow_request: None,
-        },
-        conn,
-        socket,
-    })
+    Running {
+        worker,
+        events,
+        events_open: true,
+        generation,
+        pid,
+        ready_at: Instant::now(),
+        requests: 0,
+        max_requests,
+        ttl_deadline,
+        exit_reason: None,
+        recycle_blocked_until: None,
+        last_rss: None,
+        slow_request: None,
+    }
 }
 
 /// `--memory-limit` never trips when PHP's own `memory_limit` is lower:
@@ -945,7 +1022,7 @@ async fn connect(socket: &std::path::Path) -> std::io::Result<WorkerConn> {
         // Ends when the worker or the master closes the connection.
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok(WorkerConn::Http(sender))
 }
 
 #[cfg(test)]

@@ -12,6 +12,16 @@ use serde::Serialize;
 
 use super::phppm::{parse_host, parse_mb_or_off, parse_path, parse_seconds_or_off};
 
+/// How workers run PHP.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// php-cgi running the PHP runtime in bridges/.
+    Cgi,
+    /// PHP hosted in a ppm process through ppm's own SAPI.
+    Native,
+}
+
 /// What every PHP worker needs to know about the application.
 #[derive(Args, Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -85,6 +95,10 @@ pub struct StartOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub app: AppOptions,
+    /// How workers run PHP: `native` (PHP hosted in a ppm worker process
+    /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP runtime).
+    #[arg(long, value_enum, default_value_t = Runtime::Cgi)]
+    pub runtime: Runtime,
     /// Number of worker slots.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
