@@ -855,6 +855,7 @@ async fn boot(
             })
             .await?;
         let pid = booted.worker.pid();
+        warn_if_php_limit_is_lower(booted.conn.php_memory_limit.as_deref(), &limits);
         let running = running(booted.worker, booted.events, slot, generation, pid, &limits);
         let mut conn = booted.conn;
         conn.recycle = crate::native::conn::Recycle {

@@ -56,6 +56,8 @@ pub struct FrameConn {
     pub(crate) reader: FrameReader,
     pub(crate) write: OwnedWriteHalf,
     pub(crate) recycle: Recycle,
+    /// PHP's `memory_limit` setting, as the worker reported it at boot.
+    pub(crate) php_memory_limit: Option<String>,
 }
 
 /// The reading half of a worker's frame socket.
@@ -86,6 +88,7 @@ impl FrameConn {
             },
             write,
             recycle: Recycle::default(),
+            php_memory_limit: None,
         }
     }
 
@@ -176,6 +179,11 @@ impl FrameReader {
             }
             ToMaster::Backtrace(trace) => {
                 let _ = self.events.send(WorkerEvent::Backtrace { trace });
+                None
+            }
+            ToMaster::Included(files) => {
+                let files = files.into_iter().map(Into::into).collect();
+                let _ = self.events.send(WorkerEvent::IncludedFiles { files });
                 None
             }
             other => Some(other),

@@ -121,6 +121,7 @@ async fn wait_ready(conn: &mut FrameConn) -> Result<Option<String>, ConnError> {
         match conn.next().await? {
             ToMaster::Ready => return Ok(None),
             ToMaster::BootError(message) => return Ok(Some(message)),
+            ToMaster::PhpInfo { memory_limit } => conn.php_memory_limit = Some(memory_limit),
             _ => {}
         }
     }
