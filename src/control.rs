@@ -46,6 +46,9 @@ pub struct ClusterInfo {
     pub app_dir: PathBuf,
     pub bridge: String,
     pub bootstrap: String,
+    /// How workers run PHP: `native` or `cgi`.
+    #[serde(default)]
+    pub runtime: String,
     pub php: PathBuf,
     pub balancer: SocketAddr,
     pub control: SocketAddr,

@@ -235,6 +235,11 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
             app_dir: spec.app_dir.clone(),
             bridge: opts.app.bridge.clone(),
             bootstrap: opts.app.bootstrap.clone(),
+            runtime: match opts.runtime {
+                Runtime::Native => "native",
+                Runtime::Cgi => "cgi",
+            }
+            .into(),
             php: spec.php.path.clone(),
             balancer: balancer_addr,
             control: control_addr,

@@ -182,9 +182,9 @@ pub struct SlotStatus {
 
 impl SlotStatus {
     /// Resets the figures of the slot's previous worker for a new one.
-    fn new_worker(&mut self, pid: Option<u32>, socket: PathBuf) {
+    fn new_worker(&mut self, pid: Option<u32>, socket: Option<PathBuf>) {
         self.pid = pid;
-        self.socket = Some(socket);
+        self.socket = socket;
         self.memory_bytes = 0;
         self.peak_memory_bytes = 0;
         self.rss_bytes = 0;
@@ -627,7 +627,7 @@ impl Pool {
     }
 
     /// A cold boot begins (no worker serves the slot).
-    pub(crate) fn worker_starting(&self, s: usize, generation: u64, socket: PathBuf) {
+    pub(crate) fn worker_starting(&self, s: usize, generation: u64, socket: Option<PathBuf>) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         slot.generation = generation;
@@ -673,7 +673,7 @@ impl Pool {
         s: usize,
         generation: u64,
         pid: u32,
-        socket: PathBuf,
+        socket: Option<PathBuf>,
         conn: WorkerConn,
     ) -> oneshot::Receiver<()> {
         let (done_tx, done_rx) = oneshot::channel();

@@ -43,6 +43,7 @@ const BOOT_ERROR: u8 = 22;
 const BACKTRACE: u8 = 23;
 const INCLUDED: u8 = 24;
 const PHP_INFO: u8 = 25;
+const FLUSH: u8 = 26;
 
 /// A frame that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,8 +62,9 @@ pub enum FrameError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestHead {
     pub method: String,
-    /// The request target as sent (path and query).
-    pub target: String,
+    /// The request target as sent (path and query), byte for byte: nginx
+    /// passes bytes above 0x7F and some non-URI characters on as they are.
+    pub target: Vec<u8>,
     /// e.g. `HTTP/1.1`.
     pub protocol: String,
     pub remote_addr: String,
@@ -147,6 +149,9 @@ pub enum ToMaster {
         lines: Vec<Vec<u8>>,
     },
     Body(Vec<u8>),
+    /// PHP flushed (`flush()`, implicit flush): what came so far should
+    /// reach the client now, so the response streams.
+    Flush,
     End {
         flags: u8,
         outcome: Outcome,
@@ -177,7 +182,7 @@ impl ToWorker {
             ToWorker::Head(head) => {
                 let start = begin(out, HEAD);
                 put_str(out, head.method.as_bytes());
-                put_str(out, head.target.as_bytes());
+                put_str(out, &head.target);
                 put_str(out, head.protocol.as_bytes());
                 put_str(out, head.remote_addr.as_bytes());
                 out.extend_from_slice(&head.remote_port.to_be_bytes());
@@ -210,7 +215,7 @@ impl ToWorker {
         let frame = match kind {
             HEAD => {
                 let method = c.string()?;
-                let target = c.string()?;
+                let target = c.bytes()?.to_vec();
                 let protocol = c.string()?;
                 let remote_addr = c.string()?;
                 let remote_port = c.u16()?;
@@ -267,6 +272,10 @@ impl ToMaster {
                 let start = begin(out, READY);
                 finish(out, start);
             }
+            ToMaster::Flush => {
+                let start = begin(out, FLUSH);
+                finish(out, start);
+            }
             ToMaster::Stats { memory, peak } => {
                 let start = begin(out, STATS);
                 out.extend_from_slice(&memory.to_be_bytes());
@@ -317,6 +326,7 @@ impl ToMaster {
                 ToMaster::End { flags, outcome }
             }
             READY => ToMaster::Ready,
+            FLUSH => ToMaster::Flush,
             STATS => ToMaster::Stats {
                 memory: c.u64()?,
                 peak: c.u64()?,

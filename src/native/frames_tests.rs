@@ -68,6 +68,7 @@ fn worker_to_master_frames_round_trip() {
         outcome: Outcome::Exit,
     });
     roundtrip_master(ToMaster::Ready);
+    roundtrip_master(ToMaster::Flush);
     roundtrip_master(ToMaster::Stats {
         memory: 1 << 40,
         peak: 7,

@@ -90,10 +90,14 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         arena: Vec::with_capacity(1024),
         ..Prepared::default()
     };
-    let query = head.target.split_once('?').map_or("", |(_, query)| query);
+    let query = head
+        .target
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(&[][..], |at| &head.target[at + 1..]);
     p.method = p.put(head.method.as_bytes());
-    p.uri = p.put(head.target.as_bytes());
-    p.query = p.put(query.as_bytes());
+    p.uri = p.put(&head.target);
+    p.query = p.put(query);
     p.content_length = head.content_length;
     p.proto_num = match head.protocol.as_str() {
         "HTTP/1.0" => 1000,
@@ -118,12 +122,12 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         p.authorization = Some(p.put(auth));
     }
 
-    p.server_var("QUERY_STRING", query.as_bytes());
+    p.server_var("QUERY_STRING", query);
     p.server_var("REQUEST_METHOD", head.method.as_bytes());
     p.server_var("CONTENT_TYPE", content_type.as_deref().unwrap_or_default());
     p.server_var("CONTENT_LENGTH", &content_length);
     p.server_var("SCRIPT_NAME", script.script_name.as_bytes());
-    p.server_var("REQUEST_URI", head.target.as_bytes());
+    p.server_var("REQUEST_URI", &head.target);
     p.server_var("DOCUMENT_URI", script.script_name.as_bytes());
     p.server_var("DOCUMENT_ROOT", script.document_root.as_bytes());
     p.server_var("SERVER_PROTOCOL", head.protocol.as_bytes());

@@ -217,7 +217,7 @@ async fn handle(
         target: parts
             .uri
             .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            .map_or_else(|| b"/".to_vec(), |p| p.as_str().into()),
         protocol: format!("{:?}", parts.version),
         remote_addr: peer.ip().to_canonical().to_string(),
         remote_port: peer.port(),
