@@ -262,6 +262,17 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP ppm_worker_uncaught_exceptions_total Requests that ended with an uncaught PHP exception, by slot (native runtime).\n# TYPE ppm_worker_uncaught_exceptions_total counter"
+        );
+        for s in slots {
+            let _ = writeln!(
+                out,
+                "ppm_worker_uncaught_exceptions_total{{slot=\"{}\"}} {}",
+                s.slot, s.uncaught_exceptions
+            );
+        }
         if let Some(rss) = master_rss {
             gauge_header(
                 &mut out,

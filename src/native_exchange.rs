@@ -36,7 +36,7 @@ use crate::balancer::{
 };
 use crate::metrics::Metrics;
 use crate::native::conn::{FrameConn, FrameReader};
-use crate::native::frames::{RequestHead, ToMaster, ToWorker, BODY_CHUNK};
+use crate::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
 use crate::native::standalone::{canonical_name, parse_header_line};
 use crate::pool::{Lease, WorkerBody, WorkerConn};
 use crate::worker::WorkerEvent;
@@ -221,6 +221,8 @@ impl Exchange {
                 ToMaster::End { outcome, .. } => {
                     if outcome.restarts() {
                         reader.report(WorkerEvent::ScriptRestarted { outcome });
+                    } else if outcome == Outcome::Exception {
+                        reader.report(WorkerEvent::UncaughtException);
                     }
                     self.complete(&mut client);
                     ended_at = Some(Instant::now());

@@ -176,6 +176,9 @@ pub struct SlotStatus {
     pub draining_pids: Vec<u32>,
     /// Replaced workers by reason (`max-requests`, `crash`, …).
     pub restarts_by_reason: BTreeMap<String, u64>,
+    /// Requests that ended with an uncaught exception (native runtime:
+    /// the worker continues, so they are no restart).
+    pub uncaught_exceptions: u64,
     /// The request the worker is serving, if any.
     pub current_request: Option<CurrentRequest>,
 }
@@ -336,6 +339,7 @@ impl Pool {
                     replacement_pid: None,
                     draining_pids: Vec::new(),
                     restarts_by_reason: BTreeMap::new(),
+                    uncaught_exceptions: 0,
                     current_request: None,
                 },
             })
@@ -744,6 +748,11 @@ impl Pool {
             count_restart(&mut slot.status, reason);
             slot.status.last_reason = Some(reason);
         }
+    }
+
+    /// A request of slot `s` ended with an uncaught exception.
+    pub(crate) fn uncaught_exception(&self, s: usize) {
+        self.lock().slots[s].status.uncaught_exceptions += 1;
     }
 
     /// A replaced worker ended (it no longer served the slot).

@@ -371,6 +371,7 @@ impl SlotTask {
                 );
                 running.exit_reason = Some(ExitReason::Exit);
             }
+            WorkerEvent::UncaughtException => self.pool.uncaught_exception(self.slot),
             WorkerEvent::ScriptRestarted { outcome } => {
                 let reason = match outcome {
                     Outcome::Exit => ExitReason::Exit,
