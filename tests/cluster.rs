@@ -401,6 +401,7 @@ fn the_hello_example_answers_through_ppm_worker_alone() {
             "--bootstrap=app.php",
         ])
         .arg(format!("--listen=127.0.0.1:{port}"))
+        .args(runtime_arg::<&str>(&[]))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

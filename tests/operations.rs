@@ -544,6 +544,8 @@ fn check_passes_a_good_app_and_shows_the_php_error_of_a_broken_one() {
             path_str(&good),
             "--bridge=callable",
             "--bootstrap=app.php",
+            // The php-cgi runtime's binary (the native runtime has none).
+            "--runtime=cgi",
             "--cgi-path=/nonexistent/php-cgi",
         ],
         Duration::from_secs(30),
