@@ -126,6 +126,10 @@ async fn dashboard() -> impl IntoResponse {
 }
 
 async fn cluster_status(state: &ControlState) -> ClusterStatus {
+    // The restart's state first: a slot records its error before it
+    // answers the restart, so slots read after it are never older than it
+    // (a "failed" restart shows the slot's error).
+    let restart = state.restarts.last();
     let mut slots: Vec<SlotStatus> = state.pool.status();
     crate::metrics::fill_missing_rss(&mut slots).await;
     let count = |s: SlotState| slots.iter().filter(|w| w.state == s).count();
@@ -144,7 +148,7 @@ async fn cluster_status(state: &ControlState) -> ClusterStatus {
         },
         recent_errors: state.metrics.recent_errors(),
         shutting_down: *state.shutdown.borrow(),
-        restart: state.restarts.last(),
+        restart,
         workers: slots
             .iter()
             .map(|w| serde_json::to_value(w).unwrap_or_default())

@@ -401,10 +401,14 @@ fn a_syntax_error_keeps_the_old_code_answering_and_fixing_it_recovers() {
             .contains("syntax error"),
         "{failed}"
     );
-    assert!(failed["workers"][0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("syntax error"));
+    assert!(
+        failed["workers"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("syntax error"),
+        "{failed:#}\n{}",
+        cluster.log_text()
+    );
     assert!(cluster.log_text().contains("syntax error"));
     for _ in 0..5 {
         assert_eq!(
