@@ -459,8 +459,16 @@ macro_rules! over_fastcgi {
 
 over_fastcgi!(symfony_over_fastcgi, Framework::Symfony, true);
 over_fastcgi!(laravel_over_fastcgi, Framework::Laravel, true);
-over_fastcgi!(symfony_over_fastcgi_without_kept_connections, Framework::Symfony, false);
-over_fastcgi!(laravel_over_fastcgi_without_kept_connections, Framework::Laravel, false);
+over_fastcgi!(
+    symfony_over_fastcgi_without_kept_connections,
+    Framework::Symfony,
+    false
+);
+over_fastcgi!(
+    laravel_over_fastcgi_without_kept_connections,
+    Framework::Laravel,
+    false
+);
 
 // ---------------------------------------------------------------------------
 // The specifications
@@ -821,7 +829,10 @@ fn forwarded_headers_from_nginx_reach_the_app(app: Framework) {
     );
     let plain = json(http().get(cluster.url("/url")).send().unwrap());
     assert_eq!(plain["secure"], false, "{plain}");
-    assert_eq!(plain["client_ip"], "127.0.0.1", "REMOTE_ADDR from nginx: {plain}");
+    assert_eq!(
+        plain["client_ip"], "127.0.0.1",
+        "REMOTE_ADDR from nginx: {plain}"
+    );
 }
 
 fn https_from_an_untrusted_client_is_ignored(app: Framework) {

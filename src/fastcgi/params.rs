@@ -140,10 +140,7 @@ pub fn unknown_conn() -> ConnInfo {
 
 /// Adds `X-Ppm-Cgi` to the worker's headers of a FastCGI request.
 pub fn add_worker_header(extensions: &hyper::http::Extensions, headers: &mut HeaderMap) {
-    if let Some(value) = extensions
-        .get::<CgiVars>()
-        .and_then(CgiVars::header_value)
-    {
+    if let Some(value) = extensions.get::<CgiVars>().and_then(CgiVars::header_value) {
         headers.insert(X_PPM_CGI, value);
     }
 }
@@ -153,14 +150,20 @@ pub fn add_worker_header(extensions: &hyper::http::Extensions, headers: &mut Hea
 /// parameters (the client's headers) is, and `CONTENT_LENGTH` against
 /// `--max-body-size`.
 pub fn check(vars: &CgiVars, limits: &Limits) -> Result<(), Refusal> {
-    let headers = vars.0.iter().filter(|(n, _)| n.starts_with(b"HTTP_")).count();
+    let headers = vars
+        .0
+        .iter()
+        .filter(|(n, _)| n.starts_with(b"HTTP_"))
+        .count();
     if headers > limits.max_headers {
         return Err(Refusal {
             status: hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             reason: "too many header fields",
         });
     }
-    let declared = vars.text("CONTENT_LENGTH").and_then(|v| v.parse::<u64>().ok());
+    let declared = vars
+        .text("CONTENT_LENGTH")
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body_size) {
         return Err(Refusal {
             status: hyper::StatusCode::PAYLOAD_TOO_LARGE,
@@ -228,7 +231,13 @@ fn script_uri(vars: &CgiVars) -> Option<Uri> {
 fn header_name(cgi: &[u8]) -> Option<HeaderName> {
     let name: Vec<u8> = cgi
         .iter()
-        .map(|&b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() })
+        .map(|&b| {
+            if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            }
+        })
         .collect();
     HeaderName::from_bytes(&name).ok()
 }

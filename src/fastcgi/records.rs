@@ -57,6 +57,8 @@ pub enum Malformed {
     PairTooLong,
     #[error("a record of type {kind} for request {id}, which is not active")]
     Stray { kind: u8, id: u16 },
+    #[error("a record of type {kind} for request {id} out of order")]
+    OutOfOrder { kind: u8, id: u16 },
     #[error("a record of type {0}, which only an application sends")]
     WrongDirection(u8),
     #[error("the connection closed in the middle of a record")]
@@ -256,7 +258,7 @@ mod tests {
         out.push(padding);
         out.push(0);
         out.extend_from_slice(content);
-        out.extend(std::iter::repeat(0).take(padding.into()));
+        out.extend(std::iter::repeat_n(0, padding.into()));
         out
     }
 

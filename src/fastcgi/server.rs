@@ -147,7 +147,8 @@ where
                         request_line: vars.as_ref().map(CgiVars::request_line),
                         received,
                     },
-                    vars.as_ref().map_or_else(params::unknown_conn, CgiVars::conn_info),
+                    vars.as_ref()
+                        .map_or_else(params::unknown_conn, CgiVars::conn_info),
                 ),
                 Read::Complete(vars, body) => {
                     let (request, conn_info) = params::to_request(vars, body, received);
@@ -157,7 +158,14 @@ where
             let refused = matches!(arrival, Arrival::Refused { .. });
             let balancer = self.balancer.clone();
             let handling = balancer.arrived(arrival, conn_info);
-            let Some(response) = self.watching(handling).await? else {
+            // A refused request's remaining records are not read: the
+            // connection closes after the answer.
+            let watched = if refused {
+                Some(handling.await)
+            } else {
+                self.watching(handling).await?
+            };
+            let Some(response) = watched else {
                 // Aborted while queued or running: the worker (if any)
                 // finishes on its own, as when an HTTP client hangs up.
                 self.end(id).await?;
@@ -166,7 +174,7 @@ where
                 }
                 continue;
             };
-            let completed = self.respond(id, response).await?;
+            let completed = self.respond(id, response, !refused).await?;
             self.active = None;
             if refused {
                 self.linger().await;
@@ -224,7 +232,10 @@ where
         let mut raw = BytesMut::new();
         let vars = loop {
             let Some(record) = self.next_by(head_deadline).await? else {
-                return Ok(Read::Refused(timeout("request head not received in time"), None));
+                return Ok(Read::Refused(
+                    timeout("request head not received in time"),
+                    None,
+                ));
             };
             match self.own(record, id).await? {
                 Some(Own::Params(data)) if data.is_empty() => {
@@ -244,10 +255,12 @@ where
                     }
                     raw.extend_from_slice(&data);
                 }
-                Some(Own::Stdin(_)) => return Err(Close::Malformed(Malformed::Stray {
-                    kind: kind::STDIN,
-                    id,
-                })),
+                Some(Own::Stdin(_)) => {
+                    return Err(Close::Malformed(Malformed::OutOfOrder {
+                        kind: kind::STDIN,
+                        id,
+                    }))
+                }
                 Some(Own::Abort) => return Ok(Read::Aborted),
                 None => {}
             }
@@ -257,7 +270,10 @@ where
         loop {
             let until = deadline.min(Instant::now() + limits.body_timeout);
             let Some(record) = self.next_by(until).await? else {
-                return Ok(Read::Refused(timeout("request body not received in time"), Some(vars)));
+                return Ok(Read::Refused(
+                    timeout("request body not received in time"),
+                    Some(vars),
+                ));
             };
             match self.own(record, id).await? {
                 Some(Own::Stdin(data)) if data.is_empty() => {
@@ -279,7 +295,7 @@ where
                     }
                 }
                 Some(Own::Params(_)) => {
-                    return Err(Close::Malformed(Malformed::Stray {
+                    return Err(Close::Malformed(Malformed::OutOfOrder {
                         kind: kind::PARAMS,
                         id,
                     }))
@@ -397,7 +413,11 @@ where
     async fn during(&mut self, record: Record, id: u16) -> Result<Option<Own>, Close> {
         match self.own(record, id).await? {
             Some(Own::Abort) => Ok(Some(Own::Abort)),
-            Some(Own::Params(_)) | Some(Own::Stdin(_)) => Err(Close::Malformed(Malformed::Stray {
+            Some(Own::Params(_)) => Err(Close::Malformed(Malformed::OutOfOrder {
+                kind: kind::PARAMS,
+                id,
+            })),
+            Some(Own::Stdin(_)) => Err(Close::Malformed(Malformed::OutOfOrder {
                 kind: kind::STDIN,
                 id,
             })),
@@ -405,9 +425,15 @@ where
         }
     }
 
-    /// Sends the response as STDOUT records, then END_REQUEST. Returns
-    /// false when the request was aborted half-way (END_REQUEST not sent).
-    async fn respond(&mut self, id: u16, response: Response<ProxyBody>) -> Result<bool, Close> {
+    /// Sends the response as STDOUT records, then END_REQUEST, reading the
+    /// connection meanwhile if `watch`. Returns false when the request was
+    /// aborted half-way (END_REQUEST not sent).
+    async fn respond(
+        &mut self,
+        id: u16,
+        response: Response<ProxyBody>,
+        watch: bool,
+    ) -> Result<bool, Close> {
         let (mut parts, mut body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let mut head = BytesMut::with_capacity(512);
@@ -439,7 +465,7 @@ where
             }
             let frame = tokio::select! {
                 frame = body.frame() => frame,
-                record = self.reader.next() => {
+                record = self.reader.next(), if watch => {
                     let Some(record) = record? else {
                         return Err(Close::Quiet);
                     };

@@ -39,8 +39,11 @@ impl Nginx {
     pub fn with_site(port: u16, site: &str) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
-        std::fs::copy("/etc/nginx/fastcgi_params", dir.path().join("fastcgi_params"))
-            .expect("nginx's stock fastcgi_params (apt-get install nginx)");
+        std::fs::copy(
+            "/etc/nginx/fastcgi_params",
+            dir.path().join("fastcgi_params"),
+        )
+        .expect("nginx's stock fastcgi_params (apt-get install nginx)");
         std::fs::write(dir.path().join("site.conf"), site).unwrap();
         // Running as root, nginx's workers would be `nobody`, who cannot
         // enter the temporary directories.
