@@ -281,13 +281,18 @@ fn an_abort_drops_a_queued_request_and_lets_a_running_one_finish() {
 }
 
 #[test]
-fn a_unix_socket_listener_serves_with_mode_0660_and_a_port_in_use_is_a_clear_error() {
+fn a_unix_socket_listener_from_ppm_json_serves_with_mode_0660_and_a_port_in_use_is_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ppm-fastcgi.sock");
-    let cluster = Cluster::start(
-        Setup::callable("basic", 1).arg(format!("--fastcgi-listen=unix:{}", socket.display())),
-    );
+    // From ppm.json, as a string (a list works too).
+    let config = dir.path().join("ppm.json");
+    let json = serde_json::json!({ "fastcgi-listen": format!("unix:{}", socket.display()) });
+    std::fs::write(&config, json.to_string()).unwrap();
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg(format!(
+        "--config={}",
+        config.display()
+    )));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
@@ -412,6 +417,17 @@ fn nginx_to_ppm_gives_php_the_cgi_variables_nginx_to_php_fpm_gives() {
             "{what}: left is nginx → ppm, right is nginx → php-fpm"
         );
     }
+}
+
+#[test]
+fn the_php_fpm_guide_quotes_the_shipped_nginx_configuration_verbatim() {
+    let guide = std::fs::read_to_string(root().join("doc/from-php-fpm.md")).unwrap();
+    let (_, rest) = guide
+        .split_once("<!-- quote docker/nginx-fastcgi.conf -->\n```nginx\n")
+        .expect("the guide quotes docker/nginx-fastcgi.conf");
+    let (quoted, _) = rest.split_once("```").unwrap();
+    let shipped = std::fs::read_to_string(root().join("docker/nginx-fastcgi.conf")).unwrap();
+    assert_eq!(quoted, shipped);
 }
 
 // ---------------------------------------------------------------------------
