@@ -289,10 +289,8 @@ fn a_unix_socket_listener_from_ppm_json_serves_with_mode_0660_and_a_port_in_use_
     let config = dir.path().join("ppm.json");
     let json = serde_json::json!({ "fastcgi-listen": format!("unix:{}", socket.display()) });
     std::fs::write(&config, json.to_string()).unwrap();
-    let cluster = Cluster::start(Setup::callable("basic", 1).arg(format!(
-        "--config={}",
-        config.display()
-    )));
+    let cluster =
+        Cluster::start(Setup::callable("basic", 1).arg(format!("--config={}", config.display())));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();

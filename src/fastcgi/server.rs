@@ -87,8 +87,8 @@ struct Conn<R, W> {
     reader: records::RecordReader<R>,
     writer: W,
     out: BytesMut,
-    /// The request in progress and whether the connection is kept after it.
-    active: Option<(u16, bool)>,
+    /// The id of the request in progress.
+    active: Option<u16>,
 }
 
 /// Serves one connection until the web server closes it, a request
@@ -131,7 +131,7 @@ where
             let Some((id, keep_conn)) = self.wait_begin(shutdown).await? else {
                 return Ok(());
             };
-            self.active = Some((id, keep_conn));
+            self.active = Some(id);
             let received = Instant::now();
             let (arrival, conn_info) = match self.read_request(id, received).await? {
                 Read::Aborted => {
@@ -352,7 +352,7 @@ where
             }
             kind::BEGIN_REQUEST if record.request_id != 0 => {
                 Begin::parse(&record.content)?;
-                if self.active.is_some_and(|(id, _)| id == record.request_id) {
+                if self.active == Some(record.request_id) {
                     return Err(Close::Malformed(Malformed::Stray {
                         kind: record.kind,
                         id: record.request_id,
@@ -390,7 +390,7 @@ where
     where
         F: std::future::Future<Output = Response<ProxyBody>>,
     {
-        let Some((id, _)) = self.active else {
+        let Some(id) = self.active else {
             return Ok(None);
         };
         tokio::pin!(handling);
