@@ -239,6 +239,14 @@ impl Balancer {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // So that `ppm stop <this port>` can say it is no control plane.
+        response.headers_mut().insert(
+            crate::identify::LISTENER_HEADER,
+            HeaderValue::from_static(match target {
+                Target::Any => "balancer",
+                Target::Slot(_) => "slot",
+            }),
+        );
         response
     }
 

@@ -3,6 +3,7 @@
 //! `nginx -t` and `php-fpm -t` do. One worker is booted on a private
 //! socket and stopped again; its PHP error, if any, is the answer.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::StartOptions;
@@ -13,6 +14,10 @@ use crate::Error;
 /// Checks everything `ppm start` would need; Ok means it would start.
 pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     opts.validate()?;
+    if let Some(path) = &opts.pidfile {
+        crate::pidfile::check(path)?;
+    }
+    check_ports(opts).await?;
     let run_dir = make_run_dir()?;
     let spec = worker_spec(&opts.app, run_dir.path())?;
     let socket = run_dir.path().join("check.sock");
@@ -55,4 +60,36 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
         spec.php.path.display(),
         booted_in.as_millis()
     ))
+}
+
+/// Binds (and releases) every port `ppm start` would bind, so that a port
+/// in use fails the check as it would fail the start; every busy port is
+/// named. Sockets a service manager passes are not checked.
+async fn check_ports(opts: &StartOptions) -> Result<(), Error> {
+    if std::env::var_os("LISTEN_FDS").is_some() {
+        return Ok(());
+    }
+    let mut ports = vec![
+        (
+            "control plane".to_string(),
+            SocketAddr::new(opts.control_host, opts.control_port),
+        ),
+        (
+            "balancer".to_string(),
+            SocketAddr::new(opts.host, opts.port),
+        ),
+    ];
+    for slot in 0..opts.workers {
+        ports.push((
+            format!("slot {slot}"),
+            SocketAddr::new(opts.host, opts.slot_port(slot)),
+        ));
+    }
+    let mut errors = Vec::new();
+    for (what, addr) in ports {
+        if let Err(source) = tokio::net::TcpListener::bind(addr).await {
+            errors.push(Error::Bind { what, addr, source });
+        }
+    }
+    Error::from_list(errors)
 }

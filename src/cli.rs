@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, AppOptions, ConfigFile, StartOptions, CONFIG_FILE};
+use crate::config::{self, AppOptions, ConfigFile, Outcome, StartOptions, CONFIG_FILE};
 use crate::control::ControlClient;
+use crate::identify::{self, Expected};
 use crate::{control, logging, master, Error};
 
 /// Process manager and load balancer for PHP applications.
@@ -19,20 +20,32 @@ use crate::{control, logging, master, Error};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More log output: -v debug, -vv trace (PPM_LOG overrides).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors; `ppm start -q` also turns the access log off.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    pub quiet: bool,
 }
 
 /// Where a running master's control plane is.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControlAddr {
-    /// Control plane port of the running master (default: control-port of
-    /// ./ppm.json, else 5500).
-    pub port: Option<u16>,
+    /// Control plane port of the running master, or its application
+    /// directory (PHP-PM's working-directory), whose ppm.json names the
+    /// control port (default: ./ppm.json's control-port, else 5500).
+    #[arg(value_name = "PORT|DIR")]
+    pub target: Option<String>,
     /// Control plane host of the running master (default: control-host of
-    /// ./ppm.json, else 127.0.0.1).
+    /// the ppm.json, else 127.0.0.1).
     #[arg(long)]
     pub host: Option<String>,
+    /// The running master's configuration file, for its control port,
+    /// host and token (default: DIR/ppm.json).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Token for a control plane that requires one (default: control-token
-    /// of ./ppm.json).
+    /// of the ppm.json).
     #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
     /// File holding the token (default: control-token-file of ./ppm.json).
@@ -41,26 +54,45 @@ pub struct ControlAddr {
 }
 
 impl ControlAddr {
-    /// The address and token, completed from `./ppm.json` where not given.
-    fn resolve(&self) -> Result<ControlClient, Error> {
-        let file = ConfigFile::find(None, &PathBuf::from("."))?;
-        let from_file = |key: &str| {
-            file.as_ref().and_then(|f| f.values.get(key)).map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
+    /// The address and token, completed from the configuration file where
+    /// not given, and where the control plane should be (for hints).
+    fn resolve(&self) -> Result<(ControlClient, Expected), Error> {
+        let given_port = self.target.as_deref().and_then(|t| t.parse::<u16>().ok());
+        let dir = match (&self.target, given_port) {
+            (Some(dir), None) => {
+                let dir = PathBuf::from(dir);
+                if !dir.is_dir() {
+                    return Err(Error::Usage(format!(
+                        "ppm: {} is neither a port nor an application directory\n",
+                        dir.display()
+                    )));
+                }
+                dir
+            }
+            _ => PathBuf::from("."),
         };
-        let port = match self.port {
-            Some(port) => port,
-            None => match from_file("control-port") {
+        let file = ConfigFile::find(self.config.as_deref(), &dir)?;
+        let from_file = |key: &str| file.as_ref().and_then(|f| f.text(key));
+        let file_port = |key: &str, default: u16| -> Result<u16, Error> {
+            match from_file(key) {
                 Some(text) => text.parse().map_err(|_| Error::Config {
-                    file: PathBuf::from(CONFIG_FILE),
-                    message: format!("key \"control-port\": {text} is not a port"),
-                })?,
-                None => 5500,
-            },
+                    file: file
+                        .as_ref()
+                        .map_or_else(|| PathBuf::from(CONFIG_FILE), |f| f.path.clone()),
+                    message: format!("key \"{key}\": {text} is not a port"),
+                }),
+                None => Ok(default),
+            }
         };
+        let expected = Expected {
+            control_port: file_port("control-port", 5500)?,
+            source: match &file {
+                Some(f) if f.values.contains_key("control-port") => f.path.display().to_string(),
+                _ => "the default".into(),
+            },
+            balancer_port: file_port("port", 5501)?,
+        };
+        let port = given_port.unwrap_or(expected.control_port);
         let host = self
             .host
             .clone()
@@ -80,7 +112,14 @@ impl ControlAddr {
             (None, Some(path)) => Some(crate::token::read_token_file(&path)?),
             (None, None) => from_file("control-token"),
         };
-        Ok(ControlClient { addr, token })
+        Ok((ControlClient { addr, token }, expected))
+    }
+
+    /// The client of a control plane that answered as one.
+    async fn connect(&self) -> Result<ControlClient, Error> {
+        let (client, expected) = self.resolve()?;
+        identify::ensure_control_plane(&client, &expected).await?;
+        Ok(client)
     }
 }
 
@@ -111,7 +150,9 @@ pub enum Command {
         watch: bool,
     },
     /// Replace every worker of a running master, surge-first; exits non-zero
-    /// (with PHP's error) if a replacement fails to boot.
+    /// (with PHP's error) if a replacement fails to boot. `ppm reload` is
+    /// the same (PHP-PM's graceful reload).
+    #[command(visible_alias = "reload")]
     Restart {
         #[command(flatten)]
         control: ControlAddr,
@@ -127,8 +168,9 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
-    /// Write the given `ppm start` options to ppm.json (only those that
-    /// differ from the defaults), or show one effective setting.
+    /// Merge the given `ppm start` options into ppm.json (created if
+    /// missing; every other key is kept); without options, print it. Or
+    /// show one effective setting.
     Config {
         #[command(flatten)]
         options: StartOptions,
@@ -150,10 +192,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if matches!(cli.command, Command::Guard) {
         return crate::guard::run();
     }
-    logging::init();
+    logging::init(match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "ppm=debug,info",
+        (false, _) => "ppm=trace,debug",
+    });
     // The arguments after the subcommand, for merging with ppm.json.
-    let rest = args.get(2..).unwrap_or_default();
-    match run(cli, rest) {
+    let mut rest = subcommand_args(&args);
+    if cli.quiet && matches!(cli.command, Command::Start(_)) {
+        rest.push("--no-logging".into());
+    }
+    match run(cli, &rest) {
         Ok(code) => code,
         Err(Error::Usage(text)) => {
             eprint!("{text}");
@@ -189,44 +239,35 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 control,
                 json,
                 watch,
-            } => control::print_status(&control.resolve()?, json, watch).await?,
+            } => control::print_status(&control.connect().await?, json, watch).await?,
             Command::Restart { control, timeout } => {
-                control::restart_master(&control.resolve()?, Duration::from_secs(timeout)).await?;
+                let client = control.connect().await?;
+                control::restart_master(&client, Duration::from_secs(timeout)).await?;
             }
             Command::Stop { control, timeout } => {
-                let client = control.resolve()?;
+                let client = control.connect().await?;
                 control::stop_master(&client, Duration::from_secs(timeout)).await?;
                 println!("ppm on {} stopped", client.addr);
             }
-            Command::Config {
-                options,
-                show_option,
-            } => {
+            Command::Config { show_option, .. } => {
                 let rest: Vec<OsString> = strip_show_option(rest);
                 match show_option {
-                    Some(name) => {
-                        let (effective, _) = config::start_options(&rest)?;
-                        let settings = config::settings(&effective);
-                        let value = settings.get(&name).ok_or_else(|| Error::InvalidOption {
-                            option: "show-option",
-                            message: format!("{name:?} is not a ppm.json key"),
-                        })?;
-                        match value {
-                            serde_json::Value::String(s) => println!("{s}"),
-                            other => println!("{other}"),
+                    Some(name) => println!("{}", config::show_option(&rest, &name)?),
+                    None => match config::merge(&rest)? {
+                        Outcome::Unchanged(path, Some(text)) => {
+                            eprintln!("{} (unchanged: no option given)", path.display());
+                            print!("{text}");
                         }
-                    }
-                    None => {
-                        let changed = config::changed_settings(&rest)?;
-                        let path = options
-                            .config
-                            .clone()
-                            .unwrap_or_else(|| options.app.dir.join(CONFIG_FILE));
-                        let text = serde_json::to_string_pretty(&changed)
-                            .map_err(std::io::Error::other)?;
-                        std::fs::write(&path, text + "\n")?;
-                        println!("wrote {} ({} settings)", path.display(), changed.len());
-                    }
+                        Outcome::Unchanged(path, None) => {
+                            eprintln!("no {} yet; give options to create it", path.display());
+                        }
+                        Outcome::Written(path, keys, problems) => {
+                            println!("wrote {} (set {})", path.display(), keys.join(", "));
+                            if let Some(problems) = problems {
+                                eprintln!("ppm: note: ppm start would refuse it: {problems}");
+                            }
+                        }
+                    },
                 }
             }
         }
@@ -251,4 +292,44 @@ fn strip_show_option(args: &[OsString]) -> Vec<OsString> {
         }
     }
     out
+}
+
+/// Whether `arg` is one of the global flags (`-v`, `-vv`, `-q`, …).
+fn is_global_flag(arg: &OsString) -> bool {
+    let text = arg.to_string_lossy();
+    matches!(text.as_ref(), "-q" | "--quiet" | "--verbose")
+        || (text.len() > 1 && text.starts_with('-') && text[1..].chars().all(|c| c == 'v'))
+}
+
+/// The arguments after the subcommand's name, without the global flags
+/// (which may come before or after it).
+fn subcommand_args(args: &[OsString]) -> Vec<OsString> {
+    let mut rest = args.iter().skip(1).skip_while(|a| is_global_flag(a));
+    let _subcommand = rest.next();
+    rest.filter(|a| !is_global_flag(a)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn global_flags_go_wherever_they_are_and_php_pm_commands_parse() {
+        let rest = subcommand_args(&args(&["ppm", "-vv", "start", "app", "-q", "--workers=2"]));
+        assert_eq!(rest, args(&["app", "--workers=2"]));
+        let cli = Cli::try_parse_from(args(&["ppm", "reload", "/srv/app", "-v"])).unwrap();
+        assert_eq!(cli.verbose, 1);
+        assert!(
+            matches!(cli.command, Command::Restart { ref control, .. } if control.target.as_deref() == Some("/srv/app"))
+        );
+        let cli = Cli::try_parse_from(args(&["ppm", "-q", "stop", "-c", "ppm.json"])).unwrap();
+        assert!(cli.quiet);
+        assert!(
+            matches!(cli.command, Command::Stop { ref control, .. } if control.config.is_some())
+        );
+    }
 }

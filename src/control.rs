@@ -23,6 +23,8 @@ use crate::pool::{Pool, SlotState, SlotStatus};
 use crate::rolling::{RestartState, RestartStatus, Restarts};
 use crate::Error;
 
+pub use crate::status_table::render_table;
+
 /// What the control plane knows besides the pool.
 pub struct ControlState {
     pub pool: Arc<Pool>,
@@ -95,6 +97,10 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // After the guard: the page holds no data and asks for the token itself.
         .route("/", get(dashboard))
+        .route(crate::identify::PROBE_PATH, get(health))
+        .layer(axum::middleware::map_response(
+            crate::identify::mark_control,
+        ))
         // Every route, the dashboard and unknown paths included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -115,8 +121,9 @@ async fn dashboard() -> impl IntoResponse {
     )
 }
 
-fn cluster_status(state: &ControlState) -> ClusterStatus {
-    let slots: Vec<SlotStatus> = state.pool.status();
+async fn cluster_status(state: &ControlState) -> ClusterStatus {
+    let mut slots: Vec<SlotStatus> = state.pool.status();
+    crate::metrics::fill_missing_rss(&mut slots).await;
     let count = |s: SlotState| slots.iter().filter(|w| w.state == s).count();
     ClusterStatus {
         info: state.info.clone(),
@@ -145,7 +152,7 @@ async fn status(
     State(state): State<Arc<ControlState>>,
     headers: axum::http::HeaderMap,
 ) -> Json<ClusterStatus> {
-    let mut status = cluster_status(&state);
+    let mut status = cluster_status(&state).await;
     if !sees_everything(&state, &headers) {
         redact_queries(&mut status);
     }
@@ -170,9 +177,11 @@ fn redact_queries(status: &mut ClusterStatus) {
 
 async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     let master_rss = crate::metrics::process_rss(std::process::id()).await;
+    let mut slots = state.pool.status();
+    crate::metrics::fill_missing_rss(&mut slots).await;
     let text = state
         .metrics
-        .render(&state.pool.status(), state.pool.queue_len(), master_rss);
+        .render(&slots, state.pool.queue_len(), master_rss);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -312,23 +321,30 @@ impl ControlClient {
 
     /// Makes one HTTP request to the control plane; returns status and body.
     pub async fn call(&self, method: &str, path: &str) -> Result<(u16, Bytes), Error> {
-        let (code, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
+        let (code, _, body) = call(&self.addr, self.token.as_deref(), method, path).await?;
         if code == 401 {
-            return Err(self.fail(format!(
-                "{method} {path} needs the control token: pass --control-token-file or --control-token, or set PPM_CONTROL_TOKEN"
-            )));
+            return Err(self.fail(match self.token {
+                Some(_) => format!(
+                    "{method} {path}: the control token was wrong (the master refused it); \
+                     check --control-token-file, --control-token, PPM_CONTROL_TOKEN or the token in ppm.json"
+                ),
+                None => format!(
+                    "{method} {path} needs the control token: pass --control-token-file or --control-token, or set PPM_CONTROL_TOKEN"
+                ),
+            }));
         }
         Ok((code, body))
     }
 }
 
-/// Makes one HTTP request to a control plane and returns status and body.
-async fn call(
+/// Makes one HTTP request to a control plane and returns status, headers
+/// and body.
+pub(crate) async fn call(
     addr: &str,
     token: Option<&str>,
     method: &str,
     path: &str,
-) -> Result<(u16, Bytes), Error> {
+) -> Result<(u16, hyper::HeaderMap, Bytes), Error> {
     let fail = |message: String| Error::Control {
         addr: addr.to_string(),
         message,
@@ -356,13 +372,14 @@ async fn call(
         .map_err(|_| fail("no answer within 30 s".into()))?
         .map_err(|e| fail(e.to_string()))?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .map_err(|e| fail(e.to_string()))?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, headers, body))
 }
 
 /// `ppm status`: prints the cluster as a table, or its JSON; with
@@ -394,100 +411,6 @@ pub async fn print_status(client: &ControlClient, json: bool, watch: bool) -> Re
         let _ = std::io::stdout().flush();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// The human-readable form of a status.
-pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
-    let mut out = format!(
-        "ppm master {} · {} · bridge {} ({}) · balancer {} · up {}s\n",
-        status.info.master_pid,
-        status.info.app_dir.display(),
-        status.info.bridge,
-        status.info.bootstrap,
-        status.info.balancer,
-        status.uptime_seconds
-    );
-    out.push_str(&format!(
-        "workers: {} total, {} ready, {} busy · queue {} · {} requests{}\n\n",
-        status.total_workers,
-        status.ready_workers,
-        status.busy_workers,
-        status.queue_length,
-        status.requests_total,
-        if status.shutting_down {
-            " · shutting down"
-        } else {
-            ""
-        }
-    ));
-    let header = [
-        "SLOT",
-        "PORT",
-        "STATE",
-        "PID",
-        "REQUESTS",
-        "MEMORY",
-        "RESTARTS",
-        "LAST ERROR",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for w in &status.workers {
-        let text = |key: &str| match &w[key] {
-            serde_json::Value::Null => "-".to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let memory = w["memory_bytes"].as_u64().unwrap_or(0);
-        let last_error = text("last_error")
-            .lines()
-            .next()
-            .unwrap_or("-")
-            .chars()
-            .take(80)
-            .collect();
-        rows.push(vec![
-            text("slot"),
-            text("port"),
-            text("state"),
-            text("pid"),
-            text("requests"),
-            format!("{:.1} MiB", memory as f64 / 1048576.0),
-            text("restarts"),
-            last_error,
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(column, (cell, w))| {
-                let padded = format!("{cell:<w$}");
-                match (colour, column) {
-                    (true, 2) => paint_state(cell, padded),
-                    _ => padded,
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Colours a state cell for a terminal: green serving, yellow changing,
-/// red failing.
-fn paint_state(state: &str, padded: String) -> String {
-    let code = match state {
-        "ready" | "busy" => "32",
-        "starting" | "draining" | "stopping" | "exited" => "33",
-        "backoff" | "failed" => "31",
-        _ => return padded,
-    };
-    format!("\x1b[{code}m{padded}\x1b[0m")
 }
 
 /// `ppm stop`: asks the master to stop and waits until it has exited.

@@ -54,7 +54,29 @@ pub enum Error {
     /// Talking to a running master's control plane failed.
     #[error("control plane at {addr}: {message}")]
     Control { addr: String, message: String },
+    /// Several configuration problems, found in one pass.
+    #[error("{} configuration errors:\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<Error>),
     /// Any other I/O failure.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Ok for no errors, the error itself for one, `Several` for more.
+    pub fn from_list(mut errors: Vec<Error>) -> Result<(), Error> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Several(errors)),
+        }
+    }
+
+    /// The errors this one stands for: itself, or those of `Several`.
+    pub fn into_list(self) -> Vec<Error> {
+        match self {
+            Error::Several(errors) => errors,
+            other => vec![other],
+        }
+    }
 }

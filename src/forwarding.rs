@@ -128,6 +128,10 @@ pub fn worker_headers(
         0
     };
 
+    let raw_target = origin
+        .uri
+        .path_and_query()
+        .and_then(|p| crate::target::raw_for(client, p.as_str()));
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
@@ -189,6 +193,9 @@ pub fn worker_headers(
     set("x-ppm-server-port", server_port.to_string());
     if proto == "https" {
         set("x-ppm-https", "on".to_string());
+    }
+    if let Some(raw) = raw_target {
+        headers.insert(crate::target::RAW_TARGET, raw);
     }
     (headers, request_id)
 }

@@ -304,12 +304,15 @@ pub fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         }
         _ => return Err(bad("invalid HTTP version")),
     };
-    if target.is_empty() || !target.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+    // What nginx accepts: no controls, no spaces (see `target`).
+    if target.is_empty() || !target.iter().all(|&b| crate::target::is_target_byte(b)) {
         return Err(bad("invalid request target"));
     }
     if target.contains(&b'#') {
         return Err(bad("fragment in the request target"));
     }
+    let raw_target = target;
+    let target = &*crate::target::encode(raw_target);
     let parsed = Uri::try_from(target).map_err(|_| bad("invalid request target"))?;
     let mut authority = None;
     let uri = if target[0] == b'/' {
@@ -360,6 +363,12 @@ pub fn parse_head(head: &[u8], limits: &Limits) -> Result<Head, Refusal> {
         let name = HeaderName::from_bytes(name).map_err(|_| bad("invalid header name"))?;
         let value = HeaderValue::from_bytes(value).map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
+    }
+
+    if raw_target[0] == b'/' {
+        crate::target::record_raw(&mut headers, raw_target);
+    } else {
+        crate::target::record_raw(&mut headers, &crate::target::origin_form(raw_target));
     }
 
     // Host: exactly one in HTTP/1.1 (RFC 9112 3.2), a valid authority.

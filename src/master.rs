@@ -412,7 +412,7 @@ pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), E
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(WorkerEvent::Ready { pid }) => {
+                Some(WorkerEvent::Ready { pid, .. }) => {
                     tracing::info!("worker {pid} serving {} on http://{listen}", spec.app_dir.display());
                     break;
                 }

@@ -321,6 +321,16 @@ pub async fn process_rss(pid: u32) -> Option<u64> {
     .flatten()
 }
 
+/// Fills in the RSS of workers that have not reported it yet (it is
+/// sampled after requests), so a worker's RSS is known from its boot.
+pub async fn fill_missing_rss(slots: &mut [crate::pool::SlotStatus]) {
+    for slot in slots.iter_mut().filter(|s| s.rss_bytes == 0) {
+        if let Some(pid) = slot.pid {
+            slot.rss_bytes = process_rss(pid).await.unwrap_or(0);
+        }
+    }
+}
+
 fn gauge_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }

@@ -16,30 +16,14 @@ pub struct PidFile {
 }
 
 impl PidFile {
-    /// Creates (or takes over a stale) pid file holding this process's pid.
+    /// Creates (or takes over a stale) pid file holding this process's pid;
+    /// its directory is created if missing (PHP-PM's `.ppm/ppm.pid`).
     pub fn create(path: &Path) -> Result<Self, Error> {
         let fail = |message: String| Error::PidFile {
             path: path.to_path_buf(),
             message,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| fail(format!("cannot open it: {e}")))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(fail(format!(
-                    "another ppm master (pid {}) holds it",
-                    holder.trim()
-                )));
-            }
-        };
+        let mut lock = lock(path)?;
         lock.set_len(0)
             .and_then(|()| lock.rewind())
             .and_then(|()| writeln!(*lock, "{}", std::process::id()))
@@ -49,6 +33,80 @@ impl PidFile {
             path: path.to_path_buf(),
             _lock: lock,
         })
+    }
+}
+
+/// What `ppm start --check` asks: could `create` succeed? Leaves no file
+/// behind that was not there.
+pub fn check(path: &Path) -> Result<(), Error> {
+    // A missing directory is left to `create`; here it is enough that the
+    // nearest existing ancestor is a directory ppm may create it in.
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        let existing = dir
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        let usable = existing.is_dir()
+            && nix::unistd::access(
+                existing,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .is_ok();
+        if !usable {
+            return Err(Error::PidFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot create its directory {}: {} is not a writable directory",
+                    dir.display(),
+                    existing.display()
+                ),
+            });
+        }
+        return Ok(());
+    }
+    let existed = path.exists();
+    let held = lock(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(held);
+    Ok(())
+}
+
+/// Opens (creating it and its directory) and locks the pid file.
+fn lock(path: &Path) -> Result<Flock<File>, Error> {
+    let fail = |message: String| Error::PidFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            fail(format!(
+                "cannot create its directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| fail(format!("cannot open it: {e}")))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(fail(format!(
+                "another ppm master (pid {}) holds it",
+                holder.trim()
+            )))
+        }
     }
 }
 
@@ -76,5 +134,21 @@ mod tests {
         drop(first);
         assert!(!path.exists());
         assert!(PidFile::create(&path).is_ok(), "a stale file is taken over");
+    }
+
+    #[test]
+    fn its_directory_is_created_and_check_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".ppm/ppm.pid");
+        check(&path).unwrap();
+        assert!(!path.parent().unwrap().exists(), "check created nothing");
+        let held = PidFile::create(&path).unwrap();
+        let err = check(&path).unwrap_err().to_string();
+        assert!(err.contains("another ppm master"), "{err}");
+        drop(held);
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "").unwrap();
+        let err = check(&blocked.join("ppm.pid")).unwrap_err().to_string();
+        assert!(err.contains("cannot create its directory"), "{err}");
     }
 }

@@ -46,8 +46,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// before a new connection is opened.
 const RECONNECT_SETTLE: Duration = Duration::from_millis(100);
 /// How long the messages a worker sent just before it exited may take to
-/// arrive after its exit was seen.
-const LAST_WORDS: Duration = Duration::from_millis(500);
+/// arrive after its exit was seen. They end at the channel's EOF, which
+/// normally follows the exit at once; this only bounds the wait when
+/// something else still holds the worker's end, and is generous so that a
+/// loaded machine does not turn an announced `exit()` into a "crash".
+const LAST_WORDS: Duration = Duration::from_secs(5);
 /// How often a worker's RSS is read at most.
 const RSS_INTERVAL: Duration = Duration::from_secs(1);
 /// After a recycle whose replacement failed to boot, wait this long before
@@ -62,8 +65,10 @@ pub struct Limits {
     pub max_requests: u64,
     /// Lifetime of a worker.
     pub ttl: Option<Duration>,
-    /// Bytes of PHP memory or RSS after which a worker is recycled.
+    /// Bytes of PHP memory after which a worker is recycled.
     pub memory_limit: Option<u64>,
+    /// Bytes of resident memory after which a worker is recycled.
+    pub rss_limit: Option<u64>,
     /// Fraction (0..1) by which max-requests and ttl are lowered at random
     /// per worker, so workers do not all recycle together.
     pub jitter: f64,
@@ -414,8 +419,28 @@ impl SlotTask {
         if running.max_requests > 0 && running.requests >= running.max_requests {
             return Some(ExitReason::MaxRequests);
         }
-        let limit = self.limits.memory_limit?;
-        (memory >= limit || rss.is_some_and(|rss| rss >= limit)).then_some(ExitReason::Memory)
+        let mb = |bytes: u64| bytes as f64 / 1048576.0;
+        if let Some(limit) = self.limits.memory_limit.filter(|&limit| memory >= limit) {
+            tracing::info!(
+                "[{}] worker {} used {:.1} MB of PHP memory, past --memory-limit={:.0}",
+                self.label(),
+                running.pid,
+                mb(memory),
+                mb(limit)
+            );
+            return Some(ExitReason::Memory);
+        }
+        let (limit, rss) = self.limits.rss_limit.zip(rss)?;
+        (rss >= limit).then(|| {
+            tracing::info!(
+                "[{}] worker {} has {:.1} MB resident (RSS), past --rss-limit={:.0}",
+                self.label(),
+                running.pid,
+                mb(rss),
+                mb(limit)
+            );
+            ExitReason::Memory
+        })
     }
 
     /// The current worker exited. Returns true when the slot was told to
@@ -797,7 +822,10 @@ async fn boot(
     let outcome = loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(WorkerEvent::Ready { pid }) => break Ok(pid),
+                Some(WorkerEvent::Ready { pid, memory_limit }) => {
+                    warn_if_php_limit_is_lower(memory_limit.as_deref(), &limits);
+                    break Ok(pid);
+                }
                 Some(WorkerEvent::BootstrapError { message }) => break Err(message),
                 Some(WorkerEvent::IncludedFiles { files }) => pool.note_included(files),
                 Some(_) => {}
@@ -868,6 +896,27 @@ async fn boot(
         conn,
         socket,
     })
+}
+
+/// `--memory-limit` never trips when PHP's own `memory_limit` is lower:
+/// PHP fails the request first. Said once per master, at the first boot.
+fn warn_if_php_limit_is_lower(php_setting: Option<&str>, limits: &Limits) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let (Some(ours), Some(php)) = (
+        limits.memory_limit,
+        php_setting.and_then(crate::php::ini_bytes),
+    ) else {
+        return;
+    };
+    if php <= ours {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "--memory-limit ({} MB) is not below PHP's memory_limit ({}): PHP stops a request with \"Allowed memory size exhausted\" before ppm would recycle the worker; lower --memory-limit or raise memory_limit (--php-ini memory_limit=...)",
+                ours / 1048576,
+                php_setting.unwrap_or_default()
+            );
+        });
+    }
 }
 
 /// A number in [0, 1), different per slot and worker.

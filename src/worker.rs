@@ -65,8 +65,13 @@ impl Listen {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    /// Bootstrapped and listening.
-    Ready { pid: u32 },
+    /// Bootstrapped and listening; `memory_limit` is PHP's own setting as
+    /// written in php.ini (`128M`, `-1`).
+    Ready {
+        pid: u32,
+        #[serde(default)]
+        memory_limit: Option<String>,
+    },
     /// The bootstrap failed; the message is PHP's error text.
     BootstrapError { message: String },
     /// A request finished (after terminate work and reset).
@@ -381,7 +386,13 @@ mod tests {
     fn control_messages_parse() {
         let ready: WorkerEvent =
             serde_json::from_str(r#"{"type":"ready","pid":12,"sapi":"cgi-fcgi"}"#).unwrap();
-        assert_eq!(ready, WorkerEvent::Ready { pid: 12 });
+        assert_eq!(
+            ready,
+            WorkerEvent::Ready {
+                pid: 12,
+                memory_limit: None
+            }
+        );
         let done: WorkerEvent =
             serde_json::from_str(r#"{"type":"request_done","memory":10,"peak_memory":20}"#)
                 .unwrap();

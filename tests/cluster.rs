@@ -15,6 +15,14 @@ fn the_balancer_reaches_every_worker_round_robin() {
     let client = http();
     let mut pids = HashMap::new();
     for _ in 0..40 {
+        // Rotation is over idle workers: let the last one finish its
+        // terminate work and reset first, so a loaded machine does not
+        // turn a late `request_done` into a skipped turn.
+        let idle = wait_until(Duration::from_secs(5), || {
+            let status = cluster.try_status()?;
+            (status["ready_workers"].as_u64()? == 4).then_some(())
+        });
+        assert!(idle.is_some(), "every worker is idle between requests");
         let body = client
             .get(cluster.url("/pid"))
             .send()

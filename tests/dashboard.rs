@@ -43,7 +43,7 @@ fn chromium_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
     assert!(
         path.exists(),
-        "{} not found: ./scripts/install-deps installs Debian's chromium",
+        "{} not found: ./scripts/install-deps --tests installs Debian's chromium",
         path.display()
     );
     path

@@ -316,3 +316,90 @@ fn max_requests_is_a_limit_even_while_the_replacement_boots() {
         cluster.log_text()
     );
 }
+
+#[test]
+fn a_worker_past_its_memory_limit_takes_no_further_request() {
+    let cluster = Cluster::start(Setup::callable("basic", 2).arg("--memory-limit=20"));
+    const MB: u64 = 1 << 20;
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let url = cluster.url("/leak?mb=6");
+            std::thread::spawn(move || {
+                let client = http();
+                (0..8)
+                    .map(|_| {
+                        let r = client.get(&url).send().unwrap();
+                        assert_eq!(r.status().as_u16(), 200);
+                        r.text().unwrap().trim().parse::<u64>().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let most = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .max()
+        .unwrap();
+    // A worker is retired once a request leaves it past 20 MB; one more
+    // request of 6 MB would take it past 26 MB.
+    assert!(
+        most < 26 * MB,
+        "a worker past --memory-limit took another request: {} MB\nlog:\n{}",
+        most / MB,
+        cluster.log_text()
+    );
+    assert!(cluster.log_text().contains("past --memory-limit=20"));
+}
+
+#[test]
+fn memory_limit_is_php_memory_and_rss_has_a_limit_of_its_own() {
+    // PHP-PM's --memory-limit means PHP memory: a worker using well under
+    // 8 MB of it (but more RSS) is never recycled for memory.
+    let mut cluster = Cluster::start(Setup::callable("basic", 1).arg("--memory-limit=8"));
+    let client = http();
+    for _ in 0..10 {
+        assert_eq!(client.get(cluster.url("/")).send().unwrap().status(), 200);
+    }
+    let status = cluster.status();
+    assert!(
+        status["workers"][0]["rss_bytes"].as_u64().unwrap() > 8 << 20,
+        "{status}"
+    );
+    assert_eq!(status["workers"][0]["restarts"], 0, "{status}");
+    drop(cluster);
+
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--rss-limit=8"));
+    let first = client
+        .get(cluster.url("/pid"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let replaced = wait_until(Duration::from_secs(10), || {
+        let pid = client.get(cluster.url("/pid")).send().ok()?.text().ok()?;
+        (pid != first).then_some(())
+    });
+    assert!(replaced.is_some(), "log:\n{}", cluster.log_text());
+    assert!(
+        cluster.log_text().contains("past --rss-limit=8"),
+        "{}",
+        cluster.log_text()
+    );
+}
+
+#[test]
+fn a_memory_limit_above_php_own_is_reported_at_start() {
+    let cluster = Cluster::start(
+        Setup::callable("basic", 1)
+            .arg("--memory-limit=200")
+            .arg("--php-ini=memory_limit=64M"),
+    );
+    let warned = wait_until(Duration::from_secs(5), || {
+        cluster
+            .log_text()
+            .contains("is not below PHP's memory_limit (64M)")
+            .then_some(())
+    });
+    assert!(warned.is_some(), "{}", cluster.log_text());
+}

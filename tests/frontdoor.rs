@@ -168,7 +168,9 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
         ("space in the target", b"GET /smu ggle HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("relative target", b"GET smuggle HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("fragment in the target", b"GET /smuggle#x HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
-        ("non-ASCII target", b"GET /smuggle\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        // Bytes above 0x7F are accepted, as nginx does; DEL and controls are not.
+        ("DEL in the target", b"GET /smuggle\x7f HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("control byte in the target", b"GET /smuggle?\x1b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("bad version", b"GET /smuggle HTTQ/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("missing Host", b"GET /smuggle HTTP/1.1\r\n\r\n".to_vec()),
         ("two Hosts", b"GET /smuggle HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec()),

@@ -184,7 +184,8 @@ fn ppm_config_writes_the_file_and_shows_settings() {
             .unwrap();
     assert_eq!(
         written,
-        serde_json::json!({"workers": 3, "bridge": "callable"})
+        serde_json::json!({"workers": 3, "bridge": "callable", "max-requests": 1000}),
+        "the options given, also one equal to its default"
     );
     let (code, out, _) = run_ppm(
         &["config", path_str(dir.path()), "--show-option", "workers"],

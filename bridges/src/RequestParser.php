@@ -21,6 +21,7 @@ final class RequestParser
         'x-ppm-server-addr',
         'x-ppm-server-port',
         'x-ppm-https',
+        'x-ppm-request-target',
         'x-ppm-cgi',
     ];
 
@@ -87,6 +88,9 @@ final class RequestParser
             $serverAddr = $private['x-ppm-server-addr'] ?? $serverAddr;
             $serverPort = $private['x-ppm-server-port'] ?? $serverPort;
             $https = strcasecmp($private['x-ppm-https'] ?? '', 'on') === 0;
+            // The target as the client sent it, where it holds bytes the
+            // master percent-encoded for its own URI type (nginx passes them).
+            $target = $private['x-ppm-request-target'] ?? $target;
         }
 
         $request = new HttpRequest(

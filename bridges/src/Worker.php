@@ -119,7 +119,12 @@ final class Worker
         $this->capture->idle();
         $this->phase = self::IDLE;
         SlowLog::install($this->control);
-        $this->control->send(['type' => 'ready', 'pid' => getmypid(), 'sapi' => PHP_SAPI]);
+        $this->control->send([
+            'type' => 'ready',
+            'pid' => getmypid(),
+            'sapi' => PHP_SAPI,
+            'memory_limit' => (string) ini_get('memory_limit'),
+        ]);
         $this->reportIncludedFiles();
 
         $this->server->run(

@@ -179,9 +179,11 @@ pub fn to_request(vars: CgiVars, body: Spooled, received: Instant) -> (Request<S
         .get("REQUEST_METHOD")
         .and_then(|m| Method::from_bytes(m).ok())
         .unwrap_or(Method::GET);
+    // The worker's $_SERVER has REQUEST_URI as sent; the Uri, for the
+    // log and the metrics, has the bytes it refuses percent-encoded.
     let uri = vars
-        .text("REQUEST_URI")
-        .and_then(|u| u.parse::<Uri>().ok())
+        .get("REQUEST_URI")
+        .and_then(|u| Uri::try_from(&*crate::target::encode(u)).ok())
         .filter(|u| u.path().starts_with('/'))
         .or_else(|| script_uri(&vars))
         .unwrap_or_else(|| Uri::from_static("/"));
@@ -306,6 +308,9 @@ mod tests {
         ]);
         let (req, conn) = to_request(v, Spooled::empty(), Instant::now());
         assert_eq!(req.method(), Method::GET);
+        let raw = vars(&[("REQUEST_URI", "/caf\u{e9}?q=<b>")]);
+        let (encoded, _) = to_request(raw, Spooled::empty(), Instant::now());
+        assert_eq!(encoded.uri(), "/caf%C3%A9?q=%3Cb%3E");
         assert_eq!(req.uri(), "/index.php?x=1");
         assert!(!conn.tls);
         let (req, _) = to_request(vars(&[]), Spooled::empty(), Instant::now());

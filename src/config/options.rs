@@ -1,0 +1,357 @@
+//! The options of `ppm start` and `ppm worker`: one struct per command,
+//! whose long option names are also the keys of `ppm.json`, and the
+//! figures the rest of ppm reads from them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::Args;
+use serde::Serialize;
+
+use super::phppm::{parse_host, parse_mb_or_off, parse_path, parse_seconds_or_off};
+
+/// What every PHP worker needs to know about the application.
+#[derive(Args, Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AppOptions {
+    /// Application directory; the workers' working directory.
+    #[arg(default_value = ".")]
+    #[serde(skip)]
+    pub dir: PathBuf,
+    /// Bridge between the worker runtime and the application:
+    /// httpKernel, psr15, callable, static, or a PHP class name.
+    #[arg(long, default_value = "httpKernel")]
+    pub bridge: String,
+    /// What the bridge bootstraps: `symfony`/`laravel` for httpKernel, a PHP
+    /// file (relative to DIR) for callable and psr15.
+    #[arg(long, default_value = "symfony")]
+    pub bootstrap: String,
+    /// Application environment passed to the bootstrap (APP_ENV).
+    #[arg(long, default_value = "prod")]
+    pub app_env: String,
+    /// Debug mode: errors are shown in responses, workers restart when a
+    /// PHP file changes (`--debug`, `--debug=1`, `--debug=0`).
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub debug: bool,
+    /// PHP binary for workers; php-cgi on PATH by default, falling back to php.
+    #[arg(long, value_parser = parse_path)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgi_path: Option<PathBuf>,
+    /// php.ini setting passed to every worker as KEY=VALUE (repeatable).
+    #[arg(long = "php-ini", value_name = "KEY=VALUE")]
+    pub php_ini: Vec<String>,
+}
+
+/// Options of `ppm start`.
+#[derive(Args, Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StartOptions {
+    /// Configuration file (default: DIR/ppm.json when it exists).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Only check the configuration, the PHP binary and the bootstrap
+    /// (one worker boots and stops), then exit 0 or 1.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub app: AppOptions,
+    /// Number of worker slots.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Address of the balancer and the slot ports.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    pub host: IpAddr,
+    /// Balancer port.
+    #[arg(long, default_value_t = 5501)]
+    pub port: u16,
+    /// FastCGI listener for nginx `fastcgi_pass` and the like: HOST:PORT
+    /// or unix:/path (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub fastcgi_listen: Vec<String>,
+    /// Address of the control plane.
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    pub control_host: IpAddr,
+    /// Control plane port.
+    #[arg(long, default_value_t = 5500)]
+    pub control_port: u16,
+    /// Token the control plane requires as `Authorization: Bearer TOKEN`
+    /// (required when --control-host is not a loopback address). Any
+    /// local user sees it in `ps`: prefer --control-token-file.
+    #[arg(long, env = "PPM_CONTROL_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_token: Option<String>,
+    /// File holding the control token (a trailing line break is ignored);
+    /// the safe way to pass it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_token_file: Option<PathBuf>,
+    /// With a token: let GET /status, /metrics and the dashboard be read
+    /// without it (mutating endpoints still need it).
+    #[arg(long)]
+    pub control_public_read: bool,
+    /// First slot port (slot N listens on worker-port + N); default port + 1.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_port: Option<u16>,
+    /// Requests that may wait for a worker at once; 503 past it.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Seconds a request may wait for a worker; 503 past it.
+    #[arg(long, default_value_t = 30.0)]
+    pub queue_timeout: f64,
+    /// Largest request body accepted, in bytes; 413 past it.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_body_size: u64,
+    /// Seconds in-flight requests get to finish on stop before workers are killed.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+    /// Seconds to keep serving after a stop request while `/ready` and the
+    /// health path already answer 503, so load balancers take this host out
+    /// before its ports close (0 = close at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub drain_delay: f64,
+    /// Seconds a worker may take to bootstrap before it counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    pub bootstrap_timeout: f64,
+    /// Requests a worker serves before it is replaced (0 = unlimited).
+    #[arg(long, default_value_t = 1000)]
+    pub max_requests: u64,
+    /// Seconds a worker lives before it is replaced (0 = forever).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_seconds_or_off)]
+    pub ttl: f64,
+    /// MB of PHP memory (memory_get_usage, as PHP-PM means it) after which
+    /// a worker is replaced (0 = no limit).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = parse_mb_or_off)]
+    pub memory_limit: u64,
+    /// MB of resident memory (RSS, as the kernel counts it: PHP's heap plus
+    /// code, opcache and libraries) after which a worker is replaced
+    /// (0 = no limit).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = parse_mb_or_off)]
+    pub rss_limit: u64,
+    /// Percent by which --max-requests and --ttl are lowered at random per
+    /// worker, so workers do not all recycle together.
+    #[arg(long, default_value_t = 10.0)]
+    pub recycle_jitter: f64,
+    /// Seconds a request may run in PHP, from dispatch; 504 and the worker
+    /// is killed and replaced past it (0 = no limit).
+    #[arg(long, default_value_t = 30.0)]
+    pub max_execution_time: f64,
+    /// Seconds after which a running request's PHP backtrace is logged (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_request_time: f64,
+    /// Replacement workers that may boot at once beside the ones they replace.
+    #[arg(long, default_value_t = 1)]
+    pub max_surge: usize,
+    /// Write the master's pid to FILE (locked against a second master,
+    /// removed at exit).
+    #[arg(long, value_name = "FILE", value_parser = parse_path)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
+    /// Proxies (addresses or CIDRs, repeatable or comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host/-Port and X-Request-Id are believed;
+    /// from anyone else these headers are replaced.
+    #[arg(long, value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
+    /// Path the master answers itself on the balancer and every slot port
+    /// (200 while a worker is ready, else 503), for load balancer health
+    /// checks; never sent to PHP. Empty to turn it off.
+    #[arg(long, default_value = "/_ppm/health")]
+    pub health_path: String,
+    /// Longest request line (method, target and version) in bytes; 414 past it.
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub max_request_line: usize,
+    /// Largest request header section in bytes (request line excluded); 431 past it.
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_header_size: usize,
+    /// Most header fields in a request; 431 past it.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+    /// Seconds from a request's first byte to the end of its headers; 408
+    /// and the connection closed past it.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a request body may go without a byte arriving; 408 past it.
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout: f64,
+    /// Seconds from a request's first byte to the end of its body (head
+    /// and body together); 408 and the connection closed past it.
+    #[arg(long, default_value_t = 300.0)]
+    pub request_timeout: f64,
+    /// Seconds a kept-alive connection may wait for its next request (and
+    /// a response write may stall) before it is closed.
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Client connections open at once, over all ports; past it new
+    /// connections wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Client connections one address may hold open at once, over all
+    /// ports (default: half of --max-connections; 0 = no limit); past it
+    /// a new connection from that address gets 503 at once. Addresses in
+    /// --trusted-proxies are exempt.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Request bodies up to this many bytes are held in memory; larger
+    /// ones are spooled to an anonymous temporary file.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_buffer_size: usize,
+    /// Directory of the temporary files of large request bodies (default:
+    /// the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_directory: Option<PathBuf>,
+    /// PEM certificate chain: the balancer port serves HTTPS (HTTP/2 and
+    /// HTTP/1.1 by ALPN). Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Directory of static files the master serves itself (relative paths
+    /// are relative to the application directory); a miss goes to PHP.
+    #[arg(long, value_name = "DIR", value_parser = parse_path)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_directory: Option<PathBuf>,
+    /// Serve dotfiles (names starting with ".") from --static-directory too.
+    #[arg(long)]
+    pub static_dotfiles: bool,
+    /// Access log, one line per request (--no-logging, --logging=false or
+    /// --logging=0 to turn it off).
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "no_logging"
+    )]
+    pub logging: bool,
+    /// Turn the access log off.
+    #[arg(long, overrides_with = "logging")]
+    #[serde(skip)]
+    pub no_logging: bool,
+    /// Write the access log to FILE instead of stdout (reopened on SIGUSR1).
+    #[arg(long, value_name = "FILE", value_parser = parse_path)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+    /// Access log format: combined (nginx's, plus request time, queue
+    /// time, slot and request id) or json.
+    #[arg(long, default_value = "combined", value_parser = ["combined", "json"])]
+    pub log_format: String,
+}
+
+impl StartOptions {
+    /// The front door's limits.
+    pub fn front_door_limits(&self) -> crate::http1::Limits {
+        crate::http1::Limits {
+            max_request_line: self.max_request_line,
+            max_header_size: self.max_header_size,
+            max_headers: self.max_headers,
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            body_timeout: Duration::from_secs_f64(self.body_timeout),
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            max_body_size: self.max_body_size,
+        }
+    }
+
+    /// The control token, from --control-token (or `PPM_CONTROL_TOKEN`)
+    /// or read from --control-token-file.
+    pub fn control_token(&self) -> Result<Option<String>, crate::Error> {
+        match (&self.control_token, &self.control_token_file) {
+            (Some(_), Some(_)) => Err(crate::Error::InvalidOption {
+                option: "control-token-file",
+                message: "give the token one way: --control-token-file, or --control-token / PPM_CONTROL_TOKEN".into(),
+            }),
+            (Some(token), None) => Ok(Some(token.clone())),
+            (None, Some(path)) => crate::token::read_token_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `--max-connections-per-ip`, or its default (half of
+    /// `--max-connections`, at least 1); None for no limit.
+    pub fn connections_per_ip(&self) -> Option<usize> {
+        match self.max_connections_per_ip {
+            Some(0) => None,
+            Some(limit) => Some(limit),
+            None => Some(self.max_connections.div_ceil(2)),
+        }
+    }
+
+    /// Whether the access log is on (`--logging`, `--no-logging`).
+    pub fn logging(&self) -> bool {
+        self.logging && !self.no_logging
+    }
+
+    /// When workers are recycled.
+    pub fn limits(&self) -> crate::slot::Limits {
+        let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+        crate::slot::Limits {
+            bootstrap_timeout: self.bootstrap_timeout(),
+            max_requests: self.max_requests,
+            ttl: seconds(self.ttl),
+            memory_limit: (self.memory_limit > 0).then_some(self.memory_limit * 1024 * 1024),
+            rss_limit: (self.rss_limit > 0).then_some(self.rss_limit * 1024 * 1024),
+            jitter: self.recycle_jitter / 100.0,
+        }
+    }
+
+    /// `--max-execution-time`, when set.
+    pub fn max_execution_time(&self) -> Option<Duration> {
+        (self.max_execution_time > 0.0).then(|| Duration::from_secs_f64(self.max_execution_time))
+    }
+
+    /// `--drain-delay`, when set.
+    pub fn drain_delay(&self) -> Option<Duration> {
+        (self.drain_delay > 0.0).then(|| Duration::from_secs_f64(self.drain_delay))
+    }
+
+    /// `--slow-request-time`, when set.
+    pub fn slow_request_time(&self) -> Option<Duration> {
+        (self.slow_request_time > 0.0).then(|| Duration::from_secs_f64(self.slow_request_time))
+    }
+
+    /// The port of slot 0.
+    pub fn first_worker_port(&self) -> u16 {
+        self.worker_port
+            .unwrap_or_else(|| self.port.saturating_add(1))
+    }
+
+    /// The port of slot `slot`.
+    pub fn slot_port(&self, slot: usize) -> u16 {
+        self.first_worker_port() + slot as u16
+    }
+
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.queue_timeout)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout)
+    }
+
+    pub fn bootstrap_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.bootstrap_timeout)
+    }
+}
