@@ -267,14 +267,23 @@ impl Balancer {
             Target::Any => self.tls.clone(),
             Target::Slot(_) => None,
         };
+        // Set once a wait for a free connection timed out: from then on,
+        // until one is free, new connections get a 503 without waiting.
+        let mut at_limit = false;
         loop {
-            let permit = tokio::select! {
-                permit = self.connections.permit() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
+            let permit = match self.connections.try_permit() {
+                Some(permit) => Some(permit),
+                None if at_limit => None,
+                None => tokio::select! {
+                    permit = self.connections.permit() => match permit {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep(crate::conn_limit::FULL_WAIT) => None,
+                    _ = crate::until_true(&mut shutdown) => break,
                 },
-                _ = crate::until_true(&mut shutdown) => break,
             };
+            at_limit = permit.is_none();
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -288,7 +297,11 @@ impl Balancer {
                 _ = crate::until_true(&mut shutdown) => break,
             };
             let _ = stream.set_nodelay(true);
-            let permit = match self.connections.admit(peer.ip(), permit) {
+            let admitted = match permit {
+                Some(permit) => self.connections.admit(peer.ip(), permit),
+                None => Err(self.connections.refuse_full()),
+            };
+            let permit = match admitted {
                 Ok(admitted) => admitted,
                 Err(refused) => {
                     // A TLS client could not read a plain answer: it just
