@@ -228,7 +228,8 @@ impl Balancer {
         // this host out before its ports close.
         let up = !self.pool.is_going_away()
             && match target {
-                Target::Any => self.pool.any_ready(),
+                // An ondemand pool with no worker yet still serves.
+                Target::Any => self.pool.available(),
                 Target::Slot(slot) => self.pool.slot_serving(slot),
             };
         let mut response = if up {

@@ -62,6 +62,10 @@ pub struct ClusterStatus {
     pub busy_workers: usize,
     pub queue_length: usize,
     pub requests_total: u64,
+    /// The process manager (`--pm`): its mode, workers spawned and retired,
+    /// and how often every slot was in use when another worker was wanted.
+    #[serde(default)]
+    pub pm: crate::pool::PmStatus,
     /// Estimated request latency percentiles (p50, p90, p99) in milliseconds.
     pub latency_ms: Latency,
     /// The last 5xx answers.
@@ -134,6 +138,7 @@ async fn cluster_status(state: &ControlState) -> ClusterStatus {
         busy_workers: count(SlotState::Busy),
         queue_length: state.pool.queue_len(),
         requests_total: state.metrics.requests_total(),
+        pm: state.pool.pm_status(),
         latency_ms: Latency {
             p50: state.metrics.duration.quantile(0.5).map(|s| s * 1000.0),
             p90: state.metrics.duration.quantile(0.9).map(|s| s * 1000.0),
@@ -180,9 +185,12 @@ async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     let master_rss = crate::metrics::process_rss(std::process::id()).await;
     let mut slots = state.pool.status();
     crate::metrics::fill_missing_rss(&mut slots).await;
-    let text = state
-        .metrics
-        .render(&slots, state.pool.queue_len(), master_rss);
+    let text = state.metrics.render(
+        &slots,
+        state.pool.queue_len(),
+        master_rss,
+        &state.pool.pm_status(),
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -197,7 +205,7 @@ async fn health() -> &'static str {
 }
 
 async fn ready(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
-    if state.pool.any_ready() && !state.pool.is_going_away() && !*state.shutdown.borrow() {
+    if state.pool.available() && !state.pool.is_going_away() && !*state.shutdown.borrow() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

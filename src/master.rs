@@ -161,6 +161,7 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
         limits,
         max_execution_time: opts.max_execution_time(),
         included_files: opts.app.debug.then_some(included_tx),
+        pm: opts.pm(),
     });
 
     let restarts = Arc::new(Restarts::new(
@@ -183,7 +184,9 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     tokio::spawn(restart_on_signals(restarts.clone()));
     // In debug mode a developer fixes the code and the reload boots it; in
     // production a cluster that cannot boot at all should fail its start.
-    let never_booted = (!opts.app.debug).then(|| {
+    // An ondemand pool boots no worker until a request comes.
+    let boots_at_start = opts.pm != crate::config::PmMode::Ondemand;
+    let never_booted = (!opts.app.debug && boots_at_start).then(|| {
         tokio::spawn(stop_unless_booted(
             pool.clone(),
             bootstrap_timeout,
@@ -253,11 +256,12 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     });
 
     tracing::info!(
-        "ppm {} master {} serving {} with {} workers ({}, bridge {}): balancer http://{balancer_addr}, slots {}-{}, control http://{control_addr}",
+        "ppm {} master {} serving {} with {} workers (pm {}, {}, bridge {}): balancer http://{balancer_addr}, slots {}-{}, control http://{control_addr}",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         spec.app_dir.display(),
         opts.workers,
+        opts.pm.as_str(),
         spec.php.path.display(),
         opts.app.bridge,
         slot_ports.first().copied().unwrap_or_default(),
@@ -365,13 +369,26 @@ fn stop_at_once(tasks: &[tokio::task::AbortHandle]) {
     }
 }
 
-/// Tells the service manager the cluster is ready once every slot is.
+/// Tells the service manager the cluster is ready once every slot is (in
+/// a dynamic or ondemand pool: every slot that should have a worker).
 async fn notify_ready(pool: Arc<Pool>, notifier: Arc<Notifier>) {
-    while !pool.all_serving() {
+    // Until the first wakes of a dynamic pool have been decided, an empty
+    // slot does not mean "settled"; Pool::start decides them before this.
+    while !pool.settled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::info!("all {} workers ready", pool.len());
-    notifier.notify(&format!("READY=1\nSTATUS={} workers ready", pool.len()));
+    let serving = pool
+        .status()
+        .iter()
+        .filter(|s| s.state.is_serving())
+        .count();
+    let text = if serving == pool.len() {
+        format!("{serving} workers ready")
+    } else {
+        format!("{serving} of {} workers ready", pool.len())
+    };
+    tracing::info!("{text}");
+    notifier.notify(&format!("READY=1\nSTATUS={text}"));
 }
 
 /// SIGHUP and SIGUSR2 start a rolling restart.

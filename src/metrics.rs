@@ -170,6 +170,7 @@ impl Metrics {
         slots: &[SlotStatus],
         queue_length: usize,
         master_rss: Option<u64>,
+        pm: &crate::pool::PmStatus,
     ) -> String {
         let mut out = String::from(
             "# HELP ppm_requests_total Requests answered, by slot and status class.\n# TYPE ppm_requests_total counter\n",
@@ -217,6 +218,7 @@ impl Metrics {
             SlotState::Exited,
             SlotState::Backoff,
             SlotState::Failed,
+            SlotState::Empty,
         ] {
             let count = slots.iter().filter(|s| s.state == state).count();
             let name = serde_json::to_value(state)
@@ -261,6 +263,31 @@ impl Metrics {
                     s.slot
                 );
             }
+        }
+        gauge_header(
+            &mut out,
+            "ppm_pm_info",
+            "The process manager's mode (--pm), as a label.",
+        );
+        let _ = writeln!(out, "ppm_pm_info{{mode=\"{}\"}} 1", pm.mode);
+        for (name, help, value) in [
+            (
+                "ppm_workers_spawned_total",
+                "Workers started because requests or the spare minimum wanted one (--pm dynamic|ondemand).",
+                pm.spawned,
+            ),
+            (
+                "ppm_workers_retired_total",
+                "Idle workers stopped (--pm dynamic|ondemand).",
+                pm.retired,
+            ),
+            (
+                "ppm_max_workers_reached_total",
+                "Times a worker was wanted while every slot had one (php-fpm's max children reached).",
+                pm.max_workers_reached,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
         if let Some(rss) = master_rss {
             gauge_header(
@@ -386,7 +413,7 @@ mod tests {
         let m = Metrics::new(2);
         m.request(Some(1), 200, Duration::from_millis(1), "GET", "/");
         m.request(None, 503, Duration::from_millis(1), "GET", "/x");
-        let text = m.render(&[], 0, None);
+        let text = m.render(&[], 0, None, &crate::pool::PmStatus::default());
         assert!(
             text.contains("ppm_requests_total{slot=\"1\",code=\"2xx\"} 1"),
             "{text}"

@@ -16,10 +16,23 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
         status.uptime_seconds
     );
     out.push_str(&format!(
-        "workers: {} total, {} ready, {} busy · queue {} · {} requests{}\n\n",
+        "workers: {} total, {} ready, {} busy · pm {}{} · queue {} · {} requests{}\n\n",
         status.total_workers,
         status.ready_workers,
         status.busy_workers,
+        if status.pm.mode.is_empty() {
+            "static"
+        } else {
+            &status.pm.mode
+        },
+        if status.pm.mode.is_empty() || status.pm.mode == "static" {
+            String::new()
+        } else {
+            format!(
+                " ({} spawned, {} retired, max reached {})",
+                status.pm.spawned, status.pm.retired, status.pm.max_workers_reached
+            )
+        },
         status.queue_length,
         status.requests_total,
         if status.shutting_down {
@@ -102,6 +115,7 @@ fn paint_state(state: &str, padded: String) -> String {
     let code = match state {
         "ready" | "busy" => "32",
         "starting" | "draining" | "stopping" | "exited" => "33",
+        "empty" => "2",
         "backoff" | "failed" => "31",
         _ => return padded,
     };

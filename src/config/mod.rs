@@ -14,7 +14,7 @@ mod validate;
 mod write;
 
 pub use file::{start_options, ConfigFile, CONFIG_FILE};
-pub use options::{AppOptions, Runtime, StartOptions};
+pub use options::{AppOptions, PmMode, Runtime, StartOptions};
 pub use write::{merge, settings, show_option, Outcome};
 
 #[cfg(test)]
