@@ -1074,6 +1074,17 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_slot_only_boots_or_stops_and_only_an_idle_retirement_empties_one() {
+        assert!(Empty.can_become(Starting));
+        assert!(Empty.can_become(Stopping));
+        assert!(!Empty.can_become(Ready));
+        assert!(!Empty.can_become(Busy));
+        assert!(Ready.can_become(Stopping) && Stopping.can_become(Empty));
+        assert!(!Busy.can_become(Empty));
+        assert!(!Ready.can_become(Empty));
+    }
+
+    #[test]
     fn exit_reasons_read_like_the_options() {
         assert_eq!(ExitReason::MaxRequests.to_string(), "max-requests");
         assert_eq!(ExitReason::Ttl.to_string(), "ttl");
