@@ -45,6 +45,7 @@ pub use pm::{PmSettings, PmStatus};
 
 mod lease;
 mod pm;
+pub mod served;
 
 /// The state of a worker slot: of the worker that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
