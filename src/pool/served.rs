@@ -14,7 +14,8 @@
 //!
 //! A pool starts in two steps, so that every public socket of every pool
 //! is bound before any worker of any pool starts: `prepare` (worker spec,
-//! front door) and `bind`, then `start`.
+//! front door) and `bind` (balancer, slot ports, `--fastcgi-listen`), then
+//! `start`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ pub struct Bound {
     prepared: Prepared,
     balancer: TcpListener,
     slots: Vec<TcpListener>,
+    /// `--fastcgi-listen`: the pool's FastCGI listeners.
+    fastcgi: Vec<crate::fastcgi::Listener>,
 }
 
 /// One running pool.
@@ -161,10 +164,12 @@ impl Prepared {
                     .await?,
             );
         }
+        let fastcgi = crate::fastcgi::bind(&opts.fastcgi_listen, inherited).await?;
         Ok(Bound {
             prepared: self,
             balancer,
             slots,
+            fastcgi,
         })
     }
 }
@@ -182,6 +187,7 @@ impl Bound {
             prepared,
             balancer: balancer_listener,
             slots: slot_listeners,
+            fastcgi,
         } = self;
         let Prepared {
             name,
@@ -247,6 +253,25 @@ impl Bound {
             servers.push(tokio::spawn(balancer.clone().serve(
                 listener,
                 Target::Slot(slot),
+                closing.clone(),
+                grace,
+            )));
+        }
+        let capacity = crate::fastcgi::Capacity {
+            max_conns: opts.max_connections,
+        };
+        for listener in fastcgi {
+            tracing::info!(
+                "{}FastCGI listening on {}",
+                name.as_deref()
+                    .map(|n| format!("pool {n}: "))
+                    .unwrap_or_default(),
+                listener.describe()
+            );
+            servers.push(tokio::spawn(crate::fastcgi::serve(
+                listener,
+                balancer.clone(),
+                capacity,
                 closing.clone(),
                 grace,
             )));
