@@ -134,11 +134,13 @@ pub async fn cluster_status(state: &ControlState, pools: &[Arc<ServedPool>]) -> 
     let mut errors = Vec::new();
     let mut restarts = Vec::new();
     for pool in pools {
+        // The restart before the slots: a restart that says it succeeded
+        // then comes with the slots it replaced.
+        let restart = pool.restarts.last();
         let mut slots = pool.pool.status();
         crate::metrics::fill_missing_rss(&mut slots).await;
         let counts = Counts::of(&slots);
         let metrics = &pool.balancer.metrics;
-        let restart = pool.restarts.last();
         restarts.extend(restart.clone());
         errors.extend(metrics.recent_errors().into_iter().map(|mut e| {
             e.pool = pool.named.then(|| pool.name.clone());
