@@ -52,6 +52,7 @@ pub fn run(stream: UnixStream, app: &AppOptions, entry: &Path, slot: usize) -> R
         config_json: c(config.to_string())?,
     };
     std::hint::black_box(ffi::keep_callbacks());
-    let io = WorkerIo::new(stream)?;
+    let mut io = WorkerIo::new(stream)?;
+    io.report_included(app.debug);
     Ok(ffi::run(io, &run))
 }

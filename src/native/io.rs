@@ -46,6 +46,10 @@ pub struct WorkerIo {
     body_done: bool,
     in_request: bool,
     ended: bool,
+    /// Debug mode: report loaded files.
+    report_included: bool,
+    /// Loaded files not reported yet.
+    included: Vec<String>,
 }
 
 impl WorkerIo {
@@ -63,7 +67,29 @@ impl WorkerIo {
             body_done: true,
             in_request: false,
             ended: true,
+            report_included: false,
+            included: Vec::new(),
         })
+    }
+
+    /// Debug mode: the files PHP loaded are reported to the master.
+    pub fn report_included(&mut self, on: bool) {
+        self.report_included = on;
+    }
+
+    /// A file PHP loaded, reported with the next `Ready` in debug mode.
+    pub fn included(&mut self, path: &str) {
+        if self.report_included {
+            self.included.push(path.to_string());
+        }
+    }
+
+    /// PHP's `memory_limit` after the bootstrap, for the master.
+    pub fn php_info(&mut self, memory_limit: &str) {
+        ToMaster::PhpInfo {
+            memory_limit: memory_limit.to_string(),
+        }
+        .encode(&mut self.out);
     }
 
     /// Document root and script name, from the bootstrap.
@@ -79,6 +105,9 @@ impl WorkerIo {
     ) -> Result<Option<&Prepared>, IoError> {
         self.drain_body()?;
         self.in_request = false;
+        if !self.included.is_empty() {
+            ToMaster::Included(std::mem::take(&mut self.included)).encode(&mut self.out);
+        }
         if let Some((memory, peak)) = stats {
             ToMaster::Stats { memory, peak }.encode(&mut self.out);
         }

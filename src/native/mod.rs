@@ -15,10 +15,12 @@
 //!
 //! The PHP side is `bridges/native.php` and `bridges/src/Native*.php`.
 
+pub mod conn;
 pub mod ffi;
 pub mod frames;
 pub mod host;
 pub mod io;
 pub mod request;
+pub mod spawn;
 pub mod standalone;
 pub mod worker;

@@ -362,7 +362,7 @@ async fn handle(
 
 /// `content-type` → `Content-Type`: PHP applications read header names
 /// the way clients usually send them (hyper lowercases them).
-fn canonical_name(lower: &str) -> String {
+pub(crate) fn canonical_name(lower: &str) -> String {
     let mut out = String::with_capacity(lower.len());
     let mut upper = true;
     for c in lower.chars() {
@@ -372,7 +372,7 @@ fn canonical_name(lower: &str) -> String {
     out
 }
 
-fn parse_header_line(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+pub(crate) fn parse_header_line(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = HeaderName::from_bytes(line[..colon].trim_ascii()).ok()?;
     let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
