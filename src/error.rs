@@ -15,6 +15,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A FastCGI Unix socket could not be made.
+    #[error("cannot listen on {addr} (FastCGI): {message}")]
+    Listen { addr: String, message: String },
     /// An option has a value ppm cannot use.
     #[error("invalid option --{option}: {message}")]
     InvalidOption {
@@ -51,6 +54,13 @@ pub enum Error {
     /// Talking to a running master's control plane failed.
     #[error("control plane at {addr}: {message}")]
     Control { addr: String, message: String },
+    /// A problem of one pool of `ppm.json`'s `pools`.
+    #[error("pool \"{pool}\": {source}")]
+    Pool {
+        pool: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// Several configuration problems, found in one pass.
     #[error("{} configuration errors:\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Several(Vec<Error>),

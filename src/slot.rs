@@ -17,6 +17,12 @@
 //! Only a worker that is already gone (crash, exit(), killed after a
 //! timeout) is followed by a cold boot, with exponential backoff when
 //! boots keep failing.
+//!
+//! In a dynamic or ondemand pool (`pool::pm`) a slot may also be `Empty`:
+//! no worker and none wanted. It waits for `Wake` to boot one, and on
+//! `Retire` stops its worker if that is still idle and becomes empty
+//! again. A rolling restart has nothing to do in an empty slot: its next
+//! worker loads the code as it is then.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -134,6 +140,8 @@ pub(crate) struct SlotTask {
     generation: u64,
     failures: u32,
     stoppers: Vec<JoinHandle<()>>,
+    /// No worker is wanted until the process manager sends `Wake`.
+    empty: bool,
 }
 
 impl SlotTask {
@@ -144,6 +152,7 @@ impl SlotTask {
         run_dir: PathBuf,
         limits: Limits,
         commands: mpsc::UnboundedReceiver<SlotCommand>,
+        empty: bool,
     ) -> Self {
         Self {
             pool,
@@ -155,6 +164,7 @@ impl SlotTask {
             generation: 0,
             failures: 0,
             stoppers: Vec::new(),
+            empty,
         }
     }
 
@@ -167,6 +177,10 @@ impl SlotTask {
         let mut replacing: Option<Replacing> = None;
         loop {
             if current.is_none() && replacing.is_none() {
+                if self.empty && !self.wait_for_wake().await {
+                    break;
+                }
+                self.empty = false;
                 match self.cold_boot().await {
                     Some(running) => current = Some(running),
                     None => break,
@@ -241,11 +255,77 @@ impl SlotTask {
                             running.worker.ask_backtrace();
                         }
                     }
+                    Some(SlotCommand::Retire { generation }) => {
+                        // Not while a replacement boots: it takes the slot next.
+                        if replacing.is_none() {
+                            self.retire_idle(&mut current, generation);
+                        }
+                    }
+                    // Only an empty slot is woken.
+                    Some(SlotCommand::Wake) => {}
                 },
                 _ = sleep_until(ttl_at) => self.replace(&mut current, &mut replacing, ExitReason::Ttl, None),
             }
         }
         self.shutdown(current, replacing).await;
+    }
+
+    /// Waits, in an empty slot, until the process manager wants a worker.
+    /// Returns false when the slot was told to stop meanwhile.
+    async fn wait_for_wake(&mut self) -> bool {
+        loop {
+            match self.commands.recv().await {
+                None | Some(SlotCommand::Stop) => {
+                    self.pool
+                        .set_state(self.slot, self.generation, SlotState::Stopping);
+                    self.pool
+                        .set_state(self.slot, self.generation, SlotState::Exited);
+                    return false;
+                }
+                Some(SlotCommand::Wake) => return true,
+                // The next worker boots with the code as it is then.
+                Some(SlotCommand::Replace { reply, .. }) => {
+                    answer(reply.into_iter().collect(), Ok(()))
+                }
+                Some(
+                    SlotCommand::Reconnect { .. }
+                    | SlotCommand::Kill { .. }
+                    | SlotCommand::Backtrace { .. }
+                    | SlotCommand::Retire { .. },
+                ) => {}
+            }
+        }
+    }
+
+    /// Stops worker `generation` because it stayed idle, if it still is:
+    /// the slot becomes empty. The worker stops in the background, like a
+    /// replaced one, so the slot can boot again at once.
+    fn retire_idle(&mut self, current: &mut Option<Running>, generation: u64) {
+        if current.as_ref().is_none_or(|c| c.generation != generation)
+            || !self.pool.claim_idle(self.slot, generation)
+        {
+            return;
+        }
+        let Some(mut old) = current.take() else {
+            return;
+        };
+        tracing::info!(
+            "[{}] retiring idle worker {} ({} requests served)",
+            self.label(),
+            old.pid,
+            old.requests
+        );
+        let socket = self.socket(generation);
+        let slot = self.slot;
+        self.stoppers.push(tokio::spawn(async move {
+            let exit = old.worker.stop(STOP_GRACE).await;
+            tracing::info!("[slot {slot}] idle worker {} stopped ({exit})", old.pid);
+            let _ = std::fs::remove_file(socket);
+        }));
+        self.stoppers.retain(|s| !s.is_finished());
+        self.pool.worker_retired(self.slot, generation);
+        self.failures = 0;
+        self.empty = true;
     }
 
     /// Boots a worker when none serves the slot, retrying with backoff.
@@ -272,7 +352,9 @@ impl SlotTask {
                         Some(
                             SlotCommand::Reconnect { .. }
                             | SlotCommand::Kill { .. }
-                            | SlotCommand::Backtrace { .. },
+                            | SlotCommand::Backtrace { .. }
+                            | SlotCommand::Wake
+                            | SlotCommand::Retire { .. },
                         ) => {}
                     },
                 }
@@ -688,7 +770,9 @@ impl SlotTask {
                     Some(
                         SlotCommand::Reconnect { .. }
                         | SlotCommand::Kill { .. }
-                        | SlotCommand::Backtrace { .. },
+                        | SlotCommand::Backtrace { .. }
+                        | SlotCommand::Wake
+                        | SlotCommand::Retire { .. },
                     ) => {}
                 },
             }
