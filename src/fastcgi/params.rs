@@ -138,6 +138,20 @@ pub fn unknown_conn() -> ConnInfo {
     }
 }
 
+/// The parameters an `X-Ppm-Cgi` value carries, in order (for the native
+/// runtime, whose frames carry them as such).
+pub fn decode_header(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let decode = |part: &[u8]| percent_encoding::percent_decode(part).collect::<Vec<u8>>();
+    value
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (decode(&pair[..eq]), decode(&pair[eq + 1..])),
+            None => (decode(pair), Vec::new()),
+        })
+        .collect()
+}
+
 /// Adds `X-Ppm-Cgi` to the worker's headers of a FastCGI request.
 pub fn add_worker_header(extensions: &hyper::http::Extensions, headers: &mut HeaderMap) {
     if let Some(value) = extensions.get::<CgiVars>().and_then(CgiVars::header_value) {

@@ -77,6 +77,10 @@ pub struct RequestHead {
     pub content_length: Option<u64>,
     /// Header names and values in the order received, hop-by-hop removed.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// A request that came over FastCGI: the web server's parameters as
+    /// sent (`FCGI_ROLE` first), which are then `$_SERVER`, as under
+    /// php-fpm. Empty for an HTTP request.
+    pub cgi: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// How a request ended (with its response end), and why a worker script
@@ -196,6 +200,11 @@ impl ToWorker {
                     put_str(out, name.as_bytes());
                     put_str(out, value);
                 }
+                out.extend_from_slice(&(head.cgi.len() as u32).to_be_bytes());
+                for (name, value) in &head.cgi {
+                    put_str(out, name);
+                    put_str(out, value);
+                }
                 finish(out, start);
             }
             ToWorker::Body(data) => encode_body(out, BODY, data),
@@ -234,6 +243,15 @@ impl ToWorker {
                     let name = c.string()?;
                     headers.push((name, c.bytes()?.to_vec()));
                 }
+                let count = c.u32()? as usize;
+                if count > c.rest.len() / 8 {
+                    return Err(c.malformed("parameter count exceeds the frame"));
+                }
+                let mut cgi = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = c.bytes()?.to_vec();
+                    cgi.push((name, c.bytes()?.to_vec()));
+                }
                 ToWorker::Head(RequestHead {
                     method,
                     target,
@@ -245,6 +263,7 @@ impl ToWorker {
                     tls: flags & 1 != 0,
                     content_length: (flags & 2 != 0).then_some(length),
                     headers,
+                    cgi,
                 })
             }
             BODY => return Ok(ToWorker::Body(payload.to_vec())),
