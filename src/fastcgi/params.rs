@@ -26,8 +26,9 @@
 //!   connection facts come from `REMOTE_ADDR`/`REMOTE_PORT` (the client,
 //!   for the access log), `SERVER_ADDR`/`SERVER_PORT` and `HTTPS`.
 //!
-//! When workers move to the native runtime's frame protocol, which carries
-//! server variables as such, `X-Ppm-Cgi` becomes that list as it is.
+//! A native worker's request head frame carries the list as such: the
+//! master decodes `X-Ppm-Cgi` into it (`decode_header`), and the worker
+//! registers it as `$_SERVER` (`native/request.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
