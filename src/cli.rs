@@ -137,10 +137,10 @@ pub enum Command {
         /// Address to answer HTTP on.
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
-        /// How the worker runs PHP: `cgi` (php-cgi running the PHP runtime
-        /// in bridges/) or `native` (PHP hosted in this process through
-        /// ppm's own SAPI).
-        #[arg(long, value_enum, default_value_t = WorkerRuntime::Cgi)]
+        /// How the worker runs PHP: `native` (PHP hosted in this process
+        /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP
+        /// runtime in bridges/).
+        #[arg(long, value_enum, default_value_t = WorkerRuntime::Native)]
         runtime: WorkerRuntime,
     },
     /// A native worker driven by a master over the frame socket on --fd

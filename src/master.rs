@@ -67,13 +67,22 @@ pub(crate) fn worker_spec(
             PhpBinary::locate(app.cgi_path.as_deref())?,
             runtime::install(run_dir).map_err(Error::RunDir)?,
         ),
-        Runtime::Native => (
-            PhpBinary {
-                path: std::env::current_exe()?,
-                is_cgi: false,
-            },
-            crate::native::host::install_entry(run_dir)?,
-        ),
+        Runtime::Native => {
+            if let Some(path) = &app.cgi_path {
+                tracing::warn!(
+                    "--cgi-path {} is ignored: the native runtime runs the PHP ppm was built \
+                     against (--runtime cgi runs php-cgi)",
+                    path.display()
+                );
+            }
+            (
+                PhpBinary {
+                    path: std::env::current_exe()?,
+                    is_cgi: false,
+                },
+                crate::native::host::install_entry(run_dir)?,
+            )
+        }
     };
     if let Some(run_as) = run_as {
         let lock = run_dir.join(crate::rundir::LOCK);

@@ -62,11 +62,12 @@ impl Worker {
         ToMaster::parse(kind, &self.buf).unwrap()
     }
 
-    /// The next frame that is not a log line.
+    /// The next frame that is not a log line or a boot fact (PHP's
+    /// settings, the files loaded).
     fn next_quiet(&mut self) -> ToMaster {
         loop {
             match self.next() {
-                ToMaster::Log(_) => continue,
+                ToMaster::Log(_) | ToMaster::PhpInfo { .. } | ToMaster::Included(_) => continue,
                 frame => return frame,
             }
         }
@@ -216,7 +217,7 @@ fn zend_memory_stays_flat_over_many_requests() {
         worker.send(&[
             ToWorker::Head(RequestHead {
                 method: "POST".into(),
-                target: format!("/input?q={i}"),
+                target: format!("/input?q={i}").into(),
                 protocol: "HTTP/1.1".into(),
                 content_length: Some(body.len() as u64),
                 headers: vec![

@@ -29,6 +29,9 @@ pub struct ClusterInfo {
     pub app_dir: PathBuf,
     pub bridge: String,
     pub bootstrap: String,
+    /// How workers run PHP: `native` or `cgi`.
+    #[serde(default)]
+    pub runtime: String,
     pub php: PathBuf,
     pub balancer: SocketAddr,
     pub control: SocketAddr,
@@ -179,6 +182,7 @@ pub async fn cluster_status(state: &ControlState, pools: &[Arc<ServedPool>]) -> 
             app_dir: first.info.app_dir.clone(),
             bridge: first.info.bridge.clone(),
             bootstrap: first.info.bootstrap.clone(),
+            runtime: first.info.runtime.clone(),
             php: first.info.php.clone(),
             balancer: first.info.balancer,
             control: state.control,

@@ -26,8 +26,9 @@
 //!   connection facts come from `REMOTE_ADDR`/`REMOTE_PORT` (the client,
 //!   for the access log), `SERVER_ADDR`/`SERVER_PORT` and `HTTPS`.
 //!
-//! When workers move to the native runtime's frame protocol, which carries
-//! server variables as such, `X-Ppm-Cgi` becomes that list as it is.
+//! A native worker's request head frame carries the list as such: the
+//! master decodes `X-Ppm-Cgi` into it (`decode_header`), and the worker
+//! registers it as `$_SERVER` (`native/request.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -136,6 +137,20 @@ pub fn unknown_conn() -> ConnInfo {
         tls: false,
         target: Target::Any,
     }
+}
+
+/// The parameters an `X-Ppm-Cgi` value carries, in order (for the native
+/// runtime, whose frames carry them as such).
+pub fn decode_header(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let decode = |part: &[u8]| percent_encoding::percent_decode(part).collect::<Vec<u8>>();
+    value
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (decode(&pair[..eq]), decode(&pair[eq + 1..])),
+            None => (decode(pair), Vec::new()),
+        })
+        .collect()
 }
 
 /// Adds `X-Ppm-Cgi` to the worker's headers of a FastCGI request.

@@ -162,6 +162,21 @@ pub fn render(pools: &[Scrape<'_>], master_rss: Option<u64>) -> String {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP ppm_worker_uncaught_exceptions_total Requests that ended with an uncaught PHP exception, by slot (native runtime).\n# TYPE ppm_worker_uncaught_exceptions_total counter"
+    );
+    for p in pools {
+        for s in p.slots {
+            let slot = s.slot.to_string();
+            let _ = writeln!(
+                out,
+                "ppm_worker_uncaught_exceptions_total{} {}",
+                labels(p.pool, &[("slot", &slot)]),
+                s.uncaught_exceptions
+            );
+        }
+    }
     gauge_header(
         &mut out,
         "ppm_pm_info",

@@ -218,7 +218,7 @@ pub unsafe extern "C" fn ppm_rs_write(buf: *const c_char, len: usize) {
 
 #[no_mangle]
 pub extern "C" fn ppm_rs_flush() {
-    with_io((), |state| state.io.flush())
+    with_io((), |state| state.io.php_flush())
 }
 
 /// # Safety

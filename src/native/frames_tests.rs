@@ -16,6 +16,10 @@ fn head() -> RequestHead {
             ("Host".into(), b"example.test".to_vec()),
             ("X-Bin".into(), vec![0xff, 0x00, b'a']),
         ],
+        cgi: vec![
+            (b"FCGI_ROLE".to_vec(), b"RESPONDER".to_vec()),
+            (b"SCRIPT_NAME".to_vec(), vec![0xe9, b'&']),
+        ],
     }
 }
 
@@ -46,6 +50,7 @@ fn master_to_worker_frames_round_trip() {
         content_length: None,
         tls: false,
         headers: vec![],
+        cgi: vec![],
         ..head()
     }));
     roundtrip_worker(ToWorker::Body(b"hello".to_vec()));
@@ -68,6 +73,7 @@ fn worker_to_master_frames_round_trip() {
         outcome: Outcome::Exit,
     });
     roundtrip_master(ToMaster::Ready);
+    roundtrip_master(ToMaster::Flush);
     roundtrip_master(ToMaster::Stats {
         memory: 1 << 40,
         peak: 7,

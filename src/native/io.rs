@@ -243,6 +243,15 @@ impl WorkerIo {
         self.flush()
     }
 
+    /// PHP flushed (`flush()`): the output so far goes out at once, marked
+    /// so that the master streams the response from here on.
+    pub fn php_flush(&mut self) -> Result<(), IoError> {
+        if self.in_request && !self.ended {
+            ToMaster::Flush.encode(&mut self.out);
+        }
+        self.flush()
+    }
+
     /// Writes what is buffered.
     pub fn flush(&mut self) -> Result<(), IoError> {
         if !self.out.is_empty() {

@@ -90,10 +90,14 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         arena: Vec::with_capacity(1024),
         ..Prepared::default()
     };
-    let query = head.target.split_once('?').map_or("", |(_, query)| query);
+    let query = head
+        .target
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(&[][..], |at| &head.target[at + 1..]);
     p.method = p.put(head.method.as_bytes());
-    p.uri = p.put(head.target.as_bytes());
-    p.query = p.put(query.as_bytes());
+    p.uri = p.put(&head.target);
+    p.query = p.put(query);
     p.content_length = head.content_length;
     p.proto_num = match head.protocol.as_str() {
         "HTTP/1.0" => 1000,
@@ -118,12 +122,12 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         p.authorization = Some(p.put(auth));
     }
 
-    p.server_var("QUERY_STRING", query.as_bytes());
+    p.server_var("QUERY_STRING", query);
     p.server_var("REQUEST_METHOD", head.method.as_bytes());
     p.server_var("CONTENT_TYPE", content_type.as_deref().unwrap_or_default());
     p.server_var("CONTENT_LENGTH", &content_length);
     p.server_var("SCRIPT_NAME", script.script_name.as_bytes());
-    p.server_var("REQUEST_URI", head.target.as_bytes());
+    p.server_var("REQUEST_URI", &head.target);
     p.server_var("DOCUMENT_URI", script.script_name.as_bytes());
     p.server_var("DOCUMENT_ROOT", script.document_root.as_bytes());
     p.server_var("SERVER_PROTOCOL", head.protocol.as_bytes());
@@ -158,7 +162,41 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         p.headers.push((n, v));
     }
     p.server_var("PHP_SELF", script.script_name.as_bytes());
+    if !head.cgi.is_empty() {
+        from_cgi(&mut p, head);
+    }
     p
+}
+
+/// A request that came over FastCGI: `$_SERVER` is the web server's
+/// parameters as sent (a repeated name: the last one wins), then
+/// `PHP_SELF`, as php-fpm registers them; `$_GET` is parsed from
+/// `QUERY_STRING`. `getallheaders()` stays what the headers say.
+fn from_cgi(p: &mut Prepared, head: &RequestHead) {
+    p.server.clear();
+    let get = |name: &[u8]| {
+        head.cgi
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    };
+    let mut php_self = get(b"SCRIPT_NAME").unwrap_or_default().to_vec();
+    php_self.extend_from_slice(get(b"PATH_INFO").unwrap_or_default());
+    let query = get(b"QUERY_STRING").map(<[u8]>::to_vec);
+    let uri = get(b"REQUEST_URI").map(<[u8]>::to_vec);
+    for (name, value) in &head.cgi {
+        let (k, v) = (p.put(name), p.put(value));
+        p.server.push((k, v));
+    }
+    let (k, v) = (p.put(b"PHP_SELF"), p.put(&php_self));
+    p.server.push((k, v));
+    if let Some(query) = query {
+        p.query = p.put(&query);
+    }
+    if let Some(uri) = uri {
+        p.uri = p.put(&uri);
+    }
 }
 
 /// `HTTP_*` keys in first-seen order, repeated headers joined (`; ` for
@@ -264,6 +302,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
+            cgi: Vec::new(),
         }
     }
 
@@ -362,5 +401,39 @@ mod tests {
     fn without_a_host_the_server_name_is_the_address() {
         let p = prepare(&head(&[]), &script());
         assert_eq!(server(&p, "SERVER_NAME").unwrap(), "127.0.0.1");
+    }
+
+    #[test]
+    fn fastcgi_parameters_are_the_server_variables_as_sent() {
+        let mut h = head(&[("Host", "example.test")]);
+        h.cgi = [
+            ("FCGI_ROLE", "RESPONDER"),
+            ("SCRIPT_NAME", "/index.php"),
+            ("PATH_INFO", "/x"),
+            ("QUERY_STRING", "q=1"),
+            ("REQUEST_URI", "/index.php/x?q=1"),
+            ("SERVER_SOFTWARE", "nginx"),
+            ("SERVER_SOFTWARE", "nginx/2"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        let p = prepare(&h, &script());
+        let pairs = p.server_pairs();
+        assert_eq!(pairs[0], (&b"FCGI_ROLE"[..], &b"RESPONDER"[..]));
+        assert_eq!(
+            pairs.last().unwrap(),
+            &(&b"PHP_SELF"[..], &b"/index.php/x"[..])
+        );
+        assert!(server(&p, "HTTP_HOST").is_none(), "only the parameters");
+        assert!(server(&p, "GATEWAY_INTERFACE").is_none());
+        assert_eq!(p.get(p.query), b"q=1");
+        assert_eq!(p.get(p.uri), b"/index.php/x?q=1");
+        // PHP registers them in order: the last of a repeated name wins.
+        let software: Vec<_> = pairs
+            .iter()
+            .filter(|(k, _)| *k == b"SERVER_SOFTWARE")
+            .collect();
+        assert_eq!(software.last().unwrap().1, b"nginx/2");
     }
 }

@@ -217,7 +217,7 @@ async fn handle(
         target: parts
             .uri
             .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            .map_or_else(|| b"/".to_vec(), |p| p.as_str().into()),
         protocol: format!("{:?}", parts.version),
         remote_addr: peer.ip().to_canonical().to_string(),
         remote_port: peer.port(),
@@ -231,6 +231,7 @@ async fn handle(
             .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
             .map(|(name, value)| (canonical_name(name.as_str()), value.as_bytes().to_vec()))
             .collect(),
+        cgi: Vec::new(),
     };
     let Some(mut writer) = guard.writer.take() else {
         return Ok(plain(StatusCode::BAD_GATEWAY, "the worker is gone"));

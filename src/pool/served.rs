@@ -46,6 +46,9 @@ pub struct PoolInfo {
     pub app_dir: PathBuf,
     pub bridge: String,
     pub bootstrap: String,
+    /// How workers run PHP: `native` or `cgi`.
+    #[serde(default)]
+    pub runtime: String,
     pub php: PathBuf,
     pub balancer: SocketAddr,
 }
@@ -280,6 +283,11 @@ impl Bound {
             app_dir: spec.app_dir.clone(),
             bridge: opts.app.bridge.clone(),
             bootstrap: opts.app.bootstrap.clone(),
+            runtime: match spec.runtime {
+                crate::config::Runtime::Native => "native",
+                crate::config::Runtime::Cgi => "cgi",
+            }
+            .into(),
             php: spec.php.path.clone(),
             balancer: balancer_addr,
         };
