@@ -64,10 +64,7 @@ impl FrameLink {
 }
 
 impl Link for FrameLink {
-    fn next_request(
-        &mut self,
-        stats: Option<(u64, u64)>,
-    ) -> Result<Option<RequestHead>, IoError> {
+    fn next_request(&mut self, stats: Option<(u64, u64)>) -> Result<Option<RequestHead>, IoError> {
         self.drain_body()?;
         if let Some((memory, peak)) = stats {
             ToMaster::Stats { memory, peak }.encode(&mut self.out);

@@ -21,8 +21,8 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,6 +51,10 @@ const STREAM_CHUNKS: usize = 4;
 /// Requests read and waiting for PHP. Each connection has at most one;
 /// past this, connections wait to hand theirs over.
 const QUEUE: usize = 1024;
+
+/// How long a stop waits for the responses already built to reach their
+/// clients (a client that does not read keeps its connection no longer).
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// A request handed by a connection's task to PHP's thread.
 struct Exchange {
@@ -93,6 +97,11 @@ pub struct HttpLink {
     stop: watch::Receiver<bool>,
     current: Option<Current>,
     boot_error: Rc<RefCell<Option<String>>>,
+    /// Cloned into the accept task and every connection's task, never
+    /// sent on: [`connections`](Self::connections) ends once they all
+    /// ended.
+    alive: Option<mpsc::Sender<()>>,
+    connections: mpsc::Receiver<()>,
 }
 
 impl HttpLink {
@@ -111,6 +120,7 @@ impl HttpLink {
             .enable_all()
             .build()?;
         let (queue_tx, queue) = mpsc::channel(QUEUE);
+        let (alive, connections) = mpsc::channel(1);
         Ok(HttpLink {
             rt,
             listener: Some(listener),
@@ -121,6 +131,8 @@ impl HttpLink {
             stop,
             current: None,
             boot_error,
+            alive: Some(alive),
+            connections,
         })
     }
 
@@ -131,11 +143,15 @@ impl HttpLink {
             return Ok(());
         };
         let queue = self.queue_tx.clone();
+        let Some(alive) = self.alive.clone() else {
+            return Ok(());
+        };
         let listener = {
             let _entered = self.rt.enter();
             tokio::net::TcpListener::from_std(listener).map_err(IoError::Http)?
         };
-        self.rt.spawn(accept(listener, queue));
+        self.rt
+            .spawn(accept(listener, queue, self.stop.clone(), alive));
         tracing::info!(
             "worker {} serving {} on http://{} (native runtime)",
             std::process::id(),
@@ -186,6 +202,24 @@ impl HttpLink {
     }
 }
 
+impl HttpLink {
+    /// Stops accepting, answers the requests still queued with a 503, and
+    /// lets every connection write the response it has (the last one PHP
+    /// built included) and close, for at most [`DRAIN_WAIT`].
+    fn drain(&mut self) {
+        self.queue.close();
+        while let Ok(exchange) = self.queue.try_recv() {
+            // Its connection's task answers 503 when the exchange drops.
+            drop(exchange);
+        }
+        self.alive = None;
+        let connections = &mut self.connections;
+        self.rt.block_on(async {
+            let _ = tokio::time::timeout(DRAIN_WAIT, connections.recv()).await;
+        });
+    }
+}
+
 impl Current {
     fn new(exchange: Exchange) -> Current {
         Current {
@@ -210,10 +244,7 @@ impl Current {
 }
 
 impl Link for HttpLink {
-    fn next_request(
-        &mut self,
-        _stats: Option<(u64, u64)>,
-    ) -> Result<Option<RequestHead>, IoError> {
+    fn next_request(&mut self, _stats: Option<(u64, u64)>) -> Result<Option<RequestHead>, IoError> {
         // The previous request's unread body is dropped with it; hyper
         // reads and drops the rest, or closes that connection.
         self.current = None;
@@ -226,6 +257,9 @@ impl Link for HttpLink {
                 exchange = queue.recv() => exchange,
             }
         });
+        if next.is_none() {
+            self.drain();
+        }
         Ok(next.map(|mut exchange| {
             let head = std::mem::take(&mut exchange.head);
             self.current = Some(Current::new(exchange));
@@ -351,10 +385,21 @@ impl Link for HttpLink {
     }
 }
 
-/// Accepts connections and serves each in a task of its own.
-async fn accept(listener: tokio::net::TcpListener, queue: mpsc::Sender<Exchange>) {
+/// Accepts connections and serves each in a task of its own, until
+/// `stop`; then each connection finishes the request it has and closes.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    queue: mpsc::Sender<Exchange>,
+    mut stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of descriptors, usually: give connections a moment
@@ -369,16 +414,32 @@ async fn accept(listener: tokio::net::TcpListener, queue: mpsc::Sender<Exchange>
             continue;
         };
         let queue = queue.clone();
+        let mut stop = stop.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
+            let _alive = alive;
             let service = hyper::service::service_fn(move |req| {
                 let queue = queue.clone();
                 async move { Ok::<_, Infallible>(handle(req, peer, local, queue).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopped(&mut stop) => {}
+            }
+            // An idle connection closes now; one with a request writes its
+            // response first.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         });
     }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// One request of a connection: handed to PHP, answered with what PHP
@@ -391,17 +452,16 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let (parts, mut body) = req.into_parts();
     let declared = declared_length(&parts.headers);
-    let (body, content_length) =
-        if declared.is_none() && !hyper::body::Body::is_end_stream(&body) {
-            let Ok(collected) = BodyExt::collect(&mut body).await else {
-                return plain(StatusCode::BAD_REQUEST, "unreadable request body");
-            };
-            let bytes = collected.to_bytes();
-            let len = bytes.len() as u64;
-            (RequestBody::Whole(bytes), Some(len))
-        } else {
-            (RequestBody::Stream(body), declared)
+    let (body, content_length) = if declared.is_none() && !hyper::body::Body::is_end_stream(&body) {
+        let Ok(collected) = BodyExt::collect(&mut body).await else {
+            return plain(StatusCode::BAD_REQUEST, "unreadable request body");
         };
+        let bytes = collected.to_bytes();
+        let len = bytes.len() as u64;
+        (RequestBody::Whole(bytes), Some(len))
+    } else {
+        (RequestBody::Stream(body), declared)
+    };
     let (respond, response) = oneshot::channel();
     let exchange = Exchange {
         head: request_head(&parts, peer, local, content_length),

@@ -49,8 +49,7 @@ pub trait Link {
     /// Finishes the previous exchange (its unread body is dropped), says
     /// ready (with that request's memory figures), and waits for the
     /// next request; `None` when the worker is to stop.
-    fn next_request(&mut self, stats: Option<(u64, u64)>)
-        -> Result<Option<RequestHead>, IoError>;
+    fn next_request(&mut self, stats: Option<(u64, u64)>) -> Result<Option<RequestHead>, IoError>;
     /// Copies body bytes into `buf`; 0 at the body's end.
     fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, IoError>;
     /// The response head: status and PHP's header lines.

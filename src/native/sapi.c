@@ -345,7 +345,8 @@ PHP_FUNCTION(ppm_handle_request)
         ppm_ini_snapshot();
         ppm.max_execution_time = zend_ini_long("max_execution_time", sizeof("max_execution_time") - 1, 0);
     }
-    zend_unset_timeout(); /* ITIMER_PROF counts CPU time, not idle time */
+    /* The timeout (ITIMER_PROF: CPU time) is already off while waiting:
+     * request_teardown() unset it, and this is the only way in. */
     if (!ppm_rs_next_request(&ppm.current, ppm.have_stats, ppm.memory, ppm.peak)) {
         ppm.stopping = 1;
         RETURN_FALSE;
