@@ -537,7 +537,7 @@ impl Balancer {
     }
 
     /// The answer to a request (or to a refused one), logged.
-    async fn arrived(&self, arrival: Arrival, conn: ConnInfo) -> Response<ProxyBody> {
+    pub(crate) async fn arrived(&self, arrival: Arrival, conn: ConnInfo) -> Response<ProxyBody> {
         match arrival {
             Arrival::Refused {
                 refusal,
@@ -623,9 +623,12 @@ impl Balancer {
         }
         let mut request_id = self.request_ids.next();
         let mut outcome = Outcome::default();
+        // Over FastCGI the web server has served its files already and
+        // named the script to run, as with php-fpm.
+        let fastcgi = req.extensions().get::<crate::fastcgi::CgiVars>().is_some();
         let static_response = match &self.static_files {
-            Some(files) => files.serve(req.method(), req.uri(), req.headers()).await,
-            None => None,
+            Some(files) if !fastcgi => files.serve(req.method(), req.uri(), req.headers()).await,
+            _ => None,
         };
         let mut response = match static_response {
             Some(response) => response,
@@ -693,7 +696,7 @@ impl Balancer {
             tls: conn.tls,
             uri: &parts.uri,
         };
-        let (headers, effective_id) = worker_headers(
+        let (mut headers, effective_id) = worker_headers(
             &parts.headers,
             &origin,
             has_body.then_some(body.len() as usize),
@@ -701,6 +704,7 @@ impl Balancer {
             std::mem::take(request_id),
         );
         *request_id = effective_id;
+        crate::fastcgi::add_worker_header(&parts.extensions, &mut headers);
         let path = parts
             .uri
             .path_and_query()
