@@ -110,6 +110,23 @@ static void ppm_register_variables(zval *track)
     }
 }
 
+/* getenv() sees the request's CGI variables first, as under php-fpm
+ * (whose getenv() reads the FastCGI parameters); then the process's. */
+static char *ppm_getenv(const char *name, size_t name_len)
+{
+    if (!ppm.req_active) {
+        return NULL;
+    }
+    /* The last of equal names wins, as in $_SERVER. */
+    for (size_t i = ppm.current.server_len; i-- > 0;) {
+        const ppm_pair *p = &ppm.current.server[i];
+        if (p->key.len == name_len && memcmp(p->key.ptr, name, name_len) == 0) {
+            return (char *)p->value.ptr;
+        }
+    }
+    return NULL;
+}
+
 static void ppm_log_message(const char *msg, int syslog_type)
 {
     (void)syslog_type;
@@ -147,23 +164,11 @@ static sapi_module_struct ppm_sapi = {
     .read_post = ppm_read_post,
     .read_cookies = ppm_read_cookies,
     .register_server_variables = ppm_register_variables,
+    .getenv = ppm_getenv,
     .log_message = ppm_log_message,
 };
 
 /* ---- per-request partial startup and teardown ---- */
-
-static void call_module(const char *name, int startup)
-{
-    zend_module_entry *m = zend_hash_str_find_ptr(&module_registry, name, strlen(name));
-    if (!m) {
-        return;
-    }
-    if (startup && m->request_startup_func) {
-        m->request_startup_func(m->type, m->module_number);
-    } else if (!startup && m->request_shutdown_func) {
-        m->request_shutdown_func(m->type, m->module_number);
-    }
-}
 
 /* Rebuilds the superglobals. $_FILES goes first (rfc1867 fills it from
  * $_POST's callback); $_SERVER and $_REQUEST are JIT globals that code
@@ -239,12 +244,18 @@ static int request_startup(void)
         } else if (PG(implicit_flush)) {
             php_output_set_implicit_flush(1);
         }
+        ppm_mbstring_reset(); /* before the input is parsed again */
+        /* As in php_request_startup(): the input is parsed before the
+         * modules' RINIT, and session upload progress only records
+         * while modules are not yet activated. */
+        PG(modules_activated) = 0;
         reset_superglobals();
-        call_module("session", 1);
-        call_module("filter", 1);
+        ppm_call_module("session", 1);
+        ppm_call_module("filter", 1);
     } zend_catch {
         ok = FAILURE;
     } zend_end_try();
+    PG(modules_activated) = 1;
     PG(during_request_startup) = 0;
     EG(current_execute_data) = caller;
     return ok;
@@ -267,8 +278,8 @@ static void request_teardown(void)
         php_output_end_all();
     } zend_end_try();
     zend_try {
-        call_module("session", 0); /* writes the session */
-        call_module("filter", 0);
+        ppm_call_module("session", 0); /* writes the session */
+        ppm_call_module("filter", 0);
     } zend_end_try();
     /* Left in place, the next user would see this one's session before
      * session_start(). */

@@ -1,6 +1,6 @@
 /*
  * Internal interface between the parts of ppm's SAPI (sapi.c, ini.c,
- * backtrace.c); not seen by Rust.
+ * backtrace.c, extensions.c); not seen by Rust.
  */
 #ifndef PPM_SAPI_PARTS_H
 #define PPM_SAPI_PARTS_H
@@ -17,5 +17,10 @@ void ppm_ini_free(void);
 void ppm_backtrace_signal(void);
 void ppm_backtrace_hook(void);
 void ppm_backtrace_cancel(void);
+
+/* extensions.c: a module's RINIT (startup 1) or RSHUTDOWN (0), if it is
+ * loaded; the request state of mbstring's input translation. */
+void ppm_call_module(const char *name, int startup);
+void ppm_mbstring_reset(void);
 
 #endif
