@@ -30,6 +30,18 @@ fn form(
     }
 }
 
+/// A POST of `body` (with its Content-Type) to `/dump?full`.
+fn post_dump(
+    client: &Client,
+    base: &str,
+    (content_type, body): (String, Vec<u8>),
+) -> reqwest::blocking::RequestBuilder {
+    client
+        .post(format!("{base}/dump?full"))
+        .header(CONTENT_TYPE, content_type)
+        .body(body)
+}
+
 #[test]
 fn get_post_cookies_and_php_input_match_php_fpm() {
     let both = Both::native(&[]);
@@ -127,14 +139,14 @@ fn request_startup_warnings_and_limits_match_php_fpm() {
             &form("multipart/form-data", "--x\r\n\r\n"),
         ),
         ("multipart over max_file_uploads", &|client, base| {
-            let (content_type, body) = Multipart::new()
-                .file("one", "1.txt", Some("text/plain"), b"1")
-                .file("two", "2.txt", Some("text/plain"), b"2")
-                .finish();
-            client
-                .post(format!("{base}/dump?full"))
-                .header(CONTENT_TYPE, content_type)
-                .body(body)
+            post_dump(
+                client,
+                base,
+                Multipart::new()
+                    .file("one", "1.txt", Some("text/plain"), b"1")
+                    .file("two", "2.txt", Some("text/plain"), b"2")
+                    .finish(),
+            )
         }),
     ]);
 }
@@ -212,20 +224,20 @@ fn malformed_multipart_and_oversized_files_match_php_fpm() {
             ),
         ),
         ("a file over upload_max_filesize", &|client, base| {
-            let (content_type, body) = Multipart::new()
-                .text("a", "before")
-                .file(
-                    "big",
-                    "big.bin",
-                    Some("application/octet-stream"),
-                    &[b'x'; 4096],
-                )
-                .file("small", "small.txt", Some("text/plain"), b"small")
-                .finish();
-            client
-                .post(format!("{base}/dump?full"))
-                .header(CONTENT_TYPE, content_type)
-                .body(body)
+            post_dump(
+                client,
+                base,
+                Multipart::new()
+                    .text("a", "before")
+                    .file(
+                        "big",
+                        "big.bin",
+                        Some("application/octet-stream"),
+                        &[b'x'; 4096],
+                    )
+                    .file("small", "small.txt", Some("text/plain"), b"small")
+                    .finish(),
+            )
         }),
     ]);
 }
