@@ -29,32 +29,6 @@ source bench/lib.sh
 
 warm_up() { wrk -t1 -c"$connections" -d2s "$1" >/dev/null; }
 
-# cpu_ticks PID... -> clock ticks (utime + stime) used so far by the
-# processes and all their descendants, living ones (children reaped
-# meanwhile count in their parent's cutime/cstime, which is added too).
-cpu_ticks() {
-  python3 - "$@" <<'PY'
-import os, sys
-roots = {int(p) for p in sys.argv[1:]}
-stats = {}
-for name in os.listdir("/proc"):
-    if name.isdigit():
-        try:
-            rest = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(name)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
-tree, todo = set(), list(roots)
-while todo:
-    pid = todo.pop()
-    if pid in tree or pid not in stats:
-        continue
-    tree.add(pid)
-    todo.extend(p for p, (ppid, _) in stats.items() if ppid == pid)
-print(sum(stats[p][1] for p in tree))
-PY
-}
-
 # nginx_for FASTCGI KEEP_CONN -> starts nginx with the shipped template, sets $port
 nginx_for() {
   port=$(free_ports 1)

@@ -228,7 +228,8 @@ impl Balancer {
         // this host out before its ports close.
         let up = !self.pool.is_going_away()
             && match target {
-                Target::Any => self.pool.any_ready(),
+                // An ondemand pool with no worker yet still serves.
+                Target::Any => self.pool.available(),
                 Target::Slot(slot) => self.pool.slot_serving(slot),
             };
         let mut response = if up {
@@ -267,14 +268,23 @@ impl Balancer {
             Target::Any => self.tls.clone(),
             Target::Slot(_) => None,
         };
+        // Set once a wait for a free connection timed out: from then on,
+        // until one is free, new connections get a 503 without waiting.
+        let mut at_limit = false;
         loop {
-            let permit = tokio::select! {
-                permit = self.connections.permit() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
+            let permit = match self.connections.try_permit() {
+                Some(permit) => Some(permit),
+                None if at_limit => None,
+                None => tokio::select! {
+                    permit = self.connections.permit() => match permit {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep(crate::conn_limit::FULL_WAIT) => None,
+                    _ = crate::until_true(&mut shutdown) => break,
                 },
-                _ = crate::until_true(&mut shutdown) => break,
             };
+            at_limit = permit.is_none();
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -288,7 +298,11 @@ impl Balancer {
                 _ = crate::until_true(&mut shutdown) => break,
             };
             let _ = stream.set_nodelay(true);
-            let permit = match self.connections.admit(peer.ip(), permit) {
+            let admitted = match permit {
+                Some(permit) => self.connections.admit(peer.ip(), permit),
+                None => Err(self.connections.refuse_full()),
+            };
+            let permit = match admitted {
                 Ok(admitted) => admitted,
                 Err(refused) => {
                     // A TLS client could not read a plain answer: it just
@@ -794,7 +808,11 @@ impl Exchange {
             what,
         } = self;
         let _slow = slow_request_time.map(|after| lease.slow_log(after));
-        let Some(worker) = lease.conn() else {
+        if lease.is_native() {
+            return crate::native_exchange::run(lease, request, max_execution_time, metrics, what)
+                .await;
+        }
+        let Some(crate::pool::WorkerConn::Http(worker)) = lease.conn() else {
             lease.unsent();
             return None;
         };
@@ -1089,7 +1107,7 @@ async fn respond(
     Response::from_parts(parts, PumpedBody { rx }.boxed_unsync())
 }
 
-type Chunk = Result<(Bytes, OwnedSemaphorePermit), BoxError>;
+pub(crate) type Chunk = Result<(Bytes, OwnedSemaphorePermit), BoxError>;
 
 async fn pump(
     mut body: Incoming,
@@ -1154,8 +1172,8 @@ async fn pump(
 }
 
 /// The client's side of a pumped response.
-struct PumpedBody {
-    rx: mpsc::UnboundedReceiver<Chunk>,
+pub(crate) struct PumpedBody {
+    pub(crate) rx: mpsc::UnboundedReceiver<Chunk>,
 }
 
 impl Body for PumpedBody {
@@ -1178,7 +1196,7 @@ impl Body for PumpedBody {
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-fn full(bytes: Bytes) -> ProxyBody {
+pub(crate) fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -1196,7 +1214,10 @@ pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyB
 }
 
 /// Runs `work` until `deadline` (if any); None when the deadline passed.
-async fn within<F: std::future::Future>(deadline: Option<Instant>, work: F) -> Option<F::Output> {
+pub(crate) async fn within<F: std::future::Future>(
+    deadline: Option<Instant>,
+    work: F,
+) -> Option<F::Output> {
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
         None => Some(work.await),
@@ -1205,7 +1226,7 @@ async fn within<F: std::future::Future>(deadline: Option<Instant>, work: F) -> O
 
 /// The request passed `--max-execution-time`: the worker is killed and
 /// replaced, the client gets 504.
-fn timed_out(lease: &Lease, what: &str) -> Response<ProxyBody> {
+pub(crate) fn timed_out(lease: &Lease, what: &str) -> Response<ProxyBody> {
     tracing::warn!(
         "[slot {}] {what} passed --max-execution-time; killing the worker",
         lease.slot()

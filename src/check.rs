@@ -11,6 +11,24 @@ use crate::master::{make_run_dir, worker_spec};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent};
 use crate::Error;
 
+/// `check` of every pool: one line per pool, or every pool's problem.
+pub async fn check_pools(pools: &[crate::config::PoolOptions]) -> Result<String, Error> {
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for pool in pools {
+        match (check(&pool.options).await, &pool.name) {
+            (Ok(line), None) => lines.push(line),
+            (Ok(line), Some(name)) => lines.push(format!("pool {name}: {line}")),
+            (Err(err), None) => errors.push(err),
+            (Err(err), Some(name)) => errors.push(Error::Pool {
+                pool: name.clone(),
+                source: Box::new(err),
+            }),
+        }
+    }
+    Error::from_list(errors).map(|()| lines.join("\n"))
+}
+
 /// Checks everything `ppm start` would need; Ok means it would start.
 pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     opts.validate()?;
@@ -19,9 +37,19 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     }
     check_ports(opts).await?;
     let run_dir = make_run_dir()?;
-    let spec = worker_spec(&opts.app, run_dir.path())?;
+    let spec = worker_spec(&opts.app, opts.runtime, run_dir.path())?;
     let socket = run_dir.path().join("check.sock");
     let started = Instant::now();
+    if opts.runtime == crate::config::Runtime::Native {
+        let booted =
+            crate::native::spawn::boot(&spec, 0, "check".into(), opts.bootstrap_timeout(), |_| {})
+                .await
+                .map_err(Error::Bootstrap)?;
+        let booted_in = started.elapsed();
+        let mut worker = booted.worker;
+        worker.stop(Duration::from_secs(2)).await;
+        return Ok(summary(opts, "native runtime".into(), booted_in));
+    }
     let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket), 0, "check".into())
         .await
         .map_err(Error::Spawn)?;
@@ -52,14 +80,21 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     let booted_in = started.elapsed();
     worker.stop(Duration::from_secs(2)).await;
     outcome.map_err(Error::Bootstrap)?;
-    Ok(format!(
-        "configuration OK: {} workers, bridge {} ({}), {}, the application booted in {} ms",
+    Ok(summary(
+        opts,
+        spec.php.path.display().to_string(),
+        booted_in,
+    ))
+}
+
+fn summary(opts: &StartOptions, php: String, booted_in: Duration) -> String {
+    format!(
+        "configuration OK: {} workers, bridge {} ({}), {php}, the application booted in {} ms",
         opts.workers,
         opts.app.bridge,
         opts.app.bootstrap,
-        spec.php.path.display(),
         booted_in.as_millis()
-    ))
+    )
 }
 
 /// Binds (and releases) every port `ppm start` would bind, so that a port

@@ -178,6 +178,10 @@ pub enum Command {
     Restart {
         #[command(flatten)]
         control: ControlAddr,
+        /// Restart only this pool (of `ppm.json`'s `pools`); the others
+        /// are not touched. Default: every pool, one after the other.
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
         /// Seconds to wait for the restart to finish.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -239,13 +243,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 /// How `ppm worker` runs PHP.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerRuntime {
-    /// php-cgi running the PHP runtime in bridges/.
-    Cgi,
-    /// PHP hosted in the ppm process through ppm's own SAPI.
-    Native,
-}
+pub use crate::config::Runtime as WorkerRuntime;
 
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
@@ -278,14 +276,14 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
         match cli.command {
             Command::Start(ref given) | Command::Configtest(ref given) => {
                 let checking = given.check || matches!(cli.command, Command::Configtest(_));
-                let (opts, file) = config::start_options(rest)?;
+                let (pools, file) = config::start_pools(rest)?;
                 if let Some(file) = file {
                     tracing::info!("configuration from {}", file.path.display());
                 }
                 if checking {
-                    println!("{}", crate::check::check(&opts).await?);
+                    println!("{}", crate::check::check_pools(&pools).await?);
                 } else {
-                    master::run(opts).await?;
+                    master::run(pools).await?;
                 }
             }
             Command::Guard => return Ok(crate::guard::run()),
@@ -296,9 +294,14 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 json,
                 watch,
             } => control::print_status(&control.connect().await?, json, watch).await?,
-            Command::Restart { control, timeout } => {
+            Command::Restart {
+                control,
+                timeout,
+                pool,
+            } => {
                 let client = control.connect().await?;
-                control::restart_master(&client, Duration::from_secs(timeout)).await?;
+                control::restart_master(&client, Duration::from_secs(timeout), pool.as_deref())
+                    .await?;
             }
             Command::Stop { control, timeout } => {
                 let client = control.connect().await?;

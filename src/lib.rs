@@ -31,6 +31,7 @@ pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod native;
+pub mod native_exchange;
 pub mod php;
 pub mod pidfile;
 pub mod pool;
@@ -49,6 +50,7 @@ pub mod target;
 pub mod tls;
 pub mod token;
 pub mod worker;
+pub mod worker_conn;
 pub mod worker_env;
 
 pub use error::Error;

@@ -17,6 +17,12 @@
 //! Only a worker that is already gone (crash, exit(), killed after a
 //! timeout) is followed by a cold boot, with exponential backoff when
 //! boots keep failing.
+//!
+//! In a dynamic or ondemand pool (`pool::pm`) a slot may also be `Empty`:
+//! no worker and none wanted. It waits for `Wake` to boot one, and on
+//! `Retire` stops its worker if that is still idle and becomes empty
+//! again. A rolling restart has nothing to do in an empty slot: its next
+//! worker loads the code as it is then.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::native::frames::Outcome;
 use crate::pool::{ExitReason, Pool, SlotCommand, SlotState, WorkerConn};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
 
@@ -131,6 +138,8 @@ pub(crate) struct SlotTask {
     generation: u64,
     failures: u32,
     stoppers: Vec<JoinHandle<()>>,
+    /// No worker is wanted until the process manager sends `Wake`.
+    empty: bool,
 }
 
 impl SlotTask {
@@ -141,6 +150,7 @@ impl SlotTask {
         run_dir: PathBuf,
         limits: Limits,
         commands: mpsc::UnboundedReceiver<SlotCommand>,
+        empty: bool,
     ) -> Self {
         Self {
             pool,
@@ -152,6 +162,7 @@ impl SlotTask {
             generation: 0,
             failures: 0,
             stoppers: Vec::new(),
+            empty,
         }
     }
 
@@ -164,6 +175,10 @@ impl SlotTask {
         let mut replacing: Option<Replacing> = None;
         loop {
             if current.is_none() && replacing.is_none() {
+                if self.empty && !self.wait_for_wake().await {
+                    break;
+                }
+                self.empty = false;
                 match self.cold_boot().await {
                     Some(running) => current = Some(running),
                     None => break,
@@ -238,11 +253,77 @@ impl SlotTask {
                             running.worker.ask_backtrace();
                         }
                     }
+                    Some(SlotCommand::Retire { generation }) => {
+                        // Not while a replacement boots: it takes the slot next.
+                        if replacing.is_none() {
+                            self.retire_idle(&mut current, generation);
+                        }
+                    }
+                    // Only an empty slot is woken.
+                    Some(SlotCommand::Wake) => {}
                 },
                 _ = sleep_until(ttl_at) => self.replace(&mut current, &mut replacing, ExitReason::Ttl, None),
             }
         }
         self.shutdown(current, replacing).await;
+    }
+
+    /// Waits, in an empty slot, until the process manager wants a worker.
+    /// Returns false when the slot was told to stop meanwhile.
+    async fn wait_for_wake(&mut self) -> bool {
+        loop {
+            match self.commands.recv().await {
+                None | Some(SlotCommand::Stop) => {
+                    self.pool
+                        .set_state(self.slot, self.generation, SlotState::Stopping);
+                    self.pool
+                        .set_state(self.slot, self.generation, SlotState::Exited);
+                    return false;
+                }
+                Some(SlotCommand::Wake) => return true,
+                // The next worker boots with the code as it is then.
+                Some(SlotCommand::Replace { reply, .. }) => {
+                    answer(reply.into_iter().collect(), Ok(()))
+                }
+                Some(
+                    SlotCommand::Reconnect { .. }
+                    | SlotCommand::Kill { .. }
+                    | SlotCommand::Backtrace { .. }
+                    | SlotCommand::Retire { .. },
+                ) => {}
+            }
+        }
+    }
+
+    /// Stops worker `generation` because it stayed idle, if it still is:
+    /// the slot becomes empty. The worker stops in the background, like a
+    /// replaced one, so the slot can boot again at once.
+    fn retire_idle(&mut self, current: &mut Option<Running>, generation: u64) {
+        if current.as_ref().is_none_or(|c| c.generation != generation)
+            || !self.pool.claim_idle(self.slot, generation)
+        {
+            return;
+        }
+        let Some(mut old) = current.take() else {
+            return;
+        };
+        tracing::info!(
+            "[{}] retiring idle worker {} ({} requests served)",
+            self.label(),
+            old.pid,
+            old.requests
+        );
+        let socket = self.socket(generation);
+        let slot = self.slot;
+        self.stoppers.push(tokio::spawn(async move {
+            let exit = old.worker.stop(STOP_GRACE).await;
+            tracing::info!("[slot {slot}] idle worker {} stopped ({exit})", old.pid);
+            let _ = std::fs::remove_file(socket);
+        }));
+        self.stoppers.retain(|s| !s.is_finished());
+        self.pool.worker_retired(self.slot, generation);
+        self.failures = 0;
+        self.empty = true;
     }
 
     /// Boots a worker when none serves the slot, retrying with backoff.
@@ -269,7 +350,9 @@ impl SlotTask {
                         Some(
                             SlotCommand::Reconnect { .. }
                             | SlotCommand::Kill { .. }
-                            | SlotCommand::Backtrace { .. },
+                            | SlotCommand::Backtrace { .. }
+                            | SlotCommand::Wake
+                            | SlotCommand::Retire { .. },
                         ) => {}
                     },
                 }
@@ -334,6 +417,16 @@ impl SlotTask {
     /// and its exit race), so that an `exit()` it announced is not taken
     /// for a crash and its last `request_done` is not lost.
     async fn read_last_words(&mut self, gone: &mut Running) {
+        if self.spec.runtime == crate::config::Runtime::Native {
+            // A native worker's exit is never announced (exit() restarts
+            // its script in-process), and its connection may sit idle in
+            // the pool holding the channel open: take what is queued.
+            while let Ok(event) = gone.events.try_recv() {
+                self.handle_event(gone, event).await;
+            }
+            gone.events_open = false;
+            return;
+        }
         while gone.events_open {
             match tokio::time::timeout(LAST_WORDS, gone.events.recv()).await {
                 Ok(Some(event)) => {
@@ -358,10 +451,30 @@ impl SlotTask {
                 );
                 running.exit_reason = Some(ExitReason::Exit);
             }
+            WorkerEvent::ScriptRestarted { outcome } => {
+                let reason = match outcome {
+                    Outcome::Exit => ExitReason::Exit,
+                    Outcome::Timeout => ExitReason::PhpTimeout,
+                    Outcome::OutOfMemory => ExitReason::OutOfMemory,
+                    _ => ExitReason::Fatal,
+                };
+                tracing::info!(
+                    "[{}] worker {} restarts its script in-process ({reason})",
+                    self.label(),
+                    running.pid
+                );
+                self.pool
+                    .script_restarted(self.slot, running.generation, reason);
+            }
             WorkerEvent::RequestDone {
                 memory,
                 peak_memory,
+            }
+            | WorkerEvent::Finished {
+                memory,
+                peak_memory,
             } => {
+                let native = matches!(event, WorkerEvent::Finished { .. });
                 running.requests += 1;
                 // A worker past a limit takes no further request, not even
                 // while its replacement boots: a limit is a limit. Decided
@@ -370,7 +483,9 @@ impl SlotTask {
                 if reason.is_some() {
                     self.pool.retire(self.slot, running.generation);
                 }
-                self.pool.worker_done(self.slot, running.generation);
+                if !native {
+                    self.pool.worker_done(self.slot, running.generation);
+                }
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
                     crate::metrics::process_rss(running.pid).await
@@ -592,6 +707,16 @@ impl SlotTask {
         if let Ok(exit) = tokio::time::timeout(RECONNECT_SETTLE, running.worker.wait()).await {
             return Some(exit);
         }
+        if self.spec.runtime == crate::config::Runtime::Native {
+            // A native worker has one frame socket, out of step now.
+            tracing::warn!(
+                "[{}] the exchange with worker {} broke off; killing it",
+                self.label(),
+                running.pid
+            );
+            running.worker.kill_group();
+            return None;
+        }
         match connect(&self.socket(generation)).await {
             Ok(conn) => self
                 .pool
@@ -642,7 +767,9 @@ impl SlotTask {
                     Some(
                         SlotCommand::Reconnect { .. }
                         | SlotCommand::Kill { .. }
-                        | SlotCommand::Backtrace { .. },
+                        | SlotCommand::Backtrace { .. }
+                        | SlotCommand::Wake
+                        | SlotCommand::Retire { .. },
                     ) => {}
                 },
             }
@@ -803,6 +930,29 @@ async fn boot(
     let label = format!("slot {slot}");
     let _ = std::fs::remove_file(&socket);
     tracing::info!("[{label}] starting worker");
+    if spec.runtime == crate::config::Runtime::Native {
+        let booted =
+            crate::native::spawn::boot(&spec, slot, label, limits.bootstrap_timeout, |pid| {
+                if surge {
+                    pool.set_surge(slot, Some(pid), None)
+                }
+            })
+            .await?;
+        let pid = booted.worker.pid();
+        warn_if_php_limit_is_lower(booted.conn.php_memory_limit.as_deref(), &limits);
+        let running = running(booted.worker, booted.events, slot, generation, pid, &limits);
+        let mut conn = booted.conn;
+        conn.recycle = crate::native::conn::Recycle {
+            max_requests: running.max_requests,
+            memory_limit: limits.memory_limit,
+            served: 0,
+        };
+        return Ok(Booted {
+            running,
+            conn: WorkerConn::Native(conn),
+            socket,
+        });
+    }
     let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket.clone()), slot, label)
         .await
         .map_err(|err| format!("cannot run {}: {err}", spec.php.path.display()))?;
@@ -869,6 +1019,22 @@ async fn boot(
             return Err(message);
         }
     };
+    Ok(Booted {
+        running: running(worker, events, slot, generation, pid, &limits),
+        conn,
+        socket,
+    })
+}
+
+/// A ready worker's state, with its own jittered limits.
+fn running(
+    worker: Worker,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
+    slot: usize,
+    generation: u64,
+    pid: u32,
+    limits: &Limits,
+) -> Running {
     let seed = random_fraction(slot, generation);
     let max_requests = match limits.max_requests {
         0 => 0,
@@ -877,25 +1043,21 @@ async fn boot(
     let ttl_deadline = limits
         .ttl
         .map(|ttl| Instant::now() + ttl.mul_f64(1.0 - limits.jitter * seed));
-    Ok(Booted {
-        running: Running {
-            worker,
-            events,
-            events_open: true,
-            generation,
-            pid,
-            ready_at: Instant::now(),
-            requests: 0,
-            max_requests,
-            ttl_deadline,
-            exit_reason: None,
-            recycle_blocked_until: None,
-            last_rss: None,
-            slow_request: None,
-        },
-        conn,
-        socket,
-    })
+    Running {
+        worker,
+        events,
+        events_open: true,
+        generation,
+        pid,
+        ready_at: Instant::now(),
+        requests: 0,
+        max_requests,
+        ttl_deadline,
+        exit_reason: None,
+        recycle_blocked_until: None,
+        last_rss: None,
+        slow_request: None,
+    }
 }
 
 /// `--memory-limit` never trips when PHP's own `memory_limit` is lower:
@@ -945,7 +1107,7 @@ async fn connect(socket: &std::path::Path) -> std::io::Result<WorkerConn> {
         // Ends when the worker or the master closes the connection.
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok(WorkerConn::Http(sender))
 }
 
 #[cfg(test)]

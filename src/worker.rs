@@ -43,6 +43,9 @@ pub struct WorkerSpec {
     pub app_dir: PathBuf,
     /// The user and group workers run as (`--user`), if not the master's.
     pub run_as: Option<crate::privileges::RunAs>,
+    /// How workers run PHP; with `Native`, `php` is unused and `entry` is
+    /// the native runtime's script.
+    pub runtime: crate::config::Runtime,
 }
 
 /// Where a worker serves HTTP.
@@ -84,14 +87,25 @@ pub enum WorkerEvent {
     Backtrace { trace: String },
     /// Debug mode: files the application loaded since the last report.
     IncludedFiles { files: Vec<std::path::PathBuf> },
+    /// A native worker finished a request; what its exchange read (the
+    /// worker is idle again already).
+    #[serde(skip)]
+    Finished { memory: u64, peak_memory: u64 },
+    /// A native worker's script restarted in-process after a request
+    /// ended this way (`exit()`, a fatal error, PHP's timeout, out of
+    /// memory): counted like a worker restart.
+    #[serde(skip)]
+    ScriptRestarted {
+        outcome: crate::native::frames::Outcome,
+    },
 }
 
 /// A running PHP worker process.
 pub struct Worker {
     child: Child,
     pid: u32,
-    /// Dropping this closes the control channel, which tells the worker to exit.
-    control: Option<OwnedWriteHalf>,
+    /// Closing this tells the worker to exit.
+    control: Option<Control>,
     output: Arc<Mutex<VecDeque<String>>>,
     /// The process has been waited for: its pid (and group id) may be
     /// reused by now, so the group is not signalled any more.
@@ -113,15 +127,7 @@ impl Worker {
         let theirs: OwnedFd = theirs.into();
         let mut cmd_keep: Vec<OwnedFd> = Vec::new();
 
-        let mut cmd = Command::new(&spec.php.path);
-        if let Some(run_as) = spec.run_as {
-            // SAFETY: only system calls between fork and exec. This runs
-            // before `spawn_tied` sets the parent-death signal, which a
-            // change of credentials would clear.
-            unsafe {
-                cmd.pre_exec(move || crate::privileges::switch(run_as));
-            }
-        }
+        let mut cmd = base_command(spec, &spec.php.path);
         for setting in [
             "max_execution_time=0",
             "output_buffering=0",
@@ -134,31 +140,7 @@ impl Worker {
         {
             cmd.arg("-d").arg(setting);
         }
-        cmd.arg(&spec.entry)
-            .current_dir(&spec.app_dir)
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        for var in [
-            // php-cgi switches to CGI or FastCGI mode when it sees these.
-            "REQUEST_METHOD",
-            "GATEWAY_INTERFACE",
-            "SCRIPT_FILENAME",
-            "PHP_FCGI_CHILDREN",
-            "FCGI_WEB_SERVER_ADDRS",
-            // The service manager's variables are the master's, not the workers'.
-            "NOTIFY_SOCKET",
-            "LISTEN_PID",
-            "LISTEN_FDS",
-            "LISTEN_FDNAMES",
-        ]
-        .into_iter()
-        // Secrets of the master: PHP would show them in `$_SERVER`.
-        .chain(crate::token::SECRET_ENV)
-        {
-            cmd.env_remove(var);
-        }
-        crate::worker_env::apply(&mut cmd, &spec.app.env, spec.app.clear_env);
+        cmd.arg(&spec.entry);
         if spec.php.is_cgi {
             // php-cgi cannot open fd 3 (php://fd is CLI-only), so the
             // control channel is its stdin. Without -q, php-cgi does not
@@ -167,39 +149,11 @@ impl Worker {
             cmd.stdin(Stdio::from(theirs)).stdout(Stdio::null());
         } else {
             cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-            let their_fd = theirs.as_raw_fd();
-            // SAFETY: between fork and exec only async-signal-safe calls
-            // are made: dup2 and fcntl on a descriptor we own.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if their_fd == 3 {
-                        let flags = nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_GETFD)?;
-                        let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
-                        flags.remove(nix::fcntl::FdFlag::FD_CLOEXEC);
-                        nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(flags))?;
-                    } else {
-                        nix::unistd::dup2(their_fd, 3)?;
-                    }
-                    Ok(())
-                });
-            }
+            pass_as_fd3(&mut cmd, &theirs);
             // The child has its copy; ours closes when `cmd` is dropped.
             cmd_keep.push(theirs);
         }
-        // `spawn_tied` drops `cmd`, closing our copies of the worker's end,
-        // so that its death is seen as EOF on the control channel.
-        let mut child = crate::spawner::spawn_tied(cmd).await?;
-        drop(cmd_keep);
-        let pid = child.id().unwrap_or_default();
-        crate::guard::watch(pid);
-
-        let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward_lines(stdout, label.clone(), output.clone()));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_lines(stderr, label.clone(), output.clone()));
-        }
+        let (child, pid, output) = start(cmd, cmd_keep, &label).await?;
 
         let stream = tokio::net::UnixStream::from_std(ours)?;
         let (read, mut write) = stream.into_split();
@@ -226,12 +180,27 @@ impl Worker {
             Worker {
                 child,
                 pid,
-                control: Some(write),
+                control: Some(Control::Json(write)),
                 output,
                 reaped: false,
             },
             rx,
         ))
+    }
+
+    /// A worker whose control channel is the frame socket: `control` is
+    /// the master's copy, shut down to stop it.
+    pub(crate) fn with_frames(
+        (child, pid, output): Started,
+        control: std::os::unix::net::UnixStream,
+    ) -> Worker {
+        Worker {
+            child,
+            pid,
+            control: Some(Control::Frames(control)),
+            output,
+            reaped: false,
+        }
     }
 
     /// The worker's process id (also its process group id).
@@ -266,7 +235,11 @@ impl Worker {
     /// if it has not after `grace`, SIGTERM to its process group, and one
     /// second later SIGKILL. Returns how it ended.
     pub async fn stop(&mut self, grace: Duration) -> String {
-        self.control.take();
+        if let Some(Control::Frames(socket)) = self.control.take() {
+            // Other copies of the frame socket (the pool's) stay open:
+            // shutting it down is seen through all of them.
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
         if let Ok(Ok(status)) = tokio::time::timeout(grace, self.child.wait()).await {
             // Grandchildren the worker left behind go with its group.
             self.kill_group();
@@ -312,6 +285,101 @@ impl Drop for Worker {
             crate::guard::forget(self.pid);
         }
     }
+}
+
+/// A worker's control channel.
+enum Control {
+    /// The JSON channel of a php-cgi worker; dropping it is the signal.
+    Json(#[allow(dead_code)] OwnedWriteHalf),
+    /// A native worker's frame socket.
+    Frames(std::os::unix::net::UnixStream),
+}
+
+/// A spawned process: its handle, pid and kept output lines.
+pub(crate) type Started = (Child, u32, Arc<Mutex<VecDeque<String>>>);
+
+/// A worker command with what every runtime shares: the privileges of
+/// `--user`, the environment, the working directory, its own process
+/// group, stderr captured.
+pub(crate) fn base_command(spec: &WorkerSpec, program: &std::path::Path) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(run_as) = spec.run_as {
+        // SAFETY: only system calls between fork and exec. This runs
+        // before `spawn_tied` sets the parent-death signal, which a
+        // change of credentials would clear.
+        unsafe {
+            cmd.pre_exec(move || crate::privileges::switch(run_as));
+        }
+    }
+    cmd.current_dir(&spec.app_dir)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in [
+        // php-cgi switches to CGI or FastCGI mode when it sees these.
+        "REQUEST_METHOD",
+        "GATEWAY_INTERFACE",
+        "SCRIPT_FILENAME",
+        "PHP_FCGI_CHILDREN",
+        "FCGI_WEB_SERVER_ADDRS",
+        // The service manager's variables are the master's, not the workers'.
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+    ]
+    .into_iter()
+    // Secrets of the master: PHP would show them in `$_SERVER`.
+    .chain(crate::token::SECRET_ENV)
+    {
+        cmd.env_remove(var);
+    }
+    crate::worker_env::apply(&mut cmd, &spec.app.env, spec.app.clear_env);
+    cmd
+}
+
+/// Has the child inherit `fd` as its descriptor 3.
+pub(crate) fn pass_as_fd3(cmd: &mut Command, fd: &OwnedFd) {
+    let their_fd = fd.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls
+    // are made: dup2 and fcntl on a descriptor we own.
+    unsafe {
+        cmd.pre_exec(move || {
+            if their_fd == 3 {
+                let flags = nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_GETFD)?;
+                let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
+                flags.remove(nix::fcntl::FdFlag::FD_CLOEXEC);
+                nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+            } else {
+                nix::unistd::dup2(their_fd, 3)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns `cmd` tied to the master (`spawner`), registers it with the
+/// guard and forwards its output lines to the log under `label`. `keep`
+/// (descriptors the child inherits) is closed once it has its copies.
+pub(crate) async fn start(
+    cmd: Command,
+    keep: Vec<OwnedFd>,
+    label: &str,
+) -> std::io::Result<Started> {
+    // `spawn_tied` drops `cmd`, closing our copies of the worker's end,
+    // so that its death is seen as EOF on the control channel.
+    let mut child = crate::spawner::spawn_tied(cmd).await?;
+    drop(keep);
+    let pid = child.id().unwrap_or_default();
+    crate::guard::watch(pid);
+    let output = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_lines(stdout, label.to_string(), output.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_lines(stderr, label.to_string(), output.clone()));
+    }
+    Ok((child, pid, output))
 }
 
 /// After a worker exited during its bootstrap: the error it reported on

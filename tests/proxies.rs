@@ -18,6 +18,15 @@ use nix::sys::signal::Signal;
 /// Concurrent clients of the load runs: modest, the machine is shared.
 const CLIENTS: usize = 5;
 
+/// A dynamic pool: one spare worker at rest, more as the load needs them,
+/// idle ones retired after a second (so the load sees workers come and go).
+const DYNAMIC: &[&str] = &[
+    "--pm=dynamic",
+    "--min-spare-workers=1",
+    "--max-spare-workers=2",
+    "--worker-idle-timeout=1",
+];
+
 /// The three ways a proxy is put in front of ppm.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
@@ -41,12 +50,18 @@ struct Front {
 impl Front {
     /// Starts `layout` in front of `cluster`, waits until it serves.
     fn start(layout: Layout, cluster: &Cluster) -> Front {
+        Front::start_for(layout, cluster, true)
+    }
+
+    /// As `start`; haproxy waits for every server to be up only when
+    /// `all_up` (a dynamic pool's empty slots are down until needed).
+    fn start_for(layout: Layout, cluster: &Cluster, all_up: bool) -> Front {
         let vars = vec![
             ("PPM_PORT", cluster.port.to_string()),
             ("PPM_WORKERS", cluster.workers.to_string()),
         ];
         let front = match layout {
-            Layout::HaproxySlots => Front::haproxy("haproxy.cfg", vars),
+            Layout::HaproxySlots => Front::haproxy("haproxy.cfg", vars, all_up),
             Layout::NginxSlots => Front::nginx("nginx-slots.conf", vars),
             Layout::NginxBalancer => Front::nginx("nginx-balancer.conf", vars),
         };
@@ -54,8 +69,8 @@ impl Front {
     }
 
     /// haproxy with the shipped `template`; waits until every server
-    /// passed its health check.
-    fn haproxy(template: &str, mut vars: Vec<(&str, String)>) -> Front {
+    /// (or, without `all_up`, one) passed its health check.
+    fn haproxy(template: &str, mut vars: Vec<(&str, String)>, all_up: bool) -> Front {
         let dir = tempfile::tempdir().unwrap();
         let base = free_ports(2);
         vars.push(("PROXY_LISTEN", format!("127.0.0.1:{base}")));
@@ -76,11 +91,14 @@ impl Front {
         };
         let up = wait_until(Duration::from_secs(30), || {
             let servers = front.haproxy_servers()?;
-            (!servers.is_empty()
-                && servers
-                    .iter()
-                    .all(|s| s["status"] == "UP" && s["check_status"] == "L7OK"))
-            .then_some(())
+            let up =
+                |s: &HashMap<String, String>| s["status"] == "UP" && s["check_status"] == "L7OK";
+            let enough = if all_up {
+                servers.iter().all(up)
+            } else {
+                servers.iter().any(up)
+            };
+            (!servers.is_empty() && enough).then_some(())
         });
         assert!(
             up.is_some(),
@@ -248,16 +266,34 @@ fn worker_requests(cluster: &mut Cluster) -> u64 {
         .sum()
 }
 
+/// With a dynamic pool, the load made it start workers beyond its one
+/// spare: the proxy met slots that came up during the run.
+fn assert_grew(cluster: &Cluster, pm: &[&str]) {
+    if pm.is_empty() {
+        return;
+    }
+    let status = cluster.try_status().expect("GET /status answers");
+    assert_eq!(status["pm"]["mode"], "dynamic");
+    assert!(
+        status["pm"]["spawned"].as_u64().unwrap_or(0) >= 2,
+        "the load started more workers: {}",
+        status["pm"]
+    );
+}
+
 /// `ppm restart` while clients go through the proxy: not one fails, and
 /// the new code answers once the restart is done.
-fn restart_behind(layout: Layout) {
+fn restart_behind(layout: Layout, pm: &[&str]) {
     let app = fixture_copy("versioned");
     std::fs::write(app.path().join("VERSION"), "v1").unwrap();
-    let cluster = Cluster::start(Setup {
+    let mut setup = Setup {
         app: app.path().to_path_buf(),
+        wait_ready: pm.is_empty(),
         ..Setup::callable("versioned", 4)
-    });
-    let front = Front::start(layout, &cluster);
+    };
+    setup.extra.extend(pm.iter().map(|a| a.to_string()));
+    let cluster = Cluster::start(setup);
+    let front = Front::start_for(layout, &cluster, pm.is_empty());
     let began = Instant::now();
     let load = Load::start(front.url("/sleep?ms=20"), CLIENTS);
     std::thread::sleep(Duration::from_millis(500));
@@ -270,11 +306,12 @@ fn restart_behind(layout: Layout) {
     std::thread::sleep(Duration::from_millis(500));
     let seen = load.stop();
     println!(
-        "{layout:?}, ppm restart: {}",
+        "{layout:?} {pm:?}, ppm restart: {}",
         summary(&seen, began.elapsed())
     );
 
     assert_no_failures(&seen, &format!("{layout:?} during ppm restart"));
+    assert_grew(&cluster, pm);
     assert!(
         seen.iter().any(|s| s.body == "v1"),
         "the load ran before the restart"
@@ -291,9 +328,14 @@ fn restart_behind(layout: Layout) {
 /// `kill -9` of busy workers while clients go through the proxy: the
 /// request that was running gets a 502 from ppm, which the proxy hides
 /// by sending it again; not one client sees a failure.
-fn kill_behind(layout: Layout) {
-    let mut cluster = Cluster::start(Setup::callable("basic", 4));
-    let front = Front::start(layout, &cluster);
+fn kill_behind(layout: Layout, pm: &[&str]) {
+    let mut setup = Setup {
+        wait_ready: pm.is_empty(),
+        ..Setup::callable("basic", 4)
+    };
+    setup.extra.extend(pm.iter().map(|a| a.to_string()));
+    let mut cluster = Cluster::start(setup);
+    let front = Front::start_for(layout, &cluster, pm.is_empty());
     let began = Instant::now();
     let load = Load::start(front.url("/sleep?ms=50"), CLIENTS);
     std::thread::sleep(Duration::from_millis(500));
@@ -339,11 +381,12 @@ fn kill_behind(layout: Layout) {
     let seen = load.stop();
     let retried = front.retried_requests();
     println!(
-        "{layout:?}, kill -9: {kills} workers killed, {retried} requests retried by the proxy; {}",
+        "{layout:?} {pm:?}, kill -9: {kills} workers killed, {retried} requests retried by the proxy; {}",
         summary(&seen, began.elapsed())
     );
 
     assert_no_failures(&seen, &format!("{layout:?} with workers killed"));
+    assert_grew(&cluster, pm);
     assert!(
         retried >= 1,
         "a killed worker had a request in flight that the proxy sent again \
@@ -361,32 +404,62 @@ fn kill_behind(layout: Layout) {
 
 #[test]
 fn haproxy_over_the_slot_ports_hides_a_rolling_restart() {
-    restart_behind(Layout::HaproxySlots);
+    restart_behind(Layout::HaproxySlots, &[]);
+}
+
+#[test]
+fn haproxy_over_the_slot_ports_with_a_dynamic_pool_hides_a_rolling_restart() {
+    restart_behind(Layout::HaproxySlots, DYNAMIC);
 }
 
 #[test]
 fn haproxy_over_the_slot_ports_hides_a_killed_worker() {
-    kill_behind(Layout::HaproxySlots);
+    kill_behind(Layout::HaproxySlots, &[]);
+}
+
+#[test]
+fn haproxy_over_the_slot_ports_with_a_dynamic_pool_hides_a_killed_worker() {
+    kill_behind(Layout::HaproxySlots, DYNAMIC);
 }
 
 #[test]
 fn nginx_over_the_slot_ports_hides_a_rolling_restart() {
-    restart_behind(Layout::NginxSlots);
+    restart_behind(Layout::NginxSlots, &[]);
+}
+
+#[test]
+fn nginx_over_the_slot_ports_with_a_dynamic_pool_hides_a_rolling_restart() {
+    restart_behind(Layout::NginxSlots, DYNAMIC);
 }
 
 #[test]
 fn nginx_over_the_slot_ports_hides_a_killed_worker() {
-    kill_behind(Layout::NginxSlots);
+    kill_behind(Layout::NginxSlots, &[]);
+}
+
+#[test]
+fn nginx_over_the_slot_ports_with_a_dynamic_pool_hides_a_killed_worker() {
+    kill_behind(Layout::NginxSlots, DYNAMIC);
 }
 
 #[test]
 fn nginx_over_the_balancer_port_hides_a_rolling_restart() {
-    restart_behind(Layout::NginxBalancer);
+    restart_behind(Layout::NginxBalancer, &[]);
+}
+
+#[test]
+fn nginx_over_the_balancer_port_with_a_dynamic_pool_hides_a_rolling_restart() {
+    restart_behind(Layout::NginxBalancer, DYNAMIC);
 }
 
 #[test]
 fn nginx_over_the_balancer_port_hides_a_killed_worker() {
-    kill_behind(Layout::NginxBalancer);
+    kill_behind(Layout::NginxBalancer, &[]);
+}
+
+#[test]
+fn nginx_over_the_balancer_port_with_a_dynamic_pool_hides_a_killed_worker() {
+    kill_behind(Layout::NginxBalancer, DYNAMIC);
 }
 
 #[test]
@@ -776,6 +849,7 @@ fn two_ppm_hosts_behind_one_haproxy_lose_nothing_when_one_stops() {
             ("PPM_HOSTS", format!("{} {}", hosts[0].addr, hosts[1].addr)),
             ("PPM_WORKERS", "2".to_string()),
         ],
+        true,
     );
     assert_eq!(
         front.haproxy_servers().unwrap().len(),

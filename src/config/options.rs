@@ -12,6 +12,41 @@ use serde::Serialize;
 
 use super::phppm::{parse_host, parse_mb_or_off, parse_path, parse_seconds_or_off};
 
+/// How workers run PHP.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// php-cgi running the PHP runtime in bridges/.
+    Cgi,
+    /// PHP hosted in a ppm process through ppm's own SAPI.
+    Native,
+}
+
+/// How many workers run (php-fpm's `pm`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PmMode {
+    /// --workers workers, always.
+    Static,
+    /// Between --min-spare-workers and --max-spare-workers idle workers,
+    /// at most --workers.
+    Dynamic,
+    /// No worker until a request comes; idle ones stop after
+    /// --worker-idle-timeout.
+    Ondemand,
+}
+
+impl PmMode {
+    /// php-fpm's word for the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PmMode::Static => "static",
+            PmMode::Dynamic => "dynamic",
+            PmMode::Ondemand => "ondemand",
+        }
+    }
+}
+
 /// What every PHP worker needs to know about the application.
 #[derive(Args, Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -85,9 +120,36 @@ pub struct StartOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub app: AppOptions,
-    /// Number of worker slots.
+    /// How workers run PHP: `native` (PHP hosted in a ppm worker process
+    /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP runtime).
+    #[arg(long, value_enum, default_value_t = Runtime::Cgi)]
+    pub runtime: Runtime,
+    /// Number of worker slots: the most workers that run at once.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,
+    /// Process manager (php-fpm's `pm`): `static` (--workers workers at
+    /// all times), `dynamic` (idle workers kept between
+    /// --min-spare-workers and --max-spare-workers) or `ondemand` (workers
+    /// start when requests come, stop after --worker-idle-timeout idle).
+    #[arg(long, value_enum, default_value_t = PmMode::Static)]
+    pub pm: PmMode,
+    /// `--pm dynamic`: fewest idle workers; below it more are started
+    /// (php-fpm's pm.min_spare_servers).
+    #[arg(long, default_value_t = 1)]
+    pub min_spare_workers: usize,
+    /// `--pm dynamic`: most idle workers; idle ones past it are stopped
+    /// (php-fpm's pm.max_spare_servers).
+    #[arg(long, default_value_t = 3)]
+    pub max_spare_workers: usize,
+    /// `--pm dynamic|ondemand`: most workers started per second
+    /// (php-fpm's pm.max_spawn_rate).
+    #[arg(long, default_value_t = 32)]
+    pub max_spawn_rate: usize,
+    /// `--pm ondemand|dynamic`: seconds a worker may stay idle before it is
+    /// stopped (dynamic: only down to --min-spare-workers; php-fpm's
+    /// pm.process_idle_timeout).
+    #[arg(long, default_value_t = 10.0)]
+    pub worker_idle_timeout: f64,
     /// Address of the balancer and the slot ports.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
     pub host: IpAddr,
@@ -330,6 +392,17 @@ impl StartOptions {
             memory_limit: (self.memory_limit > 0).then_some(self.memory_limit * 1024 * 1024),
             rss_limit: (self.rss_limit > 0).then_some(self.rss_limit * 1024 * 1024),
             jitter: self.recycle_jitter / 100.0,
+        }
+    }
+
+    /// The process manager's settings.
+    pub fn pm(&self) -> crate::pool::PmSettings {
+        crate::pool::PmSettings {
+            mode: self.pm,
+            min_spare: self.min_spare_workers,
+            max_spare: self.max_spare_workers,
+            max_spawn_rate: self.max_spawn_rate,
+            idle_timeout: Duration::from_secs_f64(self.worker_idle_timeout),
         }
     }
 

@@ -71,6 +71,7 @@ impl StartOptions {
                 ),
             ));
         }
+        self.pm_problems(errors);
         let token = match self.control_token() {
             Ok(token) => token,
             Err(err) => {
@@ -113,6 +114,46 @@ impl StartOptions {
         }
         if self.rss_limit > 1024 * 1024 {
             errors.push(invalid("rss-limit", "is in MB; at most 1048576"));
+        }
+    }
+
+    /// Adds the problems of the process manager's options.
+    fn pm_problems(&self, errors: &mut Vec<Error>) {
+        if !(self.worker_idle_timeout.is_finite()
+            && self.worker_idle_timeout > 0.0
+            && self.worker_idle_timeout <= 86_400.0)
+        {
+            errors.push(invalid(
+                "worker-idle-timeout",
+                "must be a number of seconds above 0",
+            ));
+        }
+        if self.max_spawn_rate == 0 || self.max_spawn_rate > 1024 {
+            errors.push(invalid("max-spawn-rate", "must be between 1 and 1024"));
+        }
+        // As php-fpm, the spare bounds matter (and are checked) only for
+        // a dynamic pool.
+        if self.pm != super::PmMode::Dynamic {
+            return;
+        }
+        if self.min_spare_workers == 0 || self.min_spare_workers > self.workers {
+            errors.push(invalid(
+                "min-spare-workers",
+                format!(
+                    "must be between 1 and the number of workers ({}) with --pm dynamic",
+                    self.workers
+                ),
+            ));
+        }
+        if self.max_spare_workers < self.min_spare_workers || self.max_spare_workers > self.workers
+        {
+            errors.push(invalid(
+                "max-spare-workers",
+                format!(
+                    "must be between --min-spare-workers ({}) and the number of workers ({}) with --pm dynamic",
+                    self.min_spare_workers, self.workers
+                ),
+            ));
         }
     }
 

@@ -10,9 +10,12 @@
 //! - `listen queue` is the balancer's queue of requests waiting for a
 //!   worker (php-fpm's is the socket backlog); `listen queue len` is its
 //!   bound, `--max-queue`; `max listen queue` its longest since start.
+//! - `process manager` is `--pm` (static, dynamic or ondemand).
 //! - `max children reached` counts the requests that had to queue because
-//!   no worker was idle: with a static pool that is the moment php-fpm
-//!   would want another child and may not have one.
+//!   no worker was idle and no slot was left to start one (every slot of
+//!   `--workers` had a worker), plus, in a dynamic pool, each time the
+//!   spare minimum could not be kept for the same reason: the moments
+//!   php-fpm would want another child and may not have one.
 //! - `slow requests` counts requests still running after
 //!   `--slow-request-time` (php-fpm's `request_slowlog_timeout`).
 //! - `idle processes` are ready workers, `active processes` busy ones,
@@ -24,6 +27,9 @@
 //!   request, its user and script, the content length, an idle worker's
 //!   last request) is shown as php-fpm shows a process that has none: 0
 //!   and `-`.
+//! - The pool: php-fpm shows one pool per status page, so `?pool=NAME`
+//!   picks one of `ppm.json`'s `pools` (the first by default); the
+//!   single pool of a command line is php-fpm's default `www`.
 //!
 //! The counters the pool keeps for this page are a few atomics
 //! (`PoolCounters`), touched once per request at most.
@@ -40,12 +46,6 @@ use axum::response::IntoResponse;
 use crate::control::ControlState;
 use crate::control_guard::{sees_everything, without_query};
 use crate::pool::{SlotState, SlotStatus};
-
-/// The pool's name on the page. ppm runs one pool today; php-fpm's
-/// default pool is named `www`, which is what dashboards expect.
-pub const POOL_NAME: &str = "www";
-/// The process manager: ppm's pools are static today (N workers).
-pub const PROCESS_MANAGER: &str = "static";
 
 /// What the pool counts for the page besides its slots' states.
 #[derive(Debug, Default)]
@@ -70,12 +70,22 @@ impl PoolCounters {
     }
 
     /// A request joined the wait queue, which is now `len` long; `all_busy`
-    /// when no worker at all was idle.
+    /// when no worker at all was idle and none could be started.
     pub fn queued(&self, len: usize, all_busy: bool) {
         self.max_queue.fetch_max(len, Ordering::Relaxed);
         if all_busy {
             self.queued_all_busy.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The process manager wanted a worker and every slot had one.
+    pub fn children_maxed(&self) {
+        self.queued_all_busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// php-fpm's `max children reached`.
+    pub fn max_children_reached(&self) -> u64 {
+        self.queued_all_busy.load(Ordering::Relaxed)
     }
 
     /// A worker was leased to a request.
@@ -141,8 +151,13 @@ pub struct FpmProcess {
 
 /// The facts the page shows, from one snapshot of the slots.
 pub struct Snapshot<'a> {
+    /// The pool's name: its name in `pools`, else php-fpm's default
+    /// `www`, which is what dashboards expect.
+    pub pool: &'a str,
     pub slots: &'a [SlotStatus],
     pub counters: &'a PoolCounters,
+    /// `static`, `dynamic` or `ondemand`.
+    pub process_manager: &'a str,
     pub queue_len: usize,
     pub start_time: u64,
     /// Unix time in milliseconds.
@@ -157,8 +172,8 @@ impl Snapshot<'_> {
         let now = self.now_ms / 1000;
         let counters = self.counters;
         FpmStatus {
-            pool: POOL_NAME.into(),
-            process_manager: PROCESS_MANAGER.into(),
+            pool: self.pool.into(),
+            process_manager: self.process_manager.into(),
             start_time: self.start_time,
             start_since: now.saturating_sub(self.start_time),
             accepted_conn: self.slots.iter().map(|w| w.requests).sum(),
@@ -255,17 +270,25 @@ pub async fn handler(
     State(state): State<Arc<ControlState>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let (format, full) = parse_query(query.as_deref());
-    let slots = state.pool.status();
+    // php-fpm shows one pool per status page: `?pool=NAME` picks it, the
+    // first pool by default.
+    let pool = match state.one(query.as_deref(), true) {
+        Ok(pool) => pool,
+        Err(response) => return response,
+    };
+    let slots = pool.pool.status();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let mut status = Snapshot {
+        pool: &pool.name,
         slots: &slots,
-        counters: &state.pool.fpm,
-        queue_len: state.pool.queue_len(),
+        counters: &pool.pool.fpm,
+        process_manager: pool.pool.pm_mode().as_str(),
+        queue_len: pool.pool.queue_len(),
         start_time: (now_ms / 1000).saturating_sub(state.started.elapsed().as_secs()),
         now_ms,
     }
@@ -287,6 +310,7 @@ pub async fn handler(
         ],
         body,
     )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -257,6 +257,28 @@ pub unsafe extern "C" fn ppm_rs_log(msg: *const c_char, len: usize) {
 }
 
 /// # Safety
+/// `path` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ppm_rs_included(path: *const c_char, len: usize) {
+    let path = unsafe { lossy(path, len) };
+    with_io((), |state| {
+        state.io.included(&path);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `value` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ppm_rs_php_info(value: *const c_char, len: usize) {
+    let memory_limit = unsafe { lossy(value, len) };
+    with_io((), |state| {
+        state.io.php_info(&memory_limit);
+        Ok(())
+    })
+}
+
+/// # Safety
 /// `msg` points to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn ppm_rs_boot_error(msg: *const c_char, len: usize) {
@@ -310,7 +332,7 @@ unsafe fn lossy(ptr: *const c_char, len: usize) -> String {
 
 /// Keeps the callbacks in the link: the C archive that calls them comes
 /// after the Rust code in the linker's order.
-pub(crate) fn keep_callbacks() -> [*const (); 11] {
+pub(crate) fn keep_callbacks() -> [*const (); 13] {
     [
         ppm_rs_next_request as *const (),
         ppm_rs_read_body as *const (),
@@ -323,5 +345,7 @@ pub(crate) fn keep_callbacks() -> [*const (); 11] {
         ppm_rs_script_ended as *const (),
         ppm_rs_set_script as *const (),
         ppm_rs_backtrace as *const (),
+        ppm_rs_included as *const (),
+        ppm_rs_php_info as *const (),
     ]
 }

@@ -149,6 +149,17 @@ impl Link for FrameLink {
         self.flush()
     }
 
+    fn included(&mut self, files: Vec<String>) {
+        ToMaster::Included(files).encode(&mut self.out);
+    }
+
+    fn php_info(&mut self, memory_limit: &str) {
+        ToMaster::PhpInfo {
+            memory_limit: memory_limit.to_string(),
+        }
+        .encode(&mut self.out);
+    }
+
     fn script_ended(&mut self) -> Result<(), IoError> {
         self.flush()
     }

@@ -41,6 +41,8 @@ const STATS: u8 = 20;
 const LOG: u8 = 21;
 const BOOT_ERROR: u8 = 22;
 const BACKTRACE: u8 = 23;
+const INCLUDED: u8 = 24;
+const PHP_INFO: u8 = 25;
 
 /// A frame that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -159,6 +161,13 @@ pub enum ToMaster {
     Log(String),
     BootError(String),
     Backtrace(String),
+    /// Debug mode: files PHP loaded since the last report (for reloads).
+    Included(Vec<String>),
+    /// PHP's settings the master checks its limits against, once per
+    /// bootstrap: `memory_limit` as written in php.ini (`128M`, `-1`).
+    PhpInfo {
+        memory_limit: String,
+    },
 }
 
 impl ToWorker {
@@ -267,6 +276,17 @@ impl ToMaster {
             ToMaster::Log(text) => encode_text(out, LOG, text.as_bytes()),
             ToMaster::BootError(text) => encode_text(out, BOOT_ERROR, text.as_bytes()),
             ToMaster::Backtrace(text) => encode_text(out, BACKTRACE, text.as_bytes()),
+            ToMaster::Included(files) => {
+                let start = begin(out, INCLUDED);
+                out.extend_from_slice(&(files.len() as u32).to_be_bytes());
+                for file in files {
+                    put_str(out, file.as_bytes());
+                }
+                finish(out, start);
+            }
+            ToMaster::PhpInfo { memory_limit } => {
+                encode_text(out, PHP_INFO, memory_limit.as_bytes())
+            }
         }
     }
 
@@ -304,6 +324,22 @@ impl ToMaster {
             LOG => return Ok(ToMaster::Log(lossy(payload))),
             BOOT_ERROR => return Ok(ToMaster::BootError(lossy(payload))),
             BACKTRACE => return Ok(ToMaster::Backtrace(lossy(payload))),
+            INCLUDED => {
+                let count = c.u32()? as usize;
+                if count > c.rest.len() / 4 {
+                    return Err(c.malformed("file count exceeds the frame"));
+                }
+                let mut files = Vec::with_capacity(count);
+                for _ in 0..count {
+                    files.push(c.string()?);
+                }
+                ToMaster::Included(files)
+            }
+            PHP_INFO => {
+                return Ok(ToMaster::PhpInfo {
+                    memory_limit: lossy(payload),
+                })
+            }
             other => return Err(FrameError::UnknownKind(other)),
         };
         c.end()?;

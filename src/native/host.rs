@@ -51,5 +51,7 @@ pub fn run(link: Box<dyn Link>, app: &AppOptions, entry: &Path, slot: usize) -> 
         config_json: c(config.to_string())?,
     };
     std::hint::black_box(ffi::keep_callbacks());
-    Ok(ffi::run(WorkerIo::new(link), &run))
+    let mut io = WorkerIo::new(link);
+    io.report_included(app.debug);
+    Ok(ffi::run(io, &run))
 }

@@ -69,6 +69,13 @@ pub trait Link {
     fn boot_error(&mut self, message: &str) -> Result<(), IoError>;
     /// The worker script ended and starts again; what it left is sent.
     fn script_ended(&mut self) -> Result<(), IoError>;
+    /// Debug mode: files PHP loaded since the last report, for the
+    /// master's reloads (sent with the next ready). Without a master,
+    /// nobody is told.
+    fn included(&mut self, _files: Vec<String>) {}
+    /// PHP's `memory_limit` after the bootstrap, for the master's limit
+    /// checks. Without a master, nobody is told.
+    fn php_info(&mut self, _memory_limit: &str) {}
 }
 
 /// The worker's requests and responses, on top of its [`Link`].
@@ -80,6 +87,10 @@ pub struct WorkerIo {
     current: Option<Prepared>,
     in_request: bool,
     ended: bool,
+    /// Debug mode: report loaded files.
+    report_included: bool,
+    /// Loaded files not reported yet.
+    included: Vec<String>,
 }
 
 impl WorkerIo {
@@ -91,7 +102,26 @@ impl WorkerIo {
             current: None,
             in_request: false,
             ended: true,
+            report_included: false,
+            included: Vec::new(),
         }
+    }
+
+    /// Debug mode: the files PHP loaded are reported to the master.
+    pub fn report_included(&mut self, on: bool) {
+        self.report_included = on;
+    }
+
+    /// A file PHP loaded, reported with the next `Ready` in debug mode.
+    pub fn included(&mut self, path: &str) {
+        if self.report_included {
+            self.included.push(path.to_string());
+        }
+    }
+
+    /// PHP's `memory_limit` after the bootstrap, for the master.
+    pub fn php_info(&mut self, memory_limit: &str) {
+        self.link.php_info(memory_limit);
     }
 
     /// Document root and script name, from the bootstrap.
@@ -106,6 +136,9 @@ impl WorkerIo {
         stats: Option<(u64, u64)>,
     ) -> Result<Option<&Prepared>, IoError> {
         self.in_request = false;
+        if !self.included.is_empty() {
+            self.link.included(std::mem::take(&mut self.included));
+        }
         let Some(head) = self.link.next_request(stats)? else {
             return Ok(None);
         };

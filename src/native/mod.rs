@@ -18,6 +18,7 @@
 //!
 //! The PHP side is `bridges/native.php` and `bridges/src/Native*.php`.
 
+pub mod conn;
 pub mod ffi;
 pub mod frame_link;
 pub mod frames;
@@ -26,5 +27,6 @@ pub mod http_head;
 pub mod http_link;
 pub mod io;
 pub mod request;
+pub mod spawn;
 pub mod standalone;
 pub mod worker;

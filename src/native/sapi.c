@@ -47,6 +47,29 @@ static struct {
     ppm_request current;
 } ppm;
 
+/* Files loaded since the last call go to Rust (the master reloads on
+ * their change in debug mode). The table only grows within a generation
+ * and starts again with the next, so a count says what is new. */
+static void ppm_report_included(void)
+{
+    static uint32_t seen = 0;
+    uint32_t count = zend_hash_num_elements(&EG(included_files));
+    if (count < seen) {
+        seen = 0;
+    }
+    if (count == seen) {
+        return;
+    }
+    uint32_t i = 0;
+    zend_string *key;
+    ZEND_HASH_FOREACH_STR_KEY(&EG(included_files), key) {
+        if (i++ >= seen && key) {
+            ppm_rs_included(ZSTR_VAL(key), ZSTR_LEN(key));
+        }
+    } ZEND_HASH_FOREACH_END();
+    seen = count;
+}
+
 /* ---- SAPI callbacks: thin forwards to Rust ---- */
 
 static size_t ppm_ub_write(const char *str, size_t len)
@@ -355,7 +378,12 @@ PHP_FUNCTION(ppm_handle_request)
         request_teardown();
         ppm_ini_snapshot();
         ppm.max_execution_time = zend_ini_long("max_execution_time", sizeof("max_execution_time") - 1, 0);
+        const char *limit = zend_ini_string("memory_limit", sizeof("memory_limit") - 1, 0);
+        if (limit) {
+            ppm_rs_php_info(limit, strlen(limit));
+        }
     }
+    ppm_report_included();
     /* The timeout (ITIMER_PROF: CPU time) is already off while waiting:
      * request_teardown() unset it, and this is the only way in. */
     if (!ppm_rs_next_request(&ppm.current, ppm.have_stats, ppm.memory, ppm.peak)) {

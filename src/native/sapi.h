@@ -94,6 +94,10 @@ void ppm_rs_boot_error(const char *msg, size_t len);
 void ppm_rs_backtrace(const char *text, size_t len);
 /* The worker script ended (it restarts unless `stopping`). */
 void ppm_rs_script_ended(int outcome);
+/* A file PHP loaded (reported to the master in debug mode). */
+void ppm_rs_included(const char *path, size_t len);
+/* PHP's memory_limit setting after the bootstrap. */
+void ppm_rs_php_info(const char *memory_limit, size_t len);
 /* Document root and script name for $_SERVER, set once after bootstrap. */
 void ppm_rs_set_script(const char *document_root, size_t root_len, const char *script_name,
                        size_t name_len);

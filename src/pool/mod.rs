@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::client::conn::http1::SendRequest;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -40,8 +39,13 @@ use crate::worker::WorkerSpec;
 
 /// The request body type sent to workers: always whole, with a length.
 pub type WorkerBody = crate::spool::WorkerBody;
-/// A connection to one worker's private socket.
-pub type WorkerConn = SendRequest<WorkerBody>;
+pub use crate::worker_conn::WorkerConn;
+pub use lease::{Lease, SlowTimer};
+pub use pm::{PmSettings, PmStatus};
+
+mod lease;
+mod pm;
+pub mod served;
 
 /// The state of a worker slot: of the worker that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +68,9 @@ pub enum SlotState {
     Backoff,
     /// Several boot attempts in a row failed; still retried at the longest backoff.
     Failed,
+    /// No worker, and none wanted for now (`--pm dynamic|ondemand`): its
+    /// port answers health checks with 503, and a request boots one.
+    Empty,
 }
 
 impl SlotState {
@@ -84,6 +91,10 @@ impl SlotState {
                 )
                 | (Ready | Busy | Draining | Stopping, Exited)
                 | (Exited, Backoff)
+                // The process manager: an empty slot boots on demand, an
+                // idle worker is retired (stopping) and leaves it empty.
+                | (Exited | Stopping, Empty)
+                | (Empty, Starting | Stopping)
         )
     }
 
@@ -113,6 +124,14 @@ pub enum ExitReason {
     Shutdown,
     /// The application called exit() during a request.
     Exit,
+    /// A PHP fatal error (native runtime: the script restarts in-process).
+    Fatal,
+    /// PHP's own `max_execution_time` (native runtime).
+    PhpTimeout,
+    /// PHP's `memory_limit` (native runtime).
+    OutOfMemory,
+    /// Idle past what the process manager keeps (`--pm dynamic|ondemand`).
+    Idle,
 }
 
 impl std::fmt::Display for ExitReason {
@@ -142,6 +161,10 @@ pub enum SlotCommand {
     Kill { generation: u64, reason: ExitReason },
     /// Stop the worker and end the task.
     Stop,
+    /// The slot is empty and a worker is wanted: boot one.
+    Wake,
+    /// Stop worker `generation` if it is still idle; the slot becomes empty.
+    Retire { generation: u64 },
 }
 
 /// What `/status` shows about one slot.
@@ -233,6 +256,11 @@ struct Slot {
     /// The worker reached a recycle limit: once its request is over it
     /// takes no other, until its replacement takes over.
     retiring: bool,
+    /// Since when the worker has been on the idle list.
+    idle_since: Option<std::time::Instant>,
+    /// The process manager told this empty slot to boot a worker, and it
+    /// has not started yet.
+    waking: bool,
     status: SlotStatus,
 }
 
@@ -252,6 +280,7 @@ struct Shared {
     /// The last boot error logged in full, so the same PHP error from every
     /// slot and attempt is not printed again and again.
     logged_boot_error: Option<String>,
+    pm: pm::PmState,
 }
 
 /// The worker pool: slot states, idle workers and the request queue.
@@ -270,6 +299,8 @@ pub struct Pool {
     included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
     /// What php-fpm's status page counts (`/fpm-status`).
     pub(crate) fpm: crate::fpm_status::PoolCounters,
+    /// The process manager's settings.
+    pm: PmSettings,
 }
 
 /// Where and how the pool runs its workers.
@@ -286,6 +317,8 @@ pub struct PoolConfig {
     pub max_execution_time: Option<Duration>,
     /// Debug mode: where files workers report as included go.
     pub included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    /// The process manager: static, dynamic or ondemand.
+    pub pm: PmSettings,
 }
 
 impl Pool {
@@ -299,12 +332,18 @@ impl Pool {
             senders.push(tx);
             receivers.push(rx);
         }
+        // Slots of a dynamic or ondemand pool start empty; the process
+        // manager wakes the ones it wants.
+        let initial = match config.pm.mode {
+            crate::config::PmMode::Static => SlotState::Exited,
+            _ => SlotState::Empty,
+        };
         let slots = config
             .slot_ports
             .iter()
             .enumerate()
             .map(|(slot, &port)| Slot {
-                state: SlotState::Exited,
+                state: initial,
                 generation: 0,
                 conn: None,
                 leased: false,
@@ -313,10 +352,12 @@ impl Pool {
                 draining: Vec::new(),
                 boot_failing: false,
                 retiring: false,
+                idle_since: None,
+                waking: false,
                 status: SlotStatus {
                     slot,
                     port,
-                    state: SlotState::Exited,
+                    state: initial,
                     pid: None,
                     socket: None,
                     requests: 0,
@@ -344,6 +385,7 @@ impl Pool {
                 next_waiter: 0,
                 ever_ready: false,
                 logged_boot_error: None,
+                pm: pm::PmState::new(),
             }),
             commands: senders,
             max_queue: config.max_queue,
@@ -353,7 +395,13 @@ impl Pool {
             surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
             included_files: config.included_files.clone(),
             fpm: crate::fpm_status::PoolCounters::new(config.max_queue),
+            pm: config.pm.clone(),
         });
+        if pool.is_elastic() {
+            // A dynamic pool's first spare workers.
+            pool.demand(&mut pool.lock());
+            tokio::spawn(pm::maintain(Arc::downgrade(&pool), config.pm.idle_timeout));
+        }
         if let Some(limit) = config.max_execution_time {
             tokio::spawn(kill_stuck_finishers(Arc::downgrade(&pool), limit));
         }
@@ -368,6 +416,7 @@ impl Pool {
                     config.run_dir.clone(),
                     config.limits.clone(),
                     rx,
+                    initial == SlotState::Empty,
                 );
                 tokio::spawn(task.run())
             })
@@ -431,9 +480,12 @@ impl Pool {
             let id = shared.next_waiter;
             shared.next_waiter += 1;
             let (tx, rx) = oneshot::channel();
+            // Every worker is busy and no slot is left to start another:
+            // php-fpm's "max children reached".
+            let maxed = shared.idle.is_empty() && !Self::has_room(&shared);
             shared.waiters.push_back(Waiter { id, slot, tx });
-            self.fpm
-                .queued(shared.waiters.len(), shared.idle.is_empty());
+            self.fpm.queued(shared.waiters.len(), maxed);
+            self.demand(&mut shared);
             (id, rx)
         };
         // Leaves the queue when the request gives up or its client goes.
@@ -459,6 +511,7 @@ impl Pool {
         let slot = &mut shared.slots[s];
         transition(slot, SlotState::Busy);
         slot.leased = true;
+        slot.idle_since = None;
         self.fpm.leased();
         Lease {
             pool: self.clone(),
@@ -467,6 +520,7 @@ impl Pool {
             conn: slot.conn.take(),
             sent: false,
             completed: false,
+            retire: false,
         }
     }
 
@@ -499,6 +553,7 @@ impl Pool {
                 Err(Err(_)) => {}
             }
         }
+        shared.slots[s].idle_since = Some(std::time::Instant::now());
         shared.idle.push_back(s);
     }
 
@@ -509,6 +564,7 @@ impl Pool {
         conn: WorkerConn,
         reusable: bool,
         sent: bool,
+        retire: bool,
     ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
@@ -530,7 +586,12 @@ impl Pool {
             slot.status.worker_requests += 1;
             // PHP reports `request_done` for every request it read, even
             // when this connection broke off.
-            slot.awaiting_done += 1;
+            if conn.reports_done_apart() {
+                slot.awaiting_done += 1;
+            }
+        }
+        if retire {
+            slot.retiring = true;
         }
         if reusable && !conn.is_closed() {
             slot.conn = Some(conn);
@@ -625,6 +686,7 @@ impl Pool {
         slot.awaiting_done = 0;
         slot.finishing_since = None;
         slot.retiring = false;
+        slot.waking = false;
         transition(slot, SlotState::Starting);
         slot.status.new_worker(None, socket);
     }
@@ -721,6 +783,17 @@ impl Pool {
         slot.status.last_exit = Some(exit);
         if slot.state != next {
             transition(slot, next);
+        }
+    }
+
+    /// Worker `generation`'s script restarted in its process (native
+    /// runtime) after a request ended with `reason`: counted as a restart.
+    pub(crate) fn script_restarted(&self, s: usize, generation: u64, reason: ExitReason) {
+        let mut shared = self.lock();
+        let slot = &mut shared.slots[s];
+        if slot.generation == generation {
+            count_restart(&mut slot.status, reason);
+            slot.status.last_reason = Some(reason);
         }
     }
 
@@ -975,106 +1048,6 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-/// Exclusive use of one worker for one request. Dropping it returns the
-/// worker to the pool: reusable if the response was read to its end (or
-/// nothing was sent), otherwise its connection is renewed first.
-pub struct Lease {
-    pool: Arc<Pool>,
-    slot: usize,
-    generation: u64,
-    conn: Option<WorkerConn>,
-    sent: bool,
-    completed: bool,
-}
-
-impl Lease {
-    /// The slot this worker serves.
-    pub fn slot(&self) -> usize {
-        self.slot
-    }
-
-    /// Which of the slot's workers this is.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The worker's connection; using it marks the request as sent.
-    pub fn conn(&mut self) -> Option<&mut WorkerConn> {
-        self.sent = true;
-        self.conn.as_mut()
-    }
-
-    /// Shows the request in `/status` while the worker serves it.
-    pub fn begin(&self, method: &str, path: &str) {
-        let mut shared = self.pool.lock();
-        let slot = &mut shared.slots[self.slot];
-        if slot.generation == self.generation {
-            slot.status.current_request = Some(CurrentRequest {
-                method: method.to_string(),
-                path: path.chars().take(200).collect(),
-                started_at_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or_default(),
-            });
-        }
-    }
-
-    /// The response has been read to its end: the connection can be reused.
-    pub fn complete(&mut self) {
-        self.completed = true;
-    }
-
-    /// Nothing reached the worker (its connection was already closed): give
-    /// the worker back for a new connection without counting a request.
-    pub fn unsent(&mut self) {
-        self.sent = false;
-        self.completed = false;
-    }
-
-    /// Has the worker's PHP backtrace logged if the request still runs
-    /// after `after` (`--slow-request-time`), until the guard is dropped.
-    pub fn slow_log(&self, after: Duration) -> SlowTimer {
-        let (pool, slot, generation) = (self.pool.clone(), self.slot, self.generation);
-        SlowTimer(tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            pool.fpm.slow_request();
-            pool.command(slot, SlotCommand::Backtrace { generation });
-        }))
-    }
-
-    /// The worker is stuck: have it killed and replaced.
-    pub fn kill(&self, reason: ExitReason) {
-        self.pool.command(
-            self.slot,
-            SlotCommand::Kill {
-                generation: self.generation,
-                reason,
-            },
-        );
-    }
-}
-
-/// Cancels a pending slow-request backtrace when dropped.
-pub struct SlowTimer(tokio::task::JoinHandle<()>);
-
-impl Drop for SlowTimer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.pool.fpm.released();
-        if let Some(conn) = self.conn.take() {
-            let reusable = self.completed || !self.sent;
-            self.pool
-                .release(self.slot, self.generation, conn, reusable, self.sent);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1099,6 +1072,17 @@ mod tests {
         assert!(!Backoff.can_become(Ready));
         assert!(!Exited.can_become(Ready));
         assert!(!Stopping.can_become(Ready));
+    }
+
+    #[test]
+    fn an_empty_slot_only_boots_or_stops_and_only_an_idle_retirement_empties_one() {
+        assert!(Empty.can_become(Starting));
+        assert!(Empty.can_become(Stopping));
+        assert!(!Empty.can_become(Ready));
+        assert!(!Empty.can_become(Busy));
+        assert!(Ready.can_become(Stopping) && Stopping.can_become(Empty));
+        assert!(!Busy.can_become(Empty));
+        assert!(!Ready.can_become(Empty));
     }
 
     #[test]

@@ -5,14 +5,13 @@
 //! read from the pool when scraped, so nothing is counted twice.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{SlotState, SlotStatus};
+pub mod render;
 
 /// Upper bounds (seconds) of the duration histograms' buckets.
 /// They reach past the default queue timeout and execution limit (30 s),
@@ -45,7 +44,7 @@ impl Histogram {
         self.max_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> (Vec<u64>, f64) {
+    pub(crate) fn snapshot(&self) -> (Vec<u64>, f64) {
         let counts = self
             .counts
             .iter()
@@ -57,25 +56,41 @@ impl Histogram {
     /// Estimates the `q` quantile (0..1) in seconds by linear interpolation
     /// inside its bucket, as Prometheus' `histogram_quantile` does.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let (counts, _) = self.snapshot();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = q * total as f64;
-        let mut seen = 0u64;
-        for (i, &count) in counts.iter().enumerate() {
-            if count > 0 && (seen + count) as f64 >= rank {
-                let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
-                let longest = self.max_micros.load(Ordering::Relaxed) as f64 / 1e6;
-                let upper = BUCKETS.get(i).copied().unwrap_or(longest.max(lower));
-                let within = (rank - seen as f64) / count as f64;
-                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
-            }
-            seen += count;
-        }
-        BUCKETS.last().copied()
+        quantile_of(&[self], q)
     }
+}
+
+/// The `q` quantile of several histograms taken together (the pools'
+/// request durations, for the master's figure).
+pub fn quantile_of(histograms: &[&Histogram], q: f64) -> Option<f64> {
+    let mut counts = vec![0u64; BUCKETS.len() + 1];
+    for h in histograms {
+        for (sum, c) in counts.iter_mut().zip(&h.counts) {
+            *sum += c.load(Ordering::Relaxed);
+        }
+    }
+    let longest = histograms
+        .iter()
+        .map(|h| h.max_micros.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0) as f64
+        / 1e6;
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, &count) in counts.iter().enumerate() {
+        if count > 0 && (seen + count) as f64 >= rank {
+            let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+            let upper = BUCKETS.get(i).copied().unwrap_or(longest.max(lower));
+            let within = (rank - seen as f64) / count as f64;
+            return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+        }
+        seen += count;
+    }
+    BUCKETS.last().copied()
 }
 
 /// A 5xx answer, for the dashboard's list of recent errors.
@@ -87,6 +102,9 @@ pub struct RecentError {
     pub method: String,
     pub path: String,
     pub slot: Option<usize>,
+    /// The slot's pool, when the master runs named pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// Everything the request path counts.
@@ -141,6 +159,7 @@ impl Metrics {
                 method: method.to_string(),
                 path: path.chars().take(200).collect(),
                 slot,
+                pool: None,
             });
         }
     }
@@ -162,143 +181,6 @@ impl Metrics {
             .iter()
             .cloned()
             .collect()
-    }
-
-    /// The Prometheus text exposition of everything ppm measures.
-    pub fn render(
-        &self,
-        slots: &[SlotStatus],
-        queue_length: usize,
-        master_rss: Option<u64>,
-    ) -> String {
-        let mut out = String::from(
-            "# HELP ppm_requests_total Requests answered, by slot and status class.\n# TYPE ppm_requests_total counter\n",
-        );
-        for (row, counts) in self.requests.iter().enumerate() {
-            let slot = if row == 0 {
-                "none".to_string()
-            } else {
-                (row - 1).to_string()
-            };
-            for (class, count) in counts.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "ppm_requests_total{{slot=\"{slot}\",code=\"{}xx\"}} {}",
-                    class + 1,
-                    count.load(Ordering::Relaxed)
-                );
-            }
-        }
-        histogram(
-            &mut out,
-            "ppm_request_duration_seconds",
-            "Time from request to response head.",
-            &self.duration,
-        );
-        histogram(
-            &mut out,
-            "ppm_queue_wait_seconds",
-            "Time requests waited for a worker.",
-            &self.queue_wait,
-        );
-        gauge_header(
-            &mut out,
-            "ppm_queue_length",
-            "Requests waiting for a worker.",
-        );
-        let _ = writeln!(out, "ppm_queue_length {queue_length}");
-        gauge_header(&mut out, "ppm_workers", "Worker slots by state.");
-        for state in [
-            SlotState::Starting,
-            SlotState::Ready,
-            SlotState::Busy,
-            SlotState::Draining,
-            SlotState::Stopping,
-            SlotState::Exited,
-            SlotState::Backoff,
-            SlotState::Failed,
-        ] {
-            let count = slots.iter().filter(|s| s.state == state).count();
-            let name = serde_json::to_value(state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(out, "ppm_workers{{state=\"{name}\"}} {count}");
-        }
-        gauge_header(
-            &mut out,
-            "ppm_worker_memory_bytes",
-            "PHP memory of each slot's worker after its last request.",
-        );
-        for s in slots {
-            let _ = writeln!(
-                out,
-                "ppm_worker_memory_bytes{{slot=\"{}\"}} {}",
-                s.slot, s.memory_bytes
-            );
-        }
-        gauge_header(
-            &mut out,
-            "ppm_worker_rss_bytes",
-            "Resident memory of each slot's worker.",
-        );
-        for s in slots {
-            let _ = writeln!(
-                out,
-                "ppm_worker_rss_bytes{{slot=\"{}\"}} {}",
-                s.slot, s.rss_bytes
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ppm_worker_restarts_total Workers replaced, by slot and reason.\n# TYPE ppm_worker_restarts_total counter"
-        );
-        for s in slots {
-            for (reason, count) in &s.restarts_by_reason {
-                let _ = writeln!(
-                    out,
-                    "ppm_worker_restarts_total{{slot=\"{}\",reason=\"{reason}\"}} {count}",
-                    s.slot
-                );
-            }
-        }
-        if let Some(rss) = master_rss {
-            gauge_header(
-                &mut out,
-                "ppm_master_rss_bytes",
-                "Resident memory of the master process.",
-            );
-            let _ = writeln!(out, "ppm_master_rss_bytes {rss}");
-        }
-        gauge_header(
-            &mut out,
-            "ppm_client_connections",
-            "Open client connections.",
-        );
-        let _ = writeln!(
-            out,
-            "ppm_client_connections {}",
-            self.open_connections.load(Ordering::Relaxed).max(0)
-        );
-        for (name, help, value) in [
-            (
-                "ppm_received_bytes_total",
-                "Request body bytes received from clients.",
-                &self.bytes_in,
-            ),
-            (
-                "ppm_sent_bytes_total",
-                "Response body bytes sent to clients.",
-                &self.bytes_out,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        out
     }
 }
 
@@ -331,28 +213,10 @@ pub async fn fill_missing_rss(slots: &mut [crate::pool::SlotStatus]) {
     }
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, histogram: &Histogram) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    let (counts, sum) = histogram.snapshot();
-    let mut cumulative = 0;
-    for (i, count) in counts.iter().enumerate() {
-        cumulative += count;
-        let le = BUCKETS
-            .get(i)
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "+Inf".into());
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use render::{render, Scrape};
 
     #[test]
     fn quantiles_interpolate_within_buckets() {
@@ -386,7 +250,15 @@ mod tests {
         let m = Metrics::new(2);
         m.request(Some(1), 200, Duration::from_millis(1), "GET", "/");
         m.request(None, 503, Duration::from_millis(1), "GET", "/x");
-        let text = m.render(&[], 0, None);
+        let pm = crate::pool::PmStatus::default();
+        let scrape = |pool| Scrape {
+            pool,
+            metrics: &m,
+            slots: &[],
+            queue_length: 0,
+            pm: &pm,
+        };
+        let text = render(&[scrape(None)], None);
         assert!(
             text.contains("ppm_requests_total{slot=\"1\",code=\"2xx\"} 1"),
             "{text}"
@@ -396,6 +268,14 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.requests_total(), 2);
+        // Several pools: one HELP and TYPE per family, each series labelled.
+        let text = render(&[scrape(Some("a")), scrape(Some("b"))], None);
+        assert_eq!(text.matches("# TYPE ppm_requests_total counter").count(), 1);
+        assert!(
+            text.contains("ppm_requests_total{pool=\"b\",slot=\"1\",code=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ppm_queue_length{pool=\"a\"} 0"), "{text}");
         assert_eq!(m.recent_errors().len(), 1);
     }
 }

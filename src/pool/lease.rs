@@ -1,0 +1,138 @@
+//! A request's exclusive use of one worker (`Lease`), and what it does
+//! when it ends.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{CurrentRequest, ExitReason, Pool, SlotCommand, WorkerConn};
+
+/// Exclusive use of one worker for one request. Dropping it returns the
+/// worker to the pool: reusable if the response was read to its end (or
+/// nothing was sent), otherwise its connection is renewed first.
+pub struct Lease {
+    pub(super) pool: Arc<Pool>,
+    pub(super) slot: usize,
+    pub(super) generation: u64,
+    pub(super) conn: Option<WorkerConn>,
+    pub(super) sent: bool,
+    pub(super) completed: bool,
+    /// The worker reached a recycle limit with this request.
+    pub(super) retire: bool,
+}
+
+impl Lease {
+    /// Takes the worker's connection out for an exchange that owns it;
+    /// `put_back` returns it. Marks the request as sent.
+    pub fn take_conn(&mut self) -> Option<WorkerConn> {
+        self.sent = true;
+        self.conn.take()
+    }
+
+    /// Whether the worker is a native one (frames, not HTTP).
+    pub fn is_native(&self) -> bool {
+        matches!(self.conn, Some(WorkerConn::Native(_)))
+    }
+
+    /// Returns the connection `take_conn` took.
+    pub fn put_back(&mut self, conn: WorkerConn) {
+        self.conn = Some(conn);
+    }
+
+    /// The worker reached a recycle limit: once this lease is released it
+    /// takes no other request, even before the slot task hears of it.
+    pub fn retire_after(&mut self) {
+        self.retire = true;
+    }
+
+    /// The slot this worker serves.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Which of the slot's workers this is.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The worker's connection; using it marks the request as sent.
+    pub fn conn(&mut self) -> Option<&mut WorkerConn> {
+        self.sent = true;
+        self.conn.as_mut()
+    }
+
+    /// Shows the request in `/status` while the worker serves it.
+    pub fn begin(&self, method: &str, path: &str) {
+        let mut shared = self.pool.lock();
+        let slot = &mut shared.slots[self.slot];
+        if slot.generation == self.generation {
+            slot.status.current_request = Some(CurrentRequest {
+                method: method.to_string(),
+                path: path.chars().take(200).collect(),
+                started_at_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_default(),
+            });
+        }
+    }
+
+    /// The response has been read to its end: the connection can be reused.
+    pub fn complete(&mut self) {
+        self.completed = true;
+    }
+
+    /// Nothing reached the worker (its connection was already closed): give
+    /// the worker back for a new connection without counting a request.
+    pub fn unsent(&mut self) {
+        self.sent = false;
+        self.completed = false;
+    }
+
+    /// Has the worker's PHP backtrace logged if the request still runs
+    /// after `after` (`--slow-request-time`), until the guard is dropped.
+    pub fn slow_log(&self, after: Duration) -> SlowTimer {
+        let (pool, slot, generation) = (self.pool.clone(), self.slot, self.generation);
+        SlowTimer(tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            pool.fpm.slow_request();
+            pool.command(slot, SlotCommand::Backtrace { generation });
+        }))
+    }
+
+    /// The worker is stuck: have it killed and replaced.
+    pub fn kill(&self, reason: ExitReason) {
+        self.pool.command(
+            self.slot,
+            SlotCommand::Kill {
+                generation: self.generation,
+                reason,
+            },
+        );
+    }
+}
+
+/// Cancels a pending slow-request backtrace when dropped.
+pub struct SlowTimer(tokio::task::JoinHandle<()>);
+
+impl Drop for SlowTimer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.fpm.released();
+        if let Some(conn) = self.conn.take() {
+            let reusable = self.completed || !self.sent;
+            self.pool.release(
+                self.slot,
+                self.generation,
+                conn,
+                reusable,
+                self.sent,
+                self.retire,
+            );
+        }
+    }
+}
