@@ -19,7 +19,7 @@ fn build_shim() {
         "src/native/sapi.c",
         "src/native/ini.c",
         "src/native/backtrace.c",
-        "src/native/extensions.c",
+        "src/native/request_state.c",
     ];
     for file in SOURCES
         .iter()

@@ -47,29 +47,6 @@ static struct {
     ppm_request current;
 } ppm;
 
-/* Files loaded since the last call go to Rust (the master reloads on
- * their change in debug mode). The table only grows within a generation
- * and starts again with the next, so a count says what is new. */
-static void ppm_report_included(void)
-{
-    static uint32_t seen = 0;
-    uint32_t count = zend_hash_num_elements(&EG(included_files));
-    if (count < seen) {
-        seen = 0;
-    }
-    if (count == seen) {
-        return;
-    }
-    uint32_t i = 0;
-    zend_string *key;
-    ZEND_HASH_FOREACH_STR_KEY(&EG(included_files), key) {
-        if (i++ >= seen && key) {
-            ppm_rs_included(ZSTR_VAL(key), ZSTR_LEN(key));
-        }
-    } ZEND_HASH_FOREACH_END();
-    seen = count;
-}
-
 /* ---- SAPI callbacks: thin forwards to Rust ---- */
 
 static size_t ppm_ub_write(const char *str, size_t len)
@@ -210,20 +187,6 @@ static void reset_superglobals(void)
     } ZEND_HASH_FOREACH_END();
 }
 
-static void clear_last_error(void)
-{
-    if (PG(last_error_message)) {
-        zend_string_release(PG(last_error_message));
-        PG(last_error_message) = NULL;
-    }
-    if (PG(last_error_file)) {
-        zend_string_release(PG(last_error_file));
-        PG(last_error_file) = NULL;
-    }
-    PG(last_error_type) = 0;
-    PG(last_error_lineno) = 0;
-}
-
 /* php_request_startup() minus zend_activate() and the RINITs that would
  * destroy the application. */
 static int request_startup(void)
@@ -247,7 +210,7 @@ static int request_startup(void)
     zend_execute_data *caller = EG(current_execute_data);
     EG(current_execute_data) = NULL;
     PG(during_request_startup) = 1;
-    clear_last_error(); /* before sapi_activate(), whose warnings count */
+    ppm_clear_last_error(); /* before sapi_activate(), whose warnings count */
     zend_try {
         php_output_activate();
         PG(header_is_being_sent) = 0;

@@ -1,10 +1,12 @@
 /*
- * Per-request state of extensions (part of ppm's SAPI, see sapi.c). A
- * worker cannot run every module's RINIT and RSHUTDOWN per request: they
- * would undo what the bootstrap set up. Session and filter's are run
- * whole (their state is only the request's); of others, the request's
- * part is reset here.
+ * Per-request state beside the SAPI's core (part of ppm's SAPI, see
+ * sapi.c). A worker cannot run every module's RINIT and RSHUTDOWN per
+ * request: they would undo what the bootstrap set up. Session and
+ * filter's are run whole (their state is only the request's); of others,
+ * the request's part is reset here. Also: error_get_last(), and the files
+ * PHP loaded, for the master's reloads.
  */
+#include "sapi.h"
 #include "sapi_parts.h"
 
 #include <stddef.h>
@@ -56,4 +58,41 @@ void ppm_mbstring_reset(void)
     g->http_input_identify_post = NULL;
     g->http_input_identify_cookie = NULL;
     g->http_input_identify_string = NULL;
+}
+
+void ppm_clear_last_error(void)
+{
+    if (PG(last_error_message)) {
+        zend_string_release(PG(last_error_message));
+        PG(last_error_message) = NULL;
+    }
+    if (PG(last_error_file)) {
+        zend_string_release(PG(last_error_file));
+        PG(last_error_file) = NULL;
+    }
+    PG(last_error_type) = 0;
+    PG(last_error_lineno) = 0;
+}
+
+/* Files loaded since the last call go to Rust (the master reloads on
+ * their change in debug mode). The table only grows within a generation
+ * and starts again with the next, so a count says what is new. */
+void ppm_report_included(void)
+{
+    static uint32_t seen = 0;
+    uint32_t count = zend_hash_num_elements(&EG(included_files));
+    if (count < seen) {
+        seen = 0;
+    }
+    if (count == seen) {
+        return;
+    }
+    uint32_t i = 0;
+    zend_string *key;
+    ZEND_HASH_FOREACH_STR_KEY(&EG(included_files), key) {
+        if (i++ >= seen && key) {
+            ppm_rs_included(ZSTR_VAL(key), ZSTR_LEN(key));
+        }
+    } ZEND_HASH_FOREACH_END();
+    seen = count;
 }
