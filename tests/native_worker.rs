@@ -349,6 +349,55 @@ fn a_60_mb_upload_streams_into_php_s_temp_file_without_being_held_in_memory() {
 }
 
 #[test]
+fn a_60_mb_upload_through_the_master_keeps_the_master_and_the_worker_small() {
+    let mut cluster = Cluster::start(
+        Setup::callable("native", 1)
+            .arg("--runtime=native")
+            .arg("--php-ini=upload_max_filesize=100M")
+            .arg("--php-ini=post_max_size=100M")
+            .arg("--max-body-size=104857600"),
+    );
+    for _ in 0..20 {
+        let hello = http().get(cluster.url("/")).send().unwrap();
+        assert_eq!(hello.status(), 200, "{}", cluster.log_text());
+    }
+    let master = cluster.master_pid();
+    let worker = cluster.worker_pids()[0];
+    let (master_idle, _) = rss_kib(master);
+    let (worker_idle, _) = rss_kib(worker);
+    let data: Vec<u8> = (0..60 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = sha1_smol::Sha1::from(&data).digest().to_string();
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "f",
+        reqwest::blocking::multipart::Part::bytes(data).file_name("big.bin"),
+    );
+    let upload: Value = http()
+        .post(cluster.url("/upload"))
+        .multipart(form)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_text()));
+    assert_eq!(upload["is_uploaded"], true, "{upload}");
+    assert_eq!(upload["moved"], true, "{upload}");
+    assert_eq!(upload["sha1"], digest.as_str(), "{upload}");
+    // The same worker answered (its peak is the one measured).
+    assert_eq!(cluster.worker_pids(), vec![worker]);
+    for (what, pid, idle) in [
+        ("master", master, master_idle),
+        ("worker", worker, worker_idle),
+    ] {
+        let (_, peak) = rss_kib(pid);
+        eprintln!("{what}: RSS idle {idle} KiB, peak {peak} KiB");
+        assert!(
+            peak < idle * 2,
+            "{what}: peak RSS {peak} KiB during a 60 MB upload, idle {idle} KiB"
+        );
+    }
+}
+
+#[test]
 fn a_location_header_redirects_like_php_fpm() {
     let server = start(&[]);
     let client = reqwest::blocking::Client::builder()
