@@ -351,8 +351,14 @@ impl Link for HttpLink {
                 _sent: Some(sent_tx),
             });
             // Sent from inside the runtime, so waking the connection's
-            // task needs no system call.
-            let _ = self.rt.block_on(async { respond.send(response) });
+            // task needs no system call; one turn of the runtime then
+            // lets it write the response now. Without that turn, the
+            // response would wait while PHP handles the requests already
+            // queued (block_on returns at once when they are there).
+            self.rt.block_on(async {
+                let _ = respond.send(response);
+                tokio::task::yield_now().await;
+            });
         }
         if flags & END_EARLY != 0 {
             // The client has its answer before the work after
