@@ -205,14 +205,64 @@ fn a_stop_lets_the_request_in_progress_finish_and_closes_idle_connections() {
     assert_eq!(idle.stream.read_to_end(&mut rest).ok(), Some(0));
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A field of /proc/PID/status in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+#[test]
+fn a_large_chunked_upload_goes_to_a_temporary_file_not_memory() {
+    let server = start(&[
+        "--php-ini",
+        "upload_max_filesize=100M",
+        "--php-ini",
+        "post_max_size=100M",
+    ]);
+    let mut conn = Conn::open(&server);
+    for _ in 0..20 {
+        assert_eq!(conn.get("/"), (200, "hello".into()));
+    }
+    let idle = rss_kib(server.pid());
+    let data: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = sha1_smol::Sha1::from(&data).digest().to_string();
+    let mut body =
+        b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"big.bin\"\r\n\r\n".to_vec();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(b"\r\n--b--\r\n");
+    conn.send(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+    );
+    for chunk in body.chunks(256 * 1024) {
+        conn.stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        conn.stream.write_all(chunk).unwrap();
+        conn.stream.write_all(b"\r\n").unwrap();
+    }
+    conn.send("0\r\n\r\n");
+    let (status, upload) = conn.response();
+    assert_eq!(status, 200, "{upload}");
+    assert!(upload.contains(r#""is_uploaded":true"#), "{upload}");
+    assert!(
+        upload.contains(&format!(r#""sha1":"{digest}""#)),
+        "{upload}"
+    );
+    let peak = status_kib(server.pid(), "VmHWM:");
+    assert!(
+        peak < idle + 12 * 1024,
+        "peak RSS {peak} KiB for a 24 MB chunked upload, idle {idle} KiB: the body was held in memory"
+    );
 }
 
 /// The short version of bench/native-rss.sh (1,000,000 requests): a

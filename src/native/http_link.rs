@@ -63,12 +63,19 @@ struct Exchange {
     respond: oneshot::Sender<Response<ResponseBody>>,
 }
 
+/// A chunked request body up to this size is kept in memory; a larger one
+/// goes to a temporary file, as nginx buffers it before php-fpm sees it.
+const WHOLE_IN_MEMORY: usize = 1 << 20;
+
 enum RequestBody {
     /// Read as PHP pulls it.
     Stream(Incoming),
     /// Read whole by the connection's task (a chunked body: PHP, like
     /// php-fpm behind nginx, is told the body's length).
     Whole(Bytes),
+    /// The same, past [`WHOLE_IN_MEMORY`]: an unnamed temporary file,
+    /// read from its start.
+    File(std::fs::File),
 }
 
 /// The request PHP is handling, and its response so far.
@@ -275,6 +282,13 @@ impl Link for HttpLink {
             match current.body.take() {
                 None => return Ok(0),
                 Some(RequestBody::Whole(bytes)) => current.chunk = bytes,
+                Some(RequestBody::File(mut file)) => {
+                    let n = std::io::Read::read(&mut file, buf).map_err(IoError::Http)?;
+                    if n > 0 {
+                        current.body = Some(RequestBody::File(file));
+                    }
+                    return Ok(n);
+                }
                 Some(RequestBody::Stream(mut incoming)) => {
                     match self.rt.block_on(incoming.frame()) {
                         Some(Ok(frame)) => {
@@ -459,12 +473,13 @@ async fn handle(
     let (parts, mut body) = req.into_parts();
     let declared = declared_length(&parts.headers);
     let (body, content_length) = if declared.is_none() && !hyper::body::Body::is_end_stream(&body) {
-        let Ok(collected) = BodyExt::collect(&mut body).await else {
-            return plain(StatusCode::BAD_REQUEST, "unreadable request body");
-        };
-        let bytes = collected.to_bytes();
-        let len = bytes.len() as u64;
-        (RequestBody::Whole(bytes), Some(len))
+        match read_whole(&mut body).await {
+            Ok((body, len)) => (body, Some(len)),
+            Err(err) => {
+                tracing::warn!("reading a chunked request body: {err}");
+                return plain(StatusCode::BAD_REQUEST, "unreadable request body");
+            }
+        }
     } else {
         (RequestBody::Stream(body), declared)
     };
@@ -480,6 +495,41 @@ async fn handle(
     response
         .await
         .unwrap_or_else(|_| plain(StatusCode::SERVICE_UNAVAILABLE, "the worker is stopping"))
+}
+
+/// A body without a length, read whole: in memory up to
+/// [`WHOLE_IN_MEMORY`], else in a temporary file. Its length comes with it.
+async fn read_whole(body: &mut Incoming) -> std::io::Result<(RequestBody, u64)> {
+    use std::io::{Seek, Write};
+    let mut memory = BytesMut::new();
+    let mut file: Option<std::fs::File> = None;
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() else {
+            continue; // trailers
+        };
+        len += data.len() as u64;
+        // Writing blocks this thread briefly; it is PHP's, and PHP is
+        // waiting anyway while this runs.
+        match file.as_mut() {
+            Some(file) => file.write_all(&data)?,
+            None if memory.len() + data.len() > WHOLE_IN_MEMORY => {
+                let mut spill = tempfile::tempfile()?;
+                spill.write_all(&memory)?;
+                spill.write_all(&data)?;
+                memory = BytesMut::new();
+                file = Some(spill);
+            }
+            None => memory.extend_from_slice(&data),
+        }
+    }
+    Ok(match file {
+        Some(mut file) => {
+            file.rewind()?;
+            (RequestBody::File(file), len)
+        }
+        None => (RequestBody::Whole(memory.freeze()), len),
+    })
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
