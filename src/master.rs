@@ -171,9 +171,8 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
         served.push(pool);
     }
     let access_log = served.first().and_then(|p| p.balancer.access_log.clone());
-    if let Some(log) = &access_log {
-        tokio::spawn(crate::access_log::reopen_on_sigusr1(Some(log.clone())));
-    }
+    // Installed even without a log: SIGUSR1 must never kill the master.
+    tokio::spawn(crate::access_log::reopen_on_sigusr1(access_log.clone()));
     tokio::spawn(notify_ready(served.clone(), notifier.clone()));
     tokio::spawn(restart_on_signals(served.clone()));
     // In debug mode a developer fixes the code and the reload boots it; in
