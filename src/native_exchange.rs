@@ -37,7 +37,7 @@ use crate::balancer::{
 use crate::metrics::Metrics;
 use crate::native::conn::{FrameConn, FrameReader};
 use crate::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
-use crate::native::standalone::{canonical_name, parse_header_line};
+use crate::native::http_head::{canonical_name, parse_header_line};
 use crate::pool::{Lease, WorkerBody, WorkerConn};
 use crate::worker::WorkerEvent;
 

@@ -109,6 +109,19 @@ impl Drop for Worker {
 #[test]
 fn a_request_is_answered_with_head_body_end_then_stats_and_ready() {
     let mut worker = Worker::spawn();
+    let boot = loop {
+        match worker.next() {
+            ToMaster::Log(_) => continue,
+            frame => break frame,
+        }
+    };
+    // PHP's memory_limit (php.ini's default here) before the first Ready.
+    assert_eq!(
+        boot,
+        ToMaster::PhpInfo {
+            memory_limit: "128M".into()
+        }
+    );
     assert_eq!(worker.next_quiet(), ToMaster::Ready, "ready once booted");
     worker.get("/");
     match worker.next_quiet() {
