@@ -112,7 +112,7 @@ mod tests {
         let (parts, ()) = request.into_parts();
         let addr: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
         let head = request_head(&parts, addr, addr, None);
-        assert_eq!(head.target, "/a?b=1");
+        assert_eq!(head.target, b"/a?b=1");
         assert_eq!(head.protocol, "HTTP/1.1");
         assert_eq!(head.remote_addr, "127.0.0.1");
         assert_eq!(head.headers, vec![("X-A".to_string(), b"1".to_vec())]);
