@@ -13,7 +13,7 @@
 //!   and response heads as PHP sees them.
 //! - [`request`]: `$_SERVER` and `SG(request_info)` from a request head.
 //! - [`host`]: running PHP in this process; [`worker`]: `ppm php-worker`;
-//!   [`standalone`]: `ppm worker --runtime native --listen`, one process
+//!   [`standalone`]: `ppm worker --listen`, one process
 //!   and one thread serving HTTP with PHP.
 //!
 //! The PHP side is `bridges/native.php` and `bridges/src/Native*.php`.
