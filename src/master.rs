@@ -40,7 +40,7 @@ pub(crate) async fn bind(
     }
 }
 
-/// The private directory for worker sockets and the runtime files.
+/// The private directory for the PHP worker files.
 pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
     RunDir::create()
 }

@@ -32,7 +32,7 @@ pub fn legacy_key(key: &str) -> Option<Legacy> {
     };
     match key {
         "socket-path" => ignore(
-            "workers talk to the master over private sockets in a run directory of ppm's own",
+            "each worker talks to the master over a socket pair of its own",
         ),
         "populate-server-var" => {
             ignore("$_SERVER is always filled from the request, as under PHP-FPM")
