@@ -72,3 +72,33 @@ PY
 }
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+
+# cpu_ticks PID... -> clock ticks (utime + stime) used so far by the
+# processes and all their descendants, living ones (children reaped
+# meanwhile count in their parent's cutime/cstime, which is added too).
+cpu_ticks() {
+  python3 - "$@" <<'PY'
+import os, sys
+roots = {int(p) for p in sys.argv[1:]}
+stats = {}
+for name in os.listdir("/proc"):
+    if name.isdigit():
+        try:
+            rest = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(name)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
+tree, todo = set(), list(roots)
+while todo:
+    pid = todo.pop()
+    if pid in tree or pid not in stats:
+        continue
+    tree.add(pid)
+    todo.extend(p for p, (ppid, _) in stats.items() if ppid == pid)
+print(sum(stats[p][1] for p in tree))
+PY
+}
+
+# self_ticks PID -> clock ticks (utime + stime) of that one process, all its
+# threads, none of its children: what a balancer itself spends.
+self_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

@@ -13,9 +13,10 @@
 #   PROXY_LISTEN          address the proxy listens on       0.0.0.0:8080
 #   PROXY_STATS_LISTEN    haproxy statistics page            127.0.0.1:8404
 #   PUBLIC_DIR            static files (nginx-static.conf)   /srv/app/public
+#   PPM_FASTCGI           ppm's --fastcgi-listen address     127.0.0.1:9000
 #
 # Placeholders in the templates: {{BALANCER_PORT}}, {{LISTEN}},
-# {{STATS_LISTEN}} and {{PUBLIC_DIR}} are replaced where they stand. A line
+# {{STATS_LISTEN}}, {{PUBLIC_DIR}} and {{FASTCGI}} are replaced where they stand. A line
 # holding {{HOST}} or {{HOST_INDEX}} is repeated for every host, and a line
 # holding {{SLOT}} or {{SLOT_PORT}} for every worker slot (for every host,
 # then every slot). A placeholder left over is an error. Only sh and awk
@@ -46,7 +47,8 @@ number PPM_WORKER_PORT "$R_WORKER_PORT"
 R_LISTEN=${PROXY_LISTEN:-0.0.0.0:8080}
 R_STATS_LISTEN=${PROXY_STATS_LISTEN:-127.0.0.1:8404}
 R_PUBLIC_DIR=${PUBLIC_DIR:-/srv/app/public}
-export R_HOSTS R_PORT R_WORKERS R_WORKER_PORT R_LISTEN R_STATS_LISTEN R_PUBLIC_DIR
+R_FASTCGI=${PPM_FASTCGI:-127.0.0.1:9000}
+export R_HOSTS R_PORT R_WORKERS R_WORKER_PORT R_LISTEN R_STATS_LISTEN R_PUBLIC_DIR R_FASTCGI
 
 # ENVIRON rather than -v: awk would interpret backslashes in -v values.
 exec awk '
@@ -70,6 +72,7 @@ BEGIN {
     line = rep(line, "{{LISTEN}}", ENVIRON["R_LISTEN"])
     line = rep(line, "{{STATS_LISTEN}}", ENVIRON["R_STATS_LISTEN"])
     line = rep(line, "{{PUBLIC_DIR}}", ENVIRON["R_PUBLIC_DIR"])
+    line = rep(line, "{{FASTCGI}}", ENVIRON["R_FASTCGI"])
     per_host = index(line, "{{HOST}}") || index(line, "{{HOST_INDEX}}")
     per_slot = index(line, "{{SLOT}}") || index(line, "{{SLOT_PORT}}")
     for (h = 1; h <= (per_host ? hosts : 1); h++) {

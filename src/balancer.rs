@@ -268,14 +268,23 @@ impl Balancer {
             Target::Any => self.tls.clone(),
             Target::Slot(_) => None,
         };
+        // Set once a wait for a free connection timed out: from then on,
+        // until one is free, new connections get a 503 without waiting.
+        let mut at_limit = false;
         loop {
-            let permit = tokio::select! {
-                permit = self.connections.permit() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
+            let permit = match self.connections.try_permit() {
+                Some(permit) => Some(permit),
+                None if at_limit => None,
+                None => tokio::select! {
+                    permit = self.connections.permit() => match permit {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep(crate::conn_limit::FULL_WAIT) => None,
+                    _ = crate::until_true(&mut shutdown) => break,
                 },
-                _ = crate::until_true(&mut shutdown) => break,
             };
+            at_limit = permit.is_none();
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -289,7 +298,11 @@ impl Balancer {
                 _ = crate::until_true(&mut shutdown) => break,
             };
             let _ = stream.set_nodelay(true);
-            let permit = match self.connections.admit(peer.ip(), permit) {
+            let admitted = match permit {
+                Some(permit) => self.connections.admit(peer.ip(), permit),
+                None => Err(self.connections.refuse_full()),
+            };
+            let permit = match admitted {
                 Ok(admitted) => admitted,
                 Err(refused) => {
                     // A TLS client could not read a plain answer: it just
@@ -538,7 +551,7 @@ impl Balancer {
     }
 
     /// The answer to a request (or to a refused one), logged.
-    async fn arrived(&self, arrival: Arrival, conn: ConnInfo) -> Response<ProxyBody> {
+    pub(crate) async fn arrived(&self, arrival: Arrival, conn: ConnInfo) -> Response<ProxyBody> {
         match arrival {
             Arrival::Refused {
                 refusal,
@@ -624,9 +637,12 @@ impl Balancer {
         }
         let mut request_id = self.request_ids.next();
         let mut outcome = Outcome::default();
+        // Over FastCGI the web server has served its files already and
+        // named the script to run, as with php-fpm.
+        let fastcgi = req.extensions().get::<crate::fastcgi::CgiVars>().is_some();
         let static_response = match &self.static_files {
-            Some(files) => files.serve(req.method(), req.uri(), req.headers()).await,
-            None => None,
+            Some(files) if !fastcgi => files.serve(req.method(), req.uri(), req.headers()).await,
+            _ => None,
         };
         let mut response = match static_response {
             Some(response) => response,
@@ -694,7 +710,7 @@ impl Balancer {
             tls: conn.tls,
             uri: &parts.uri,
         };
-        let (headers, effective_id) = worker_headers(
+        let (mut headers, effective_id) = worker_headers(
             &parts.headers,
             &origin,
             has_body.then_some(body.len() as usize),
@@ -702,6 +718,7 @@ impl Balancer {
             std::mem::take(request_id),
         );
         *request_id = effective_id;
+        crate::fastcgi::add_worker_header(&parts.extensions, &mut headers);
         let path = parts
             .uri
             .path_and_query()

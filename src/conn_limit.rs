@@ -5,7 +5,13 @@
 //!
 //! Each accept loop takes a permit of the shared total (`permit`) before
 //! it accepts, so past `--max-connections` new connections wait in the
-//! kernel's backlog instead of costing memory. An accepted connection is
+//! kernel's backlog instead of costing memory, but only for a moment
+//! (`FULL_WAIT`): when every connection is held (slow clients from many
+//! addresses, or a flood), waiting clients would otherwise see nothing
+//! until a request timeout frees one, and a load balancer would keep
+//! sending them. So once a wait for a permit times out, the loop accepts
+//! without one and answers 503 (`refuse_full`), at once for every
+//! connection that follows, until a permit is free again. An accepted connection is
 //! then counted against its peer's address (`admit`). An address already
 //! holding its share gets a 503 at once and its connection closed, and
 //! the total permit goes back at once: slow clients from one address
@@ -46,6 +52,13 @@ const REFUSED_LINGER: Linger = Linger {
 /// The body of the answer to a connection past its address's share.
 const TOO_MANY: &str = "too many connections from your address\n";
 
+/// The body of the answer to a connection past `--max-connections`.
+const FULL: &str = "the server holds as many connections as it may; try again\n";
+
+/// How long the accept loop waits for a free connection before it
+/// answers new ones 503 instead.
+pub const FULL_WAIT: Duration = Duration::from_secs(1);
+
 /// The connection limits shared by every client port.
 pub struct ConnLimit {
     total: Arc<Semaphore>,
@@ -78,9 +91,11 @@ impl Drop for Admitted {
     }
 }
 
-/// A connection past its address's share, to be answered 503 (`refuse`).
+/// A connection past its address's share or past the total, to be
+/// answered 503 (`refuse`).
 pub struct Refused {
     refusing: Option<OwnedSemaphorePermit>,
+    body: &'static str,
 }
 
 impl ConnLimit {
@@ -100,6 +115,20 @@ impl ConnLimit {
     /// Waits for a free connection of the total, before accepting.
     pub async fn permit(&self) -> Result<OwnedSemaphorePermit, AcquireError> {
         self.total.clone().acquire_owned().await
+    }
+
+    /// A free connection of the total if there is one now.
+    pub fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.total.clone().try_acquire_owned().ok()
+    }
+
+    /// A connection accepted past `--max-connections`, to be answered 503.
+    pub fn refuse_full(&self) -> Refused {
+        self.warn_full();
+        Refused {
+            refusing: self.refusing.clone().try_acquire_owned().ok(),
+            body: FULL,
+        }
     }
 
     /// Counts a connection from `ip` that holds `permit`, or refuses it
@@ -127,6 +156,7 @@ impl ConnLimit {
             self.warn(ip, limit);
             return Err(Refused {
                 refusing: self.refusing.clone().try_acquire_owned().ok(),
+                body: TOO_MANY,
             });
         }
         *count += 1;
@@ -143,15 +173,30 @@ impl ConnLimit {
     }
 
     fn warn(&self, ip: IpAddr, limit: usize) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.last_warned.swap(now, Ordering::Relaxed) != now {
+        if self.first_this_second() {
             tracing::warn!(
                 "{ip} holds {limit} connections (--max-connections-per-ip): new ones get 503; \
                  list a proxy in front of ppm in --trusted-proxies to exempt it"
             );
         }
+    }
+
+    fn warn_full(&self) {
+        if self.first_this_second() {
+            tracing::warn!(
+                "every connection allowed (--max-connections) is held: new ones get 503 \
+                 until one closes"
+            );
+        }
+    }
+
+    /// True for the first call in each second, so that a flood logs one
+    /// line a second, not one per connection.
+    fn first_this_second(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_warned.swap(now, Ordering::Relaxed) != now
     }
 }
 
@@ -168,8 +213,9 @@ impl Refused {
         }
         let answer = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{TOO_MANY}",
-            TOO_MANY.len()
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{}",
+            self.body.len(),
+            self.body
         );
         let written =
             tokio::time::timeout(Duration::from_secs(1), io.write_all(answer.as_bytes())).await;

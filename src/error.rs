@@ -15,6 +15,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A FastCGI Unix socket could not be made.
+    #[error("cannot listen on {addr} (FastCGI): {message}")]
+    Listen { addr: String, message: String },
     /// An option has a value ppm cannot use.
     #[error("invalid option --{option}: {message}")]
     InvalidOption {

@@ -6,7 +6,7 @@
 //! send is read by the front door: `http1` (the strict HTTP/1 reader),
 //! `spool` (request bodies), `linger` (closing after an early answer),
 //! `conn_limit` (connections per address and in all), `tls`,
-//! `static_files` and `access_log`. The
+//! `static_files` and `access_log`; `fastcgi` is the FastCGI front door. The
 //! PHP side of a worker ships in `bridges/` and is embedded in the binary
 //! (`runtime`).
 
@@ -19,6 +19,7 @@ pub mod conn_limit;
 pub mod control;
 pub mod control_guard;
 pub mod error;
+pub mod fastcgi;
 pub mod fdlimit;
 pub mod forwarding;
 pub mod fpm_status;

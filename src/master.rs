@@ -135,6 +135,7 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
             .await?,
         );
     }
+    let fastcgi_listeners = crate::fastcgi::bind(&opts.fastcgi_listen, &inherited).await?;
     for addr in inherited.unused() {
         tracing::warn!(
             "the service manager passed a socket for {addr}, which no option names; it is not used"
@@ -220,6 +221,19 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
         servers.push(tokio::spawn(balancer.clone().serve(
             listener,
             Target::Slot(slot),
+            closing_rx.clone(),
+            grace,
+        )));
+    }
+    let capacity = crate::fastcgi::Capacity {
+        max_conns: opts.max_connections,
+    };
+    for listener in fastcgi_listeners {
+        tracing::info!("FastCGI listening on {}", listener.describe());
+        servers.push(tokio::spawn(crate::fastcgi::serve(
+            listener,
+            balancer.clone(),
+            capacity,
             closing_rx.clone(),
             grace,
         )));

@@ -6,9 +6,18 @@
 //! two workers and talks to the balancer (a slot port only where one
 //! worker's own history is the point). The specifications that hold for
 //! both frameworks run against each: `symfony::...` and `laravel::...`.
+//!
+//! The same specifications run again through nginx over FastCGI
+//! (`*_over_fastcgi::...`): nginx with the shipped
+//! docker/nginx-fastcgi.conf (stock `fastcgi_params`, `fastcgi_pass` to
+//! ppm's `--fastcgi-listen`), with kept connections on and off. `over`
+//! sets that for the test's thread; `Framework::start` then starts the
+//! nginx too, and the cluster's `url` and `port` are nginx's.
 
 mod common;
+mod deploy;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -380,6 +389,87 @@ mod laravel {
     }
 }
 
+/// The specifications through nginx and FastCGI. `forwarded` replaces the
+/// two checks of ppm's own trust in X-Forwarded-*: over FastCGI, as under
+/// php-fpm, the web server's parameters are the request and the
+/// application decides whom it trusts.
+macro_rules! over_fastcgi {
+    ($name:ident, $app:expr, $keep:expr) => {
+        mod $name {
+            use super::*;
+
+            const APP: Framework = $app;
+
+            #[test]
+            fn two_logged_in_clients_only_ever_see_their_own_user_and_counter() {
+                over($keep, || {
+                    super::two_logged_in_clients_only_ever_see_their_own_user_and_counter(APP)
+                });
+            }
+
+            #[test]
+            fn cookie_values_survive_and_samesite_strict_reaches_the_client() {
+                over($keep, || {
+                    super::cookie_values_survive_the_round_trip_and_samesite_strict_reaches_the_client(APP)
+                });
+            }
+
+            #[test]
+            fn a_5_mib_upload_arrives_whole_and_move_works() {
+                over($keep, || super::a_5_mib_upload_arrives_whole_and_move_works(APP));
+            }
+
+            #[test]
+            fn a_multi_file_upload_with_nested_names_arrives_whole() {
+                over($keep, || super::a_multi_file_upload_with_nested_names_arrives_whole(APP));
+            }
+
+            #[test]
+            fn a_streamed_response_reaches_the_client_chunk_by_chunk() {
+                over($keep, || super::a_streamed_response_reaches_the_client_chunk_by_chunk(APP));
+            }
+
+            #[test]
+            fn a_50_mib_download_streams_without_raising_php_memory() {
+                over($keep, || super::a_50_mib_download_streams_without_raising_php_memory(APP));
+            }
+
+            #[test]
+            fn x_forwarded_proto_from_nginx_reaches_the_app_as_under_php_fpm() {
+                over($keep, || super::forwarded_headers_from_nginx_reach_the_app(APP));
+            }
+
+            #[test]
+            fn a_slow_terminate_step_does_not_delay_the_response() {
+                over($keep, || super::a_slow_terminate_step_does_not_delay_the_response(APP));
+            }
+
+            #[test]
+            fn status_redirects_304_head_and_stray_output_reach_the_client() {
+                over($keep, || super::responses_map_without_loss(APP));
+            }
+
+            #[test]
+            fn method_query_headers_and_form_bodies_reach_the_app_unchanged() {
+                over($keep, || super::requests_map_without_loss(APP));
+            }
+        }
+    };
+}
+
+over_fastcgi!(symfony_over_fastcgi, Framework::Symfony, true);
+over_fastcgi!(laravel_over_fastcgi, Framework::Laravel, true);
+over_fastcgi!(
+    symfony_over_fastcgi_without_kept_connections,
+    Framework::Symfony,
+    false
+);
+over_fastcgi!(
+    laravel_over_fastcgi_without_kept_connections,
+    Framework::Laravel,
+    false
+);
+
 // ---------------------------------------------------------------------------
 // The specifications
 // ---------------------------------------------------------------------------
@@ -717,6 +807,34 @@ fn https_from_a_trusted_proxy_is_seen(app: Framework) {
     );
 }
 
+/// What nginx passes (`HTTP_X_FORWARDED_PROTO` from the client, no `HTTPS`
+/// on plain http) reaches the application as php-fpm would give it, and
+/// the application's own trusted proxies (127.0.0.1 in both fixtures)
+/// decide: it sees https and makes https URLs.
+fn forwarded_headers_from_nginx_reach_the_app(app: Framework) {
+    let cluster = app.start(&[]);
+    let seen = json(
+        http()
+            .get(cluster.url("/url"))
+            .header("X-Forwarded-Proto", "https")
+            .send()
+            .unwrap(),
+    );
+    assert!(seen["server_https"].is_null(), "no HTTPS parameter: {seen}");
+    assert_eq!(seen["secure"], true, "{seen}");
+    assert_eq!(seen["scheme"], "https", "{seen}");
+    assert!(
+        seen["url"].as_str().unwrap().starts_with("https://"),
+        "{seen}"
+    );
+    let plain = json(http().get(cluster.url("/url")).send().unwrap());
+    assert_eq!(plain["secure"], false, "{plain}");
+    assert_eq!(
+        plain["client_ip"], "127.0.0.1",
+        "REMOTE_ADDR from nginx: {plain}"
+    );
+}
+
 fn https_from_an_untrusted_client_is_ignored(app: Framework) {
     let cluster = app.start(&[]);
     let seen = json(
@@ -867,8 +985,32 @@ impl Framework {
     }
 
     /// A cluster of two workers running the fixture, with upload limits
-    /// above Debian's php.ini defaults (2M per file, 8M per body).
-    fn start(self, extra: &[&str]) -> Cluster {
+    /// above Debian's php.ini defaults (2M per file, 8M per body); under
+    /// `over`, with nginx in front of its FastCGI listener.
+    fn start(self, extra: &[&str]) -> Served {
+        let Some(keep_conn) = VIA.with(Cell::get) else {
+            let cluster = self.cluster(extra);
+            return Served {
+                port: cluster.port,
+                cluster,
+                nginx: None,
+            };
+        };
+        let fastcgi = format!("127.0.0.1:{}", free_ports(1));
+        let mut args = vec![format!("--fastcgi-listen={fastcgi}")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cluster = self.cluster(&args);
+        let public = fixture(self.name()).join("public");
+        let nginx = deploy::nginx::Nginx::fastcgi(&fastcgi, &public, keep_conn);
+        Served {
+            port: nginx.port,
+            cluster,
+            nginx: Some(nginx),
+        }
+    }
+
+    fn cluster(self, extra: &[&str]) -> Cluster {
         let mut args: Vec<String> = [
             "--php-ini",
             "upload_max_filesize=16M",
@@ -889,6 +1031,49 @@ impl Framework {
             extra: args,
             wait_ready: true,
         })
+    }
+}
+
+thread_local! {
+    /// Some(fastcgi_keep_conn) while a test runs its specification through
+    /// nginx over FastCGI.
+    static VIA: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Runs `spec` with nginx over FastCGI in front of every cluster it starts.
+fn over(keep_conn: bool, spec: impl FnOnce()) {
+    VIA.with(|via| via.set(Some(keep_conn)));
+    spec();
+    VIA.with(|via| via.set(None));
+}
+
+/// A cluster as a specification reaches it: directly, or through nginx
+/// (whose port and URLs these then are).
+struct Served {
+    port: u16,
+    cluster: Cluster,
+    nginx: Option<deploy::nginx::Nginx>,
+}
+
+impl Served {
+    fn url(&self, path: &str) -> String {
+        match &self.nginx {
+            Some(nginx) => nginx.url(path),
+            None => self.cluster.url(path),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let nginx = self.nginx.as_ref().map(|n| n.logs()).unwrap_or_default();
+        format!("{}{nginx}", self.cluster.log_text())
+    }
+}
+
+impl std::ops::Deref for Served {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.cluster
     }
 }
 

@@ -279,3 +279,50 @@ fn slow_clients_from_one_address_cannot_take_every_connection() {
         holder.join().unwrap();
     }
 }
+
+#[test]
+fn past_max_connections_new_clients_get_a_fast_503_until_one_is_free() {
+    // Every connection may come from one address here, so the slow clients
+    // take them all: the total limit is what answers.
+    let cluster = Cluster::start(
+        Setup::callable("basic", 1)
+            .arg("--max-connections=4")
+            .arg("--max-connections-per-ip=4"),
+    );
+    let holders: Vec<_> = (0..4)
+        .map(|_| slow_body_from("127.0.0.1", cluster.port, Duration::from_secs(4)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The first newcomer waits a moment for a free connection, then reads
+    // a 503; those right behind it read theirs at once.
+    for (attempt, within) in [(1, 2500), (2, 500), (3, 500)] {
+        let started = Instant::now();
+        let mut newcomer = connect_from("127.0.0.2", cluster.port);
+        let _ = newcomer.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n");
+        let answer = read_answer(&mut newcomer, Duration::from_secs(5));
+        assert_eq!(status_of(&answer), 503, "newcomer {attempt}: {answer:?}");
+        assert!(answer.contains("try again"), "{answer}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(within),
+            "newcomer {attempt} took {took:?}"
+        );
+    }
+
+    // Once the slow clients are gone, a newcomer is served again.
+    for holder in holders {
+        holder.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = connect_from("127.0.0.2", cluster.port);
+        let _ = client.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = read_answer(&mut client, Duration::from_secs(3));
+        if status_of(&answer) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

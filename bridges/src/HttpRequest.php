@@ -10,6 +10,9 @@ final class HttpRequest
     /**
      * @param list<array{0: string, 1: string}> $headers name and value, in order,
      *        without the master's private X-Ppm-* headers
+     * @param list<array{0: string, 1: string}>|null $cgi the FastCGI
+     *        parameters, in order, when the request came over FastCGI:
+     *        they, not the HTTP request, make $_SERVER
      */
     public function __construct(
         public readonly string $method,
@@ -23,6 +26,7 @@ final class HttpRequest
         public readonly string $serverAddr,
         public readonly string $serverPort,
         public readonly bool $https,
+        public readonly ?array $cgi = null,
     ) {
     }
 

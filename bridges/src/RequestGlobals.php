@@ -70,7 +70,7 @@ final class RequestGlobals
 
         $get = [];
         if (str_contains($order, 'G')) {
-            parse_str($request->query(), $get);
+            parse_str((string) ($_SERVER['QUERY_STRING'] ?? ''), $get);
         }
         $_GET = $get;
 
@@ -98,6 +98,9 @@ final class RequestGlobals
     /** @return array<string, mixed> */
     private function server(HttpRequest $request): array
     {
+        if ($request->cgi !== null) {
+            return $this->fastCgiServer($request->cgi);
+        }
         $server = $this->environment;
         $server['QUERY_STRING'] = $request->query();
         $server['REQUEST_METHOD'] = $request->method;
@@ -142,6 +145,28 @@ final class RequestGlobals
         self::authorization($server, $joined['HTTP_AUTHORIZATION'] ?? '');
 
         $server['PHP_SELF'] = $this->scriptName;
+        $now = microtime(true);
+        $server['REQUEST_TIME_FLOAT'] = $now;
+        $server['REQUEST_TIME'] = (int) $now;
+        return $server;
+    }
+
+    /**
+     * $_SERVER as php-fpm registers it: the environment, then every FastCGI
+     * parameter as sent (names with ' ' or '.' get '_', as PHP registers
+     * them), then PHP_SELF, PHP_AUTH_* and the request time.
+     *
+     * @param list<array{0: string, 1: string}> $parameters
+     * @return array<string, mixed>
+     */
+    private function fastCgiServer(array $parameters): array
+    {
+        $server = $this->environment;
+        foreach ($parameters as [$name, $value]) {
+            $server[strtr($name, ' .', '__')] = $value;
+        }
+        $server['PHP_SELF'] = ($server['SCRIPT_NAME'] ?? '') . ($server['PATH_INFO'] ?? '');
+        self::authorization($server, (string) ($server['HTTP_AUTHORIZATION'] ?? ''));
         $now = microtime(true);
         $server['REQUEST_TIME_FLOAT'] = $now;
         $server['REQUEST_TIME'] = (int) $now;

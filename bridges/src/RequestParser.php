@@ -22,6 +22,7 @@ final class RequestParser
         'x-ppm-server-port',
         'x-ppm-https',
         'x-ppm-request-target',
+        'x-ppm-cgi',
     ];
 
     public function __construct(private bool $trustMaster, private int $maxBody)
@@ -38,8 +39,10 @@ final class RequestParser
     public function parse(string $buffer, array $peer): array
     {
         $end = strpos($buffer, "\r\n\r\n");
-        if ($end === false || $end > self::MAX_HEAD) {
-            if (strlen($buffer) > self::MAX_HEAD) {
+        // The master bounds what it sends by its own header limits.
+        $maxHead = $this->trustMaster ? PHP_INT_MAX : self::MAX_HEAD;
+        if ($end === false || $end > $maxHead) {
+            if (strlen($buffer) > $maxHead) {
                 throw new HttpError(431, 'request head larger than ' . self::MAX_HEAD . ' bytes');
             }
             return [null, 0, false];
@@ -77,7 +80,9 @@ final class RequestParser
 
         [$remoteAddr, $remotePort, $serverAddr, $serverPort] = $peer;
         $https = false;
+        $cgi = null;
         if ($this->trustMaster) {
+            $cgi = isset($private['x-ppm-cgi']) ? self::cgiVariables($private['x-ppm-cgi']) : null;
             $remoteAddr = $private['x-ppm-remote-addr'] ?? $remoteAddr;
             $remotePort = $private['x-ppm-remote-port'] ?? $remotePort;
             $serverAddr = $private['x-ppm-server-addr'] ?? $serverAddr;
@@ -100,8 +105,25 @@ final class RequestParser
             $serverAddr,
             $serverPort,
             $https,
+            $cgi,
         );
         return [$request, $total, false];
+    }
+
+    /**
+     * The FastCGI parameters of a request that came to the master over
+     * FastCGI (src/fastcgi/params.rs encodes them).
+     *
+     * @return list<array{0: string, 1: string}>
+     */
+    private static function cgiVariables(string $encoded): array
+    {
+        $variables = [];
+        foreach ($encoded === '' ? [] : explode('&', $encoded) as $pair) {
+            [$name, $value] = explode('=', $pair, 2) + [1 => ''];
+            $variables[] = [rawurldecode($name), rawurldecode($value)];
+        }
+        return $variables;
     }
 
     private function originForm(string $target): string

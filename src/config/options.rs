@@ -156,6 +156,10 @@ pub struct StartOptions {
     /// Balancer port.
     #[arg(long, default_value_t = 5501)]
     pub port: u16,
+    /// FastCGI listener for nginx `fastcgi_pass` and the like: HOST:PORT
+    /// or unix:/path (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub fastcgi_listen: Vec<String>,
     /// Address of the control plane.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
     pub control_host: IpAddr,

@@ -14,6 +14,8 @@ use nix::unistd::Pid;
 
 use super::common::{http, pid_alive, root, wait_until, Seen};
 
+pub mod nginx;
+
 /// A shipped file under docker/.
 pub fn docker_file(name: &str) -> PathBuf {
     root().join("docker").join(name)
