@@ -169,7 +169,7 @@ fn allowed(inside: &Path, dotfiles: bool) -> bool {
     })
 }
 
-fn is_php(path: &Path) -> bool {
+pub(crate) fn is_php(path: &Path) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .is_some_and(|e| PHP_EXTENSIONS.contains(&e.as_str()))

@@ -26,8 +26,8 @@
 //!   connection facts come from `REMOTE_ADDR`/`REMOTE_PORT` (the client,
 //!   for the access log), `SERVER_ADDR`/`SERVER_PORT` and `HTTPS`.
 //!
-//! When workers move to the native runtime's frame protocol, which carries
-//! server variables as such, `X-Ppm-Cgi` becomes that list as it is.
+//! Native workers get the list as it is, in their request head frame
+//! (`native::frames::RequestHead::params`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -63,6 +63,11 @@ impl CgiVars {
         ));
         vars.extend(params);
         Self(vars)
+    }
+
+    /// Every parameter in order, `FCGI_ROLE` first.
+    pub fn pairs(&self) -> &[(Bytes, Bytes)] {
+        &self.0
     }
 
     /// The value of `name` (the last one sent, as php-fpm keeps it).

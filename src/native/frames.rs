@@ -75,6 +75,10 @@ pub struct RequestHead {
     pub content_length: Option<u64>,
     /// Header names and values in the order received, hop-by-hop removed.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The FastCGI parameters the web server sent, in order, when the
+    /// request came over FastCGI: PHP's `$_SERVER` is made of them, as
+    /// under php-fpm.
+    pub params: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// How a request ended (with its response end), and why a worker script
@@ -85,7 +89,8 @@ pub enum Outcome {
     Normal = 0,
     /// `exit()`/`die()`: the response is what the app built; the script restarts.
     Exit = 1,
-    /// An uncaught exception; the worker continues.
+    /// An uncaught exception; the worker continues. Under
+    /// `--bridge=script`: any fatal error, which ends only its request.
     Exception = 2,
     /// A fatal error; the script restarts.
     Fatal = 3,
@@ -183,13 +188,22 @@ impl ToWorker {
                 out.extend_from_slice(&head.remote_port.to_be_bytes());
                 put_str(out, head.server_addr.as_bytes());
                 out.extend_from_slice(&head.server_port.to_be_bytes());
-                let flags = u8::from(head.tls) | (u8::from(head.content_length.is_some()) << 1);
+                let flags = u8::from(head.tls)
+                    | (u8::from(head.content_length.is_some()) << 1)
+                    | (u8::from(head.params.is_some()) << 2);
                 out.push(flags);
                 out.extend_from_slice(&head.content_length.unwrap_or(0).to_be_bytes());
                 out.extend_from_slice(&(head.headers.len() as u32).to_be_bytes());
                 for (name, value) in &head.headers {
                     put_str(out, name.as_bytes());
                     put_str(out, value);
+                }
+                if let Some(params) = &head.params {
+                    out.extend_from_slice(&(params.len() as u32).to_be_bytes());
+                    for (name, value) in params {
+                        put_str(out, name);
+                        put_str(out, value);
+                    }
                 }
                 finish(out, start);
             }
@@ -229,6 +243,20 @@ impl ToWorker {
                     let name = c.string()?;
                     headers.push((name, c.bytes()?.to_vec()));
                 }
+                let params = if flags & 4 != 0 {
+                    let count = c.u32()? as usize;
+                    if count > c.rest.len() / 8 {
+                        return Err(c.malformed("parameter count exceeds the frame"));
+                    }
+                    let mut params = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let name = c.bytes()?.to_vec();
+                        params.push((name, c.bytes()?.to_vec()));
+                    }
+                    Some(params)
+                } else {
+                    None
+                };
                 ToWorker::Head(RequestHead {
                     method,
                     target,
@@ -240,6 +268,7 @@ impl ToWorker {
                     tls: flags & 1 != 0,
                     content_length: (flags & 2 != 0).then_some(length),
                     headers,
+                    params,
                 })
             }
             BODY => return Ok(ToWorker::Body(payload.to_vec())),

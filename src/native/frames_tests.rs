@@ -16,6 +16,7 @@ fn head() -> RequestHead {
             ("Host".into(), b"example.test".to_vec()),
             ("X-Bin".into(), vec![0xff, 0x00, b'a']),
         ],
+        params: None,
     }
 }
 
@@ -46,6 +47,19 @@ fn master_to_worker_frames_round_trip() {
         content_length: None,
         tls: false,
         headers: vec![],
+        ..head()
+    }));
+    // FastCGI parameters, empty values and a binary one included.
+    roundtrip_worker(ToWorker::Head(RequestHead {
+        params: Some(vec![
+            (b"SCRIPT_FILENAME".to_vec(), b"/srv/www/index.php".to_vec()),
+            (b"PATH_INFO".to_vec(), Vec::new()),
+            (b"HTTP_X_BIN".to_vec(), vec![0xff, 0x00]),
+        ]),
+        ..head()
+    }));
+    roundtrip_worker(ToWorker::Head(RequestHead {
+        params: Some(Vec::new()),
         ..head()
     }));
     roundtrip_worker(ToWorker::Body(b"hello".to_vec()));

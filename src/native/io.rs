@@ -12,7 +12,8 @@ use std::os::unix::net::UnixStream;
 use super::frames::{
     self, read_frame, Outcome, ReadError, RequestHead, ToMaster, ToWorker, END_EARLY,
 };
-use super::request::{prepare, Prepared, Script};
+use super::request::{prepare, prepare_params, Prepared, Script};
+use super::script::{DocRoot, Refusal};
 
 /// Buffered output past this size is written without waiting for a flush.
 const FLUSH_AT: usize = 64 << 10;
@@ -50,6 +51,8 @@ pub struct WorkerIo {
     report_included: bool,
     /// Loaded files not reported yet.
     included: Vec<String>,
+    /// `--bridge=script`: each request names the script it runs.
+    classic: Option<DocRoot>,
 }
 
 impl WorkerIo {
@@ -69,7 +72,14 @@ impl WorkerIo {
             ended: true,
             report_included: false,
             included: Vec::new(),
+            classic: None,
         })
+    }
+
+    /// `--bridge=script`: requests run the scripts under `root`; the
+    /// ones that name none are answered here.
+    pub fn run_scripts(&mut self, root: DocRoot) {
+        self.classic = Some(root);
     }
 
     /// Debug mode: the files PHP loaded are reported to the master.
@@ -98,47 +108,69 @@ impl WorkerIo {
     }
 
     /// Finishes the last request (drains its unread body), says ready, and
-    /// waits for the next request; `None` when the master closed.
+    /// waits for the next request; `None` when the master closed. With
+    /// `--bridge=script`, a request that runs no script is answered here
+    /// and the wait goes on.
     pub fn next_request(
         &mut self,
-        stats: Option<(u64, u64)>,
+        mut stats: Option<(u64, u64)>,
     ) -> Result<Option<&Prepared>, IoError> {
-        self.drain_body()?;
-        self.in_request = false;
-        if !self.included.is_empty() {
-            ToMaster::Included(std::mem::take(&mut self.included)).encode(&mut self.out);
-        }
-        if let Some((memory, peak)) = stats {
-            ToMaster::Stats { memory, peak }.encode(&mut self.out);
-        }
-        ToMaster::Ready.encode(&mut self.out);
-        match self.flush() {
-            // The master closed between requests: time to stop.
-            Err(IoError::Write(err))
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Ok(None)
+        loop {
+            self.drain_body()?;
+            self.in_request = false;
+            if !self.included.is_empty() {
+                ToMaster::Included(std::mem::take(&mut self.included)).encode(&mut self.out);
             }
-            other => other?,
+            if let Some((memory, peak)) = stats.take() {
+                ToMaster::Stats { memory, peak }.encode(&mut self.out);
+            }
+            ToMaster::Ready.encode(&mut self.out);
+            match self.flush() {
+                // The master closed between requests: time to stop.
+                Err(IoError::Write(err))
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                other => other?,
+            }
+            let head = match self.read()? {
+                None => return Ok(None),
+                Some(ToWorker::Head(head)) => head,
+                Some(other) => return Err(unexpected("a request head", &other)),
+            };
+            let prepared = match &self.classic {
+                None => match &head.params {
+                    Some(params) => Ok(prepare_params(&head, params)),
+                    None => Ok(prepare(&head, &self.script)),
+                },
+                Some(root) => classic_request(root, &head),
+            };
+            self.body.clear();
+            self.body_pos = 0;
+            self.body_done = false;
+            self.in_request = true;
+            self.ended = false;
+            match prepared {
+                Ok(prepared) => return Ok(Some(self.current.insert(prepared))),
+                Err(refusal) => self.refuse(&refusal)?,
+            }
         }
-        let head = match self.read()? {
-            None => return Ok(None),
-            Some(ToWorker::Head(head)) => head,
-            Some(other) => return Err(unexpected("a request head", &other)),
-        };
-        Ok(Some(self.begin(head)))
     }
 
-    fn begin(&mut self, head: RequestHead) -> &Prepared {
-        self.body.clear();
-        self.body_pos = 0;
-        self.body_done = false;
-        self.in_request = true;
-        self.ended = false;
-        self.current.insert(prepare(&head, &self.script))
+    /// Answers a request that runs no script, as php-fpm words it.
+    fn refuse(&mut self, refusal: &Refusal) -> Result<(), IoError> {
+        let mut lines: Vec<Vec<u8>> = vec![b"Content-type: text/html; charset=UTF-8".to_vec()];
+        if let Some(location) = &refusal.location {
+            lines.push(format!("Location: {location}").into_bytes());
+        }
+        let views: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        self.send_head(refusal.status, &views);
+        self.write(refusal.body.as_bytes())?;
+        self.end_response(0, Outcome::Normal)
     }
 
     /// Copies body bytes into `buf`; 0 at the body's end.
@@ -261,6 +293,26 @@ impl WorkerIo {
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// The script a request runs under `--bridge=script`, and its `$_SERVER`.
+fn classic_request(root: &DocRoot, head: &RequestHead) -> Result<Prepared, Refusal> {
+    if let Some(params) = &head.params {
+        let filename = params
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_slice() == b"SCRIPT_FILENAME")
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        root.check_filename(filename)?;
+        return Ok(prepare_params(head, params));
+    }
+    let target = root.resolve(&head.method, &head.target)?;
+    let script = Script {
+        document_root: root.path().to_string_lossy().into_owned(),
+        script_name: target.script_name,
+        path_info: Some(target.path_info),
+    };
+    Ok(prepare(head, &script))
 }
 
 fn unexpected(expected: &'static str, got: &ToWorker) -> IoError {

@@ -9,6 +9,8 @@
 //! - [`frames`]: the binary protocol between master and worker.
 //! - [`io`]: the worker's end of the frame socket.
 //! - [`request`]: `$_SERVER` and `SG(request_info)` from a request head.
+//! - [`script`] and `classic.c`: `--bridge=script`, a full PHP request
+//!   per request running the script the URI or `SCRIPT_FILENAME` names.
 //! - [`host`]: running PHP in this process; [`worker`]: `ppm php-worker`;
 //!   [`standalone`]: `ppm worker --runtime native`, a one-slot master and
 //!   PHP in one process.
@@ -21,6 +23,7 @@ pub mod frames;
 pub mod host;
 pub mod io;
 pub mod request;
+pub mod script;
 pub mod spawn;
 pub mod standalone;
 pub mod worker;

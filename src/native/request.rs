@@ -39,6 +39,9 @@ pub struct Prepared {
 pub struct Script {
     pub document_root: String,
     pub script_name: String,
+    /// `--bridge=script`: `PATH_INFO` (always set then, as nginx's
+    /// `fastcgi_param PATH_INFO $fastcgi_path_info` does).
+    pub path_info: Option<String>,
 }
 
 impl Prepared {
@@ -122,6 +125,13 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     p.server_var("REQUEST_METHOD", head.method.as_bytes());
     p.server_var("CONTENT_TYPE", content_type.as_deref().unwrap_or_default());
     p.server_var("CONTENT_LENGTH", &content_length);
+    // php-fpm's PHP_SELF: the script's name and what followed it. (nginx's
+    // $document_uri is the script's name once try_files has checked it.)
+    let self_path = format!(
+        "{}{}",
+        script.script_name,
+        script.path_info.as_deref().unwrap_or_default()
+    );
     p.server_var("SCRIPT_NAME", script.script_name.as_bytes());
     p.server_var("REQUEST_URI", head.target.as_bytes());
     p.server_var("DOCUMENT_URI", script.script_name.as_bytes());
@@ -140,6 +150,9 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     let server_name = server_name(head);
     p.server_var("SERVER_NAME", server_name.as_bytes());
     p.server_var("SCRIPT_FILENAME", script_filename.as_bytes());
+    if let Some(path_info) = &script.path_info {
+        p.server_var("PATH_INFO", path_info.as_bytes());
+    }
 
     // getallheaders() as php-fpm builds it: the two content keys first
     // (always present behind nginx), then one entry per HTTP_ key.
@@ -157,7 +170,69 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         let n = p.put(name.as_bytes());
         p.headers.push((n, v));
     }
-    p.server_var("PHP_SELF", script.script_name.as_bytes());
+    p.server_var("PHP_SELF", self_path.as_bytes());
+    p
+}
+
+/// Prepares a request that came over FastCGI: `$_SERVER` is the web
+/// server's parameters as sent (a repeated name: the last wins when PHP
+/// registers them), then `PHP_SELF` (`SCRIPT_NAME` + `PATH_INFO`), as
+/// php-fpm registers them; `getallheaders()` is made of the `HTTP_*`
+/// parameters and the two content ones, in order.
+pub fn prepare_params(head: &RequestHead, params: &[(Vec<u8>, Vec<u8>)]) -> Prepared {
+    let mut p = Prepared {
+        arena: Vec::with_capacity(2048),
+        ..Prepared::default()
+    };
+    let param = |name: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_slice() == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    };
+    p.method = p.put(param("REQUEST_METHOD").unwrap_or(head.method.as_bytes()));
+    p.uri = p.put(param("REQUEST_URI").unwrap_or(head.target.as_bytes()));
+    p.query = p.put(param("QUERY_STRING").unwrap_or_default());
+    p.content_length = head.content_length;
+    p.proto_num = match param("SERVER_PROTOCOL") {
+        Some(b"HTTP/1.0") => 1000,
+        Some(b"HTTP/2.0" | b"HTTP/2") => 2000,
+        _ => 1100,
+    };
+    p.path_translated = p.put(param("SCRIPT_FILENAME").unwrap_or_default());
+    if let Some(ct) = param("CONTENT_TYPE").filter(|v| !v.is_empty()) {
+        p.content_type = Some(p.put(ct));
+    }
+    if let Some(cookie) = param("HTTP_COOKIE") {
+        p.cookie = Some(p.put(cookie));
+    }
+    if let Some(auth) = param("HTTP_AUTHORIZATION") {
+        p.authorization = Some(p.put(auth));
+    }
+    for (name, value) in params {
+        let Ok(key) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let k = p.put(name);
+        let v = p.put(value);
+        p.server.push((k, v));
+        let header = match key {
+            "CONTENT_TYPE" => Some("Content-Type".to_string()),
+            "CONTENT_LENGTH" => Some("Content-Length".to_string()),
+            _ if key.starts_with("HTTP_") && key.len() > 5 => Some(fpm_header_name(key)),
+            _ => None,
+        };
+        if let Some(header) = header {
+            let n = p.put(header.as_bytes());
+            p.headers.push((n, v));
+        }
+    }
+    let mut self_path = param("SCRIPT_NAME").unwrap_or_default().to_vec();
+    self_path.extend_from_slice(param("PATH_INFO").unwrap_or_default());
+    let k = p.put(b"PHP_SELF");
+    let v = p.put(&self_path);
+    p.server.push((k, v));
     p
 }
 
@@ -264,6 +339,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
+            params: None,
         }
     }
 
@@ -271,6 +347,7 @@ mod tests {
         Script {
             document_root: "/srv/app/public".into(),
             script_name: "/index.php".into(),
+            path_info: None,
         }
     }
 

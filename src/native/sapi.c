@@ -34,6 +34,7 @@
 
 static struct {
     const ppm_config *config;
+    int classic;         /* --bridge=script */
     int booted;          /* ppm_handle_request() ran once in this generation */
     int boot_reported;   /* the script reported its own boot error */
     int req_active;      /* `current` is a request bound to the SAPI */
@@ -274,7 +275,7 @@ static int request_startup(void)
 }
 
 /* sapi_deactivate() frees these without forgetting them. */
-static void forget_request_info(void)
+void ppm_forget_request_info(void)
 {
     SG(request_info).auth_user = NULL;
     SG(request_info).auth_password = NULL;
@@ -308,7 +309,7 @@ static void request_teardown(void)
     zend_try {
         sapi_deactivate(); /* frees headers, deletes upload temp files, drains the body */
     } zend_end_try();
-    forget_request_info();
+    ppm_forget_request_info();
     SG(request_info).request_method = NULL;
     SG(request_info).query_string = NULL;
     SG(request_info).request_uri = NULL;
@@ -357,7 +358,7 @@ PHP_FUNCTION(ppm_handle_request)
         Z_PARAM_FUNC(fci, fcc)
     ZEND_PARSE_PARAMETERS_END();
 
-    if (ppm.req_active) {
+    if (ppm.req_active || ppm.classic) {
         zend_throw_error(NULL, "ppm_handle_request() cannot run inside a request");
         RETURN_THROWS();
     }
@@ -513,6 +514,22 @@ static const zend_function_entry ppm_functions[] = {
     ZEND_FE_END
 };
 
+/* ---- for classic.c ---- */
+
+ppm_request *ppm_request_slot(void)
+{
+    return &ppm.current;
+}
+
+/* Binds the request in ppm_request_slot() to the SAPI (output, headers,
+ * body, cookies, $_SERVER go to and come from it) or unbinds it. */
+void ppm_bind_request(int active)
+{
+    ppm.req_active = active;
+    ppm.finished = 0;
+    SG(server_context) = active ? (void *)&ppm : NULL;
+}
+
 /* ---- process level ---- */
 
 /* The library's SONAME is the unversioned libphp.so, so the loader may
@@ -592,7 +609,7 @@ static int run_generation(void)
         ppm.req_active = 0;
         ppm_rs_end_response(0, outcome);
     }
-    forget_request_info();
+    ppm_forget_request_info();
     SG(server_context) = NULL;
     if (status) {
         return status;
@@ -632,11 +649,21 @@ int ppm_php_run(const ppm_config *config)
         sapi_shutdown();
         return PPM_RUN_VERSION_MISMATCH;
     }
-    SG(options) |= SAPI_OPTION_NO_CHDIR;
     ppm_backtrace_hook();
 
     int result;
-    while ((result = run_generation()) == 0) {
+    if (config->classic) {
+        /* Each script runs in its own directory, as under php-fpm. */
+        ppm.classic = 1;
+        const char *limit = zend_ini_string("memory_limit", sizeof("memory_limit") - 1, 0);
+        if (limit) {
+            ppm_rs_php_info(limit, strlen(limit));
+        }
+        result = ppm_classic_run() + 1;
+    } else {
+        SG(options) |= SAPI_OPTION_NO_CHDIR;
+        while ((result = run_generation()) == 0) {
+        }
     }
     php_module_shutdown();
     sapi_shutdown();

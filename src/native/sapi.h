@@ -48,6 +48,8 @@ typedef struct {
     const char *ini_entries; /* "key=value\n" lines, like -d */
     const char *ini_path;    /* php.ini file or directory (-c); NULL: PHP's lookup */
     const char *config_json; /* returned by ppm_worker_config() */
+    int classic;             /* --bridge=script: each request runs its own script
+                                in a full PHP request (`path_translated`) */
 } ppm_config;
 
 /* How a request ended, reported with its response end. */

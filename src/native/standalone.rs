@@ -231,6 +231,7 @@ async fn handle(
             .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))
             .map(|(name, value)| (canonical_name(name.as_str()), value.as_bytes().to_vec()))
             .collect(),
+        params: None,
     };
     let Some(mut writer) = guard.writer.take() else {
         return Ok(plain(StatusCode::BAD_GATEWAY, "the worker is gone"));
