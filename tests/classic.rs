@@ -644,3 +644,117 @@ fn md5_matches_rfc_1321() {
         "2bdc0ed3d29951ffb6acaa922cddea39"
     );
 }
+
+// ---------------------------------------------------------------------------
+// ppm's own duties with classic scripts
+// ---------------------------------------------------------------------------
+
+/// A site of small scripts, one worker, and ppm's limits: nothing of a
+/// request is kept for the next, errors end their request only, a stuck
+/// script is logged with its backtrace and its worker replaced, workers
+/// recycle, and nothing outside the document root or hidden runs.
+#[test]
+fn scripts_run_afresh_within_ppms_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(www.join("sub")).unwrap();
+    let files = [
+        // Redeclaring a function or finding the counter set would show a
+        // request's state surviving into the next.
+        (
+            "state.php",
+            "<?php function once() {} $GLOBALS['n'] = ($GLOBALS['n'] ?? 0) + 1; echo $n;",
+        ),
+        ("fatal.php", "<?php undefined_function();"),
+        (
+            "loop.php",
+            "<?php function spin() { while (true) {} } spin();",
+        ),
+        (
+            "sub/info.php",
+            "<?php include 'beside.php'; echo getcwd(), ' ', PHP_SAPI, ' ', \
+             var_export(opcache_get_status(false)['opcache_enabled'], true), ' ', $beside;",
+        ),
+        ("sub/beside.php", "<?php $beside = 'included';"),
+        (".hidden.php", "<?php echo 'hidden';"),
+        ("data.txt", "static data\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(www.join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("secret.php"), "<?php echo 'secret';").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.php"), www.join("link.php")).unwrap();
+
+    let mut ppm = Cluster::start(Setup {
+        app: dir.path().to_path_buf(),
+        bridge: "script",
+        bootstrap: "symfony",
+        workers: 1,
+        extra: vec![
+            "--runtime=native".into(),
+            "--document-root=www".into(),
+            "--max-execution-time=3".into(),
+            "--slow-request-time=1".into(),
+            "--max-requests=6".into(),
+            "--recycle-jitter=0".into(),
+        ],
+        wait_ready: true,
+    });
+    let client = http();
+    let base = ppm.url("");
+    let get = |path: &str| {
+        let response = client.get(format!("{base}{path}")).send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().unwrap())
+    };
+    let first = ppm.worker_pids();
+    for _ in 0..3 {
+        assert_eq!(get("/state.php"), (200, "1".to_string()));
+    }
+    assert_eq!(get("/fatal.php").0, 500);
+    let (status, info) = get("/sub/info.php");
+    assert_eq!(status, 200);
+    assert_eq!(
+        info,
+        format!(
+            "{} cgi-fcgi true included",
+            www.join("sub").canonicalize().unwrap().display()
+        )
+    );
+    assert_eq!(ppm.worker_pids(), first, "one worker served all of it");
+
+    assert_eq!(
+        get("/link.php").0,
+        404,
+        "a symlink out of the document root"
+    );
+    assert_eq!(get("/.hidden.php").0, 404);
+    assert_eq!(get("/data.txt"), (200, "static data\n".to_string()));
+    assert!(!ppm.log_text().contains("secret"));
+
+    // The sixth request was the worker's last (--max-requests=6).
+    let replaced = wait_until(Duration::from_secs(10), || {
+        let pids = ppm.worker_pids();
+        (pids[0] != 0 && pids != first).then_some(pids)
+    })
+    .expect("the worker is recycled after --max-requests");
+
+    let started = std::time::Instant::now();
+    assert_eq!(get("/loop.php").0, 504);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = ppm.log_text();
+    assert!(
+        log.contains("slow request: GET /loop.php") && log.contains("loop.php"),
+        "{log}"
+    );
+    assert!(
+        log.contains("spin()"),
+        "the backtrace names the function: {log}"
+    );
+    let after = wait_until(Duration::from_secs(10), || {
+        let pids = ppm.worker_pids();
+        (pids[0] != 0 && pids != replaced).then_some(pids)
+    });
+    assert!(after.is_some(), "the stuck worker is replaced");
+    assert_eq!(get("/state.php"), (200, "1".to_string()));
+}
