@@ -374,7 +374,9 @@ fn normalize(text: &str, app_dir: &str) -> String {
             i += 1;
         }
     }
-    out
+    // Durations PHP printed as a whole number ("took 0 sec").
+    out.replace("took 0 sec", "took <t> sec")
+        .replace("in 0 seconds", "in <t> seconds")
 }
 
 fn is_time(c: &[char]) -> bool {
