@@ -5,7 +5,7 @@
 # server in bridges/). Prints requests/s, p99 latency, and the CPU time
 # per request of the process that runs PHP (from /proc/PID/stat before
 # and after: php-cgi for the cgi runtime, ppm itself for the native one,
-# its HTTP thread included).
+# whose main thread runs PHP and serves HTTP).
 #
 #   bench/native.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
@@ -48,4 +48,4 @@ read -r native_rps native_p99 native_failed native_cpu native_php_cpu < <(measur
 printf '%-38s %11s %8s %7s %13s %7s\n' "hello world, $connections connections, ${duration}s" "requests/s" "p99 ms" "failed" "CPU µs/req" "ratio"
 printf '%-38s %11s %8s %7s %13s %7s\n' "ppm worker --runtime cgi (php-cgi)" "$cgi_rps" "$cgi_p99" "$cgi_failed" "$cgi_cpu" "1.00"
 printf '%-38s %11s %8s %7s %13s %7s\n' "ppm worker --runtime native" "$native_rps" "$native_p99" "$native_failed" "$native_cpu" "$(ratio "$native_rps" "$cgi_rps")"
-echo "native: of its CPU per request, ${native_php_cpu} µs on the PHP thread, the rest on the HTTP thread"
+echo "native: of its CPU per request, ${native_php_cpu} µs on its main thread (PHP and the HTTP server)"

@@ -11,6 +11,24 @@ use crate::master::{make_run_dir, worker_spec};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent};
 use crate::Error;
 
+/// `check` of every pool: one line per pool, or every pool's problem.
+pub async fn check_pools(pools: &[crate::config::PoolOptions]) -> Result<String, Error> {
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for pool in pools {
+        match (check(&pool.options).await, &pool.name) {
+            (Ok(line), None) => lines.push(line),
+            (Ok(line), Some(name)) => lines.push(format!("pool {name}: {line}")),
+            (Err(err), None) => errors.push(err),
+            (Err(err), Some(name)) => errors.push(Error::Pool {
+                pool: name.clone(),
+                source: Box::new(err),
+            }),
+        }
+    }
+    Error::from_list(errors).map(|()| lines.join("\n"))
+}
+
 /// Checks everything `ppm start` would need; Ok means it would start.
 pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     opts.validate()?;

@@ -137,10 +137,10 @@ pub enum Command {
         /// Address to answer HTTP on.
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
-        /// How the worker runs PHP: `cgi` (php-cgi running the PHP runtime
-        /// in bridges/) or `native` (PHP hosted in this process through
-        /// ppm's own SAPI).
-        #[arg(long, value_enum, default_value_t = WorkerRuntime::Cgi)]
+        /// How the worker runs PHP: `native` (PHP hosted in this process
+        /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP
+        /// runtime in bridges/).
+        #[arg(long, value_enum, default_value_t = WorkerRuntime::Native)]
         runtime: WorkerRuntime,
     },
     /// A native worker driven by a master over the frame socket on --fd
@@ -178,6 +178,10 @@ pub enum Command {
     Restart {
         #[command(flatten)]
         control: ControlAddr,
+        /// Restart only this pool (of `ppm.json`'s `pools`); the others
+        /// are not touched. Default: every pool, one after the other.
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
         /// Seconds to wait for the restart to finish.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -272,14 +276,14 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
         match cli.command {
             Command::Start(ref given) | Command::Configtest(ref given) => {
                 let checking = given.check || matches!(cli.command, Command::Configtest(_));
-                let (opts, file) = config::start_options(rest)?;
+                let (pools, file) = config::start_pools(rest)?;
                 if let Some(file) = file {
                     tracing::info!("configuration from {}", file.path.display());
                 }
                 if checking {
-                    println!("{}", crate::check::check(&opts).await?);
+                    println!("{}", crate::check::check_pools(&pools).await?);
                 } else {
-                    master::run(opts).await?;
+                    master::run(pools).await?;
                 }
             }
             Command::Guard => return Ok(crate::guard::run()),
@@ -296,9 +300,14 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 json,
                 watch,
             } => control::print_status(&control.connect().await?, json, watch).await?,
-            Command::Restart { control, timeout } => {
+            Command::Restart {
+                control,
+                timeout,
+                pool,
+            } => {
                 let client = control.connect().await?;
-                control::restart_master(&client, Duration::from_secs(timeout)).await?;
+                control::restart_master(&client, Duration::from_secs(timeout), pool.as_deref())
+                    .await?;
             }
             Command::Stop { control, timeout } => {
                 let client = control.connect().await?;

@@ -33,7 +33,7 @@ pub async fn host_guard(
             .map(|v| v.to_str().unwrap_or("\u{fffd}"));
         // No Host at all is no browser (browsers always send it), so
         // nothing can be rebound; HTTP/1.0 tools may leave it out.
-        if let Some(host) = host.filter(|h| !host_allowed(h, state.info.control)) {
+        if let Some(host) = host.filter(|h| !host_allowed(h, state.control)) {
             let message = format!(
                 "Host {host:?} does not name this control plane; without a control token \
                  only localhost, 127.0.0.0/8, [::1] and --control-host are accepted \

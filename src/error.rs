@@ -54,6 +54,13 @@ pub enum Error {
     /// Talking to a running master's control plane failed.
     #[error("control plane at {addr}: {message}")]
     Control { addr: String, message: String },
+    /// A problem of one pool of `ppm.json`'s `pools`.
+    #[error("pool \"{pool}\": {source}")]
+    Pool {
+        pool: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// Several configuration problems, found in one pass.
     #[error("{} configuration errors:\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Several(Vec<Error>),

@@ -1,6 +1,6 @@
-//! The master process: binds every public socket, starts the pool, serves
-//! the balancer, the slot ports and the control plane, and shuts all of it
-//! down in order on SIGTERM, SIGINT or `POST /stop`.
+//! The master process: binds every public socket, starts the pools, serves
+//! their balancers and slot ports and the control plane, and shuts all of
+//! it down in order on SIGTERM, SIGINT or `POST /stop`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,14 +11,11 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::balancer::{Balancer, FrontDoor, Target};
-use crate::config::{AppOptions, Runtime, StartOptions};
-use crate::control::{self, ClusterInfo, ControlState};
-use crate::forwarding::TrustedProxies;
+use crate::config::{AppOptions, PoolOptions, Runtime};
+use crate::control::{self, ControlState};
 use crate::php::PhpBinary;
 use crate::pidfile::PidFile;
-use crate::pool::{Pool, PoolConfig};
-use crate::rolling::Restarts;
+use crate::pool::served::{Prepared, ServedPool};
 use crate::rundir::RunDir;
 use crate::systemd::{Inherited, Notifier};
 use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
@@ -26,7 +23,7 @@ use crate::{runtime, Error};
 
 /// Takes the listening socket for `ip:port` from the service manager, or
 /// binds it.
-async fn bind(
+pub(crate) async fn bind(
     inherited: &Inherited,
     ip: IpAddr,
     port: u16,
@@ -70,13 +67,22 @@ pub(crate) fn worker_spec(
             PhpBinary::locate(app.cgi_path.as_deref())?,
             runtime::install(run_dir).map_err(Error::RunDir)?,
         ),
-        Runtime::Native => (
-            PhpBinary {
-                path: std::env::current_exe()?,
-                is_cgi: false,
-            },
-            crate::native::host::install_entry(run_dir)?,
-        ),
+        Runtime::Native => {
+            if let Some(path) = &app.cgi_path {
+                tracing::warn!(
+                    "--cgi-path {} is ignored: the native runtime runs the PHP ppm was built \
+                     against (--runtime cgi runs php-cgi)",
+                    path.display()
+                );
+            }
+            (
+                PhpBinary {
+                    path: std::env::current_exe()?,
+                    is_cgi: false,
+                },
+                crate::native::host::install_entry(run_dir)?,
+            )
+        }
     };
     if let Some(run_as) = run_as {
         let lock = run_dir.join(crate::rundir::LOCK);
@@ -92,9 +98,14 @@ pub(crate) fn worker_spec(
     })
 }
 
-/// Runs the master in the foreground until it is told to stop.
-pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
-    opts.validate()?;
+/// Runs the master in the foreground until it is told to stop: one pool
+/// per entry of `pools` (validated by `config::start_pools`).
+pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
+    let Some(first) = pools.first() else {
+        return Err(Error::Usage("no pool to run".into()));
+    };
+    // The master's own options are global: every pool carries the same.
+    let mut global = first.options.clone();
     if std::env::args().any(|a| a == "--control-token" || a.starts_with("--control-token=")) {
         tracing::warn!(
             "--control-token on the command line is visible to every local user in ps; \
@@ -102,12 +113,32 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
         );
     }
     let fd_limit = crate::fdlimit::raise();
-    opts.max_connections =
-        crate::fdlimit::connections_allowed(opts.max_connections, fd_limit, opts.workers);
-    let pidfile = opts.pidfile.as_deref().map(PidFile::create).transpose()?;
+    let all_workers = pools.iter().map(|p| p.options.workers).sum();
+    global.max_connections =
+        crate::fdlimit::connections_allowed(global.max_connections, fd_limit, all_workers);
+    let pidfile = global.pidfile.as_deref().map(PidFile::create).transpose()?;
     let run_dir = make_run_dir()?;
-    let spec = Arc::new(worker_spec(&opts.app, opts.runtime, run_dir.path())?);
-    let front_door = FrontDoor::new(&opts, &spec.app_dir)?;
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(pools.len());
+    let mut errors = Vec::new();
+    for mut pool in pools {
+        pool.options.max_connections = global.max_connections;
+        match Prepared::new(
+            pool,
+            run_dir.path(),
+            prepared.first().map(|p| p.front_door()),
+        ) {
+            Ok(ready) => prepared.push(ready),
+            Err(err) => errors.push(err),
+        }
+    }
+    Error::from_list(errors)?;
+    if prepared.len() > 1 && prepared.iter().any(Prepared::has_user) {
+        // Each pool's subdirectory is its user's alone (0700); workers of
+        // another user must still pass through the master's directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o711))
+            .map_err(Error::RunDir)?;
+    }
 
     // Every public socket is bound before any worker starts, so a port in
     // use fails the start with nothing left behind.
@@ -117,145 +148,67 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     crate::guard::start();
     let control_listener = bind(
         &inherited,
-        opts.control_host,
-        opts.control_port,
+        global.control_host,
+        global.control_port,
         "control plane",
     )
     .await?;
-    let balancer_listener = bind(&inherited, opts.host, opts.port, "balancer").await?;
-    let mut slot_listeners = Vec::with_capacity(opts.workers);
-    for slot in 0..opts.workers {
-        slot_listeners.push(
-            bind(
-                &inherited,
-                opts.host,
-                opts.slot_port(slot),
-                &format!("slot {slot}"),
-            )
-            .await?,
-        );
+    let mut bound = Vec::with_capacity(prepared.len());
+    for pool in prepared {
+        bound.push(pool.bind(&inherited).await?);
     }
-    let fastcgi_listeners = crate::fastcgi::bind(&opts.fastcgi_listen, &inherited).await?;
     for addr in inherited.unused() {
         tracing::warn!(
             "the service manager passed a socket for {addr}, which no option names; it is not used"
         );
     }
     let notifier = Arc::new(Notifier::from_env());
-    let balancer_addr = balancer_listener.local_addr()?;
     let control_addr = control_listener.local_addr()?;
-    let slot_ports: Vec<u16> = slot_listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?;
 
-    let limits = opts.limits();
-    let bootstrap_timeout = limits.bootstrap_timeout;
-    let (included_tx, included_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (pool, slot_tasks) = Pool::start(PoolConfig {
-        spec: spec.clone(),
-        run_dir: run_dir.path().to_path_buf(),
-        slot_ports: slot_ports.clone(),
-        max_queue: opts.max_queue,
-        queue_timeout: opts.queue_timeout(),
-        max_surge: opts.max_surge,
-        limits,
-        max_execution_time: opts.max_execution_time(),
-        included_files: opts.app.debug.then_some(included_tx),
-        pm: opts.pm(),
-    });
-
-    let restarts = Arc::new(Restarts::new(
-        pool.clone(),
-        opts.max_surge,
-        notifier.clone(),
-    ));
-    tokio::spawn(notify_ready(pool.clone(), notifier.clone()));
-    if opts.app.debug {
-        tokio::spawn(crate::reload::watch(
-            spec.app_dir.clone(),
-            restarts.clone(),
-            included_rx,
-        ));
-    }
     // `shutdown`: a stop was asked for (signal or POST /stop); `closing`:
     // the ports stop accepting, after --drain-delay.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (closing_tx, closing_rx) = watch::channel(false);
-    tokio::spawn(restart_on_signals(restarts.clone()));
+    let grace = global.shutdown_timeout();
+    let mut served = Vec::with_capacity(bound.len());
+    let mut servers = Vec::new();
+    let mut slot_tasks = Vec::new();
+    for pool in bound {
+        let (pool, tasks) = pool.start(notifier.clone(), closing_rx.clone(), grace)?;
+        servers.extend(tasks.servers);
+        slot_tasks.extend(tasks.slots);
+        served.push(pool);
+    }
+    let access_log = served.first().and_then(|p| p.balancer.access_log.clone());
+    // Installed even without a log: SIGUSR1 must never kill the master.
+    tokio::spawn(crate::access_log::reopen_on_sigusr1(access_log.clone()));
+    tokio::spawn(notify_ready(served.clone(), notifier.clone()));
+    tokio::spawn(restart_on_signals(served.clone()));
     // In debug mode a developer fixes the code and the reload boots it; in
     // production a cluster that cannot boot at all should fail its start.
-    // An ondemand pool boots no worker until a request comes.
-    let boots_at_start = opts.pm != crate::config::PmMode::Ondemand;
-    let never_booted = (!opts.app.debug && boots_at_start).then(|| {
+    // An ondemand pool boots no worker until a request comes. With several
+    // pools, one that cannot boot is left retrying while the others serve.
+    let watched: Vec<Arc<ServedPool>> = served
+        .iter()
+        .filter(|p| !p.options.app.debug && p.boots_at_start())
+        .cloned()
+        .collect();
+    let never_booted = (watched.len() == served.len()).then(|| {
         tokio::spawn(stop_unless_booted(
-            pool.clone(),
-            bootstrap_timeout,
+            watched,
+            global.bootstrap_timeout(),
             shutdown_tx.clone(),
         ))
     });
-    let mut balancer = Balancer::new(
-        pool.clone(),
-        opts.max_body_size,
-        opts.max_execution_time(),
-        (!opts.health_path.is_empty()).then(|| opts.health_path.clone()),
-        TrustedProxies::parse(&opts.trusted_proxies).map_err(|message| Error::InvalidOption {
-            option: "trusted-proxies",
-            message,
-        })?,
-    );
-    balancer.slow_request_time = opts.slow_request_time();
-    balancer.set_front_door(front_door);
-    tokio::spawn(crate::access_log::reopen_on_sigusr1(
-        balancer.access_log.clone(),
-    ));
-    let balancer = Arc::new(balancer);
-    let grace = opts.shutdown_timeout();
-    let mut servers = vec![tokio::spawn(balancer.clone().serve(
-        balancer_listener,
-        Target::Any,
-        closing_rx.clone(),
-        grace,
-    ))];
-    for (slot, listener) in slot_listeners.into_iter().enumerate() {
-        servers.push(tokio::spawn(balancer.clone().serve(
-            listener,
-            Target::Slot(slot),
-            closing_rx.clone(),
-            grace,
-        )));
-    }
-    let capacity = crate::fastcgi::Capacity {
-        max_conns: opts.max_connections,
-    };
-    for listener in fastcgi_listeners {
-        tracing::info!("FastCGI listening on {}", listener.describe());
-        servers.push(tokio::spawn(crate::fastcgi::serve(
-            listener,
-            balancer.clone(),
-            capacity,
-            closing_rx.clone(),
-            grace,
-        )));
-    }
 
     let state = Arc::new(ControlState {
-        pool: pool.clone(),
-        metrics: balancer.metrics.clone(),
-        restarts,
-        token: opts.control_token()?,
-        public_read: opts.control_public_read,
+        pools: served.clone(),
+        token: global.control_token()?,
+        public_read: global.control_public_read,
         shutdown: shutdown_tx.clone(),
         started: Instant::now(),
-        info: ClusterInfo {
-            master_pid: std::process::id(),
-            app_dir: spec.app_dir.clone(),
-            bridge: opts.app.bridge.clone(),
-            bootstrap: opts.app.bootstrap.clone(),
-            php: spec.php.path.clone(),
-            balancer: balancer_addr,
-            control: control_addr,
-        },
+        master_pid: std::process::id(),
+        control: control_addr,
     });
     let (control_stop_tx, mut control_stop_rx) = watch::channel(false);
     let control_server = tokio::spawn(async move {
@@ -269,28 +222,36 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
         }
     });
 
-    tracing::info!(
-        "ppm {} master {} serving {} with {} workers (pm {}, {}, bridge {}): balancer http://{balancer_addr}, slots {}-{}, control http://{control_addr}",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id(),
-        spec.app_dir.display(),
-        opts.workers,
-        opts.pm.as_str(),
-        spec.php.path.display(),
-        opts.app.bridge,
-        slot_ports.first().copied().unwrap_or_default(),
-        slot_ports.last().copied().unwrap_or_default(),
-    );
+    for pool in &served {
+        let opts = &pool.options;
+        let ports = pool.pool.status();
+        tracing::info!(
+            "ppm {} master {} {}serving {} with {} workers (pm {}, {}, bridge {}): balancer http://{}, slots {}-{}, control http://{control_addr}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            pool.label(),
+            pool.info.app_dir.display(),
+            opts.workers,
+            opts.pm.as_str(),
+            pool.info.php.display(),
+            opts.app.bridge,
+            pool.info.balancer,
+            ports.first().map(|s| s.port).unwrap_or_default(),
+            ports.last().map(|s| s.port).unwrap_or_default(),
+        );
+    }
 
     let forced = wait_for_stop(shutdown_rx.clone()).await?;
     tokio::pin!(forced);
     notifier.notify("STOPPING=1");
     shutdown_tx.send_replace(true);
     let mut at_once = false;
-    if let Some(delay) = opts.drain_delay() {
+    if let Some(delay) = global.drain_delay() {
         // Load balancers see /ready and the health path fail while the
         // ports still serve, and take this host out before it closes.
-        pool.start_draining();
+        for pool in &served {
+            pool.pool.start_draining();
+        }
         tracing::info!(
             "stopping: reporting not ready for {delay:?} before closing the ports (--drain-delay)"
         );
@@ -300,7 +261,9 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
         }
     }
     closing_tx.send_replace(true);
-    pool.close();
+    for pool in &served {
+        pool.pool.close();
+    }
     tracing::info!("stopping: finishing in-flight requests (up to {:?})", grace);
     let drain = async {
         for server in servers {
@@ -320,7 +283,18 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     if at_once {
         stop_at_once(&aborts);
     } else {
-        pool.stop_all().await;
+        // Every pool stops at once; each stop is bounded by its slots'
+        // grace periods.
+        let stops: Vec<_> = served
+            .iter()
+            .map(|p| {
+                let pool = p.pool.clone();
+                tokio::spawn(async move { pool.stop_all().await })
+            })
+            .collect();
+        for stop in stops {
+            let _ = stop.await;
+        }
     }
     let stopped = async {
         for task in slot_tasks {
@@ -335,37 +309,55 @@ pub async fn run(mut opts: StartOptions) -> Result<(), Error> {
     }
     control_stop_tx.send_replace(true);
     let _ = control_server.await;
-    if let Some(log) = balancer.access_log.clone() {
+    if let Some(log) = access_log {
         let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
     }
+    drop(served);
     drop(run_dir);
     drop(pidfile);
     if let Some(task) = never_booted {
         if task.is_finished() && task.await.unwrap_or(false) {
             tracing::info!("ppm stopped: no worker ever became ready");
-            return Err(Error::NeverBooted(bootstrap_timeout));
+            return Err(Error::NeverBooted(global.bootstrap_timeout()));
         }
     }
     tracing::info!("ppm stopped");
     Ok(())
 }
 
-/// Stops the master when no worker has become ready within
-/// `--bootstrap-timeout` of the start (a bridge name typo, a bootstrap that
-/// cannot work). Returns whether it did.
+/// Stops the master when no worker of any pool has become ready within
+/// `--bootstrap-timeout` of the start (a bridge name typo, a bootstrap
+/// that cannot work). Returns whether it did. With several pools, each
+/// pool that never booted is named in the log, and the master stops only
+/// when none did: the pools that work keep serving.
 async fn stop_unless_booted(
-    pool: Arc<Pool>,
+    pools: Vec<Arc<ServedPool>>,
     bootstrap_timeout: Duration,
     shutdown: watch::Sender<bool>,
 ) -> bool {
-    // The last boot attempt started within the timeout ends by this time.
-    tokio::time::sleep(bootstrap_timeout + Duration::from_secs(1)).await;
-    if pool.ever_ready() {
+    // The slowest pool's last boot attempt started within its timeout
+    // ends by this time.
+    let longest = pools
+        .iter()
+        .map(|p| p.options.bootstrap_timeout())
+        .max()
+        .unwrap_or(bootstrap_timeout);
+    tokio::time::sleep(longest + Duration::from_secs(1)).await;
+    let never: Vec<&Arc<ServedPool>> = pools.iter().filter(|p| !p.pool.ever_ready()).collect();
+    if never.len() < pools.len() {
+        for pool in never {
+            tracing::error!(
+                "{}no PHP worker became ready within {:?} (--bootstrap-timeout); its workers keep \
+                 being retried while the other pools serve",
+                pool.label(),
+                pool.options.bootstrap_timeout()
+            );
+        }
         return false;
     }
     tracing::error!(
         "no PHP worker became ready within {bootstrap_timeout:?} (--bootstrap-timeout); stopping. {}",
-        match pool.last_boot_error() {
+        match pools.iter().find_map(|p| p.pool.last_boot_error()) {
             Some(_) => "The boot error is logged above.",
             None => "No boot attempt has ended yet.",
         }
@@ -383,30 +375,37 @@ fn stop_at_once(tasks: &[tokio::task::AbortHandle]) {
     }
 }
 
-/// Tells the service manager the cluster is ready once every slot is (in
-/// a dynamic or ondemand pool: every slot that should have a worker).
-async fn notify_ready(pool: Arc<Pool>, notifier: Arc<Notifier>) {
+/// Tells the service manager the cluster is ready once every slot of
+/// every pool is (in a dynamic or ondemand pool: every slot that should
+/// have a worker).
+async fn notify_ready(pools: Vec<Arc<ServedPool>>, notifier: Arc<Notifier>) {
     // Until the first wakes of a dynamic pool have been decided, an empty
     // slot does not mean "settled"; Pool::start decides them before this.
-    while !pool.settled() {
+    while !pools.iter().all(|p| p.pool.settled()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let serving = pool
-        .status()
+    let serving: usize = pools
         .iter()
-        .filter(|s| s.state.is_serving())
-        .count();
-    let text = if serving == pool.len() {
+        .map(|p| {
+            p.pool
+                .status()
+                .iter()
+                .filter(|s| s.state.is_serving())
+                .count()
+        })
+        .sum();
+    let total: usize = pools.iter().map(|p| p.pool.len()).sum();
+    let text = if serving == total {
         format!("{serving} workers ready")
     } else {
-        format!("{serving} of {} workers ready", pool.len())
+        format!("{serving} of {total} workers ready")
     };
     tracing::info!("{text}");
     notifier.notify(&format!("READY=1\nSTATUS={text}"));
 }
 
-/// SIGHUP and SIGUSR2 start a rolling restart.
-async fn restart_on_signals(restarts: Arc<Restarts>) {
+/// SIGHUP and SIGUSR2 start a rolling restart of every pool.
+async fn restart_on_signals(pools: Vec<Arc<ServedPool>>) {
     let (Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined2()),
@@ -419,7 +418,9 @@ async fn restart_on_signals(restarts: Arc<Restarts>) {
             _ = hup.recv() => tracing::info!("SIGHUP received"),
             _ = usr2.recv() => tracing::info!("SIGUSR2 received"),
         }
-        restarts.start(None);
+        for pool in &pools {
+            pool.restarts.start(None);
+        }
     }
 }
 

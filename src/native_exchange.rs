@@ -7,7 +7,8 @@
 //! answers before reading cannot deadlock the master) and the body end;
 //! it reads the response head, the body (buffered up to
 //! `RESPONSE_BUFFER`, so a slow client releases the worker early; past
-//! that, streamed with that much read ahead), the response end (which may
+//! that, or from PHP's first `flush()`, streamed with that much read
+//! ahead), the response end (which may
 //! come early: `fastcgi_finish_request()`), then the worker's stats and
 //! `Ready`. Only then is the lease released, with its connection: the
 //! worker is idle exactly when its `Ready` has been read. No other task
@@ -35,8 +36,8 @@ use crate::balancer::{
 };
 use crate::metrics::Metrics;
 use crate::native::conn::{FrameConn, FrameReader};
-use crate::native::frames::{RequestHead, ToMaster, ToWorker, BODY_CHUNK};
-use crate::native::standalone::{canonical_name, parse_header_line};
+use crate::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
+use crate::native::http_head::{canonical_name, parse_header_line};
 use crate::pool::{Lease, WorkerBody, WorkerConn};
 use crate::worker::WorkerEvent;
 
@@ -172,7 +173,7 @@ impl Exchange {
                 Ok(frame) => frame,
                 Err(err) => {
                     tracing::warn!(
-                        "[{}] worker failed during {}: {err}",
+                        "[{}] worker failed during the request ({}): {err}",
                         reader.label(),
                         self.what
                     );
@@ -203,9 +204,25 @@ impl Exchange {
                         return drain(reader).await;
                     }
                 }
+                // PHP flushed: the client gets what came so far now, and
+                // the rest as it comes (a flush before any output has
+                // nothing to deliver: PHP sends headers with output).
+                // Streaming already, the flushed output went on as it came.
+                ToMaster::Flush => {
+                    let stuck = match client {
+                        Client::Collecting(..) => self.start_streaming(&mut client, limit_at).await,
+                        _ => None,
+                    };
+                    if stuck.is_some() {
+                        self.timed_out(lease, &mut client, false);
+                        return drain(reader).await;
+                    }
+                }
                 ToMaster::End { outcome, .. } => {
                     if outcome.restarts() {
                         reader.report(WorkerEvent::ScriptRestarted { outcome });
+                    } else if outcome == Outcome::Exception {
+                        reader.report(WorkerEvent::UncaughtException);
                     }
                     self.complete(&mut client);
                     ended_at = Some(Instant::now());
@@ -245,25 +262,37 @@ impl Exchange {
             Client::Collecting(_, collected) => {
                 collected.extend_from_slice(&data);
                 if collected.len() > RESPONSE_BUFFER {
-                    let Client::Collecting(parts, collected) =
-                        std::mem::replace(client, Client::Done)
-                    else {
-                        return None;
-                    };
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let budget = Arc::new(Semaphore::new(RESPONSE_BUFFER));
-                    self.send(Response::from_parts(
-                        parts,
-                        PumpedBody { rx }.boxed_unsync(),
-                    ));
-                    *client = Client::Streaming(tx, budget);
-                    return self.stream(client, collected.freeze(), limit_at).await;
+                    return self.start_streaming(client, limit_at).await;
                 }
             }
             Client::Streaming(..) => return self.stream(client, Bytes::from(data), limit_at).await,
             Client::Done => {}
         }
         None
+    }
+
+    /// Sends the head and what was collected: the response streams from
+    /// here on. Some(()) when the deadline passed while the client was not
+    /// reading.
+    async fn start_streaming(
+        &mut self,
+        client: &mut Client,
+        limit_at: Option<Instant>,
+    ) -> Option<()> {
+        let Client::Collecting(parts, collected) = std::mem::replace(client, Client::Done) else {
+            return None;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(RESPONSE_BUFFER));
+        self.send(Response::from_parts(
+            parts,
+            PumpedBody { rx }.boxed_unsync(),
+        ));
+        *client = Client::Streaming(tx, budget);
+        if collected.is_empty() {
+            return None;
+        }
+        self.stream(client, collected.freeze(), limit_at).await
     }
 
     /// Sends a chunk to a streaming client once it has room for it.
@@ -384,10 +413,12 @@ fn request_head(parts: &hyper::http::request::Parts) -> RequestHead {
     let port = |name: &str| text(name).and_then(|v| v.parse::<u16>().ok()).unwrap_or(0);
     RequestHead {
         method: parts.method.to_string(),
-        target: text(crate::target::RAW_TARGET.as_str())
-            .map(str::to_string)
-            .or_else(|| parts.uri.path_and_query().map(|p| p.as_str().to_string()))
-            .unwrap_or_else(|| "/".into()),
+        // Raw bytes: the target may hold bytes above 0x7F (see target.rs).
+        target: h
+            .get(crate::target::RAW_TARGET)
+            .map(|v| v.as_bytes().to_vec())
+            .or_else(|| parts.uri.path_and_query().map(|p| p.as_str().into()))
+            .unwrap_or_else(|| b"/".to_vec()),
         protocol: "HTTP/1.1".into(),
         remote_addr: text("x-ppm-remote-addr").unwrap_or_default().to_string(),
         remote_port: port("x-ppm-remote-port"),
@@ -396,7 +427,7 @@ fn request_head(parts: &hyper::http::request::Parts) -> RequestHead {
         tls: text("x-ppm-https") == Some("on"),
         content_length: text(CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
         headers: php_headers(h),
-        params: parts
+        cgi: parts
             .extensions
             .get::<crate::fastcgi::CgiVars>()
             .map(|vars| {
@@ -404,7 +435,8 @@ fn request_head(parts: &hyper::http::request::Parts) -> RequestHead {
                     .iter()
                     .map(|(n, v)| (n.to_vec(), v.to_vec()))
                     .collect()
-            }),
+            })
+            .unwrap_or_default(),
     }
 }
 

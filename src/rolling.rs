@@ -24,6 +24,9 @@ pub enum RestartState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestartStatus {
     pub id: u64,
+    /// The pool restarted, when the master runs named pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     pub state: RestartState,
     /// The slots this restart replaces, in order.
     pub slots: Vec<usize>,
@@ -40,15 +43,23 @@ pub struct Restarts {
     pool: Arc<Pool>,
     max_surge: usize,
     notifier: Arc<Notifier>,
+    /// The pool's name, when the master runs named pools.
+    name: Option<String>,
     last: Mutex<Option<RestartStatus>>,
 }
 
 impl Restarts {
-    pub fn new(pool: Arc<Pool>, max_surge: usize, notifier: Arc<Notifier>) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        max_surge: usize,
+        notifier: Arc<Notifier>,
+        name: Option<String>,
+    ) -> Self {
         Self {
             pool,
             max_surge: max_surge.max(1),
             notifier,
+            name,
             last: Mutex::new(None),
         }
     }
@@ -67,6 +78,7 @@ impl Restarts {
         let slots = slots.unwrap_or_else(|| (0..self.pool.len()).collect());
         let status = RestartStatus {
             id: last.as_ref().map(|r| r.id + 1).unwrap_or(1),
+            pool: self.name.clone(),
             state: RestartState::Running,
             slots: slots.clone(),
             done: Vec::new(),
@@ -75,7 +87,12 @@ impl Restarts {
             error: None,
         };
         *last = Some(status.clone());
-        tracing::info!("rolling restart {} of slots {slots:?}", status.id);
+        let pool = self
+            .name
+            .as_deref()
+            .map(|n| format!(" of pool {n}"))
+            .unwrap_or_default();
+        tracing::info!("rolling restart {}{pool} of slots {slots:?}", status.id);
         tokio::spawn(self.clone().roll(status.id, slots));
         status
     }

@@ -106,7 +106,9 @@ struct Running {
 struct Booted {
     running: Running,
     conn: WorkerConn,
-    socket: PathBuf,
+    /// The worker's private socket; None for a native worker, whose frame
+    /// socket has no name.
+    socket: Option<PathBuf>,
 }
 
 type BootFuture = Pin<Box<dyn Future<Output = Result<Booted, String>> + Send>>;
@@ -333,7 +335,7 @@ impl SlotTask {
         loop {
             let boot = self.boot_next(false);
             self.pool
-                .worker_starting(self.slot, self.generation, self.socket(self.generation));
+                .worker_starting(self.slot, self.generation, self.status_socket());
             tokio::pin!(boot);
             let result = loop {
                 tokio::select! {
@@ -451,6 +453,7 @@ impl SlotTask {
                 );
                 running.exit_reason = Some(ExitReason::Exit);
             }
+            WorkerEvent::UncaughtException => self.pool.uncaught_exception(self.slot),
             WorkerEvent::ScriptRestarted { outcome } => {
                 let reason = match outcome {
                     Outcome::Exit => ExitReason::Exit,
@@ -827,6 +830,12 @@ impl SlotTask {
         )
     }
 
+    /// The socket `/status` shows for the slot's next worker: none for a
+    /// native worker.
+    fn status_socket(&self) -> Option<PathBuf> {
+        (self.spec.runtime != crate::config::Runtime::Native).then(|| self.socket(self.generation))
+    }
+
     fn socket(&self, generation: u64) -> PathBuf {
         self.run_dir
             .join(format!("w{}-{generation}.sock", self.slot))
@@ -950,7 +959,7 @@ async fn boot(
         return Ok(Booted {
             running,
             conn: WorkerConn::Native(conn),
-            socket,
+            socket: None,
         });
     }
     let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket.clone()), slot, label)
@@ -1022,7 +1031,7 @@ async fn boot(
     Ok(Booted {
         running: running(worker, events, slot, generation, pid, &limits),
         conn,
-        socket,
+        socket: Some(socket),
     })
 }
 

@@ -41,7 +41,29 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
             ""
         }
     ));
+    for pool in &status.pools {
+        out.push_str(&format!(
+            "pool {} · {} · bridge {} ({}) · balancer {} · {}/{} workers · pm {} · queue {} · {} requests{}\n",
+            pool.name,
+            pool.info.app_dir.display(),
+            pool.info.bridge,
+            pool.info.bootstrap,
+            pool.info.balancer,
+            pool.ready_workers + pool.busy_workers,
+            pool.total_workers,
+            pool.pm.mode,
+            pool.queue_length,
+            pool.requests_total,
+            if pool.ever_ready { "" } else { " · never booted" },
+        ));
+    }
+    if !status.pools.is_empty() {
+        out.push('\n');
+    }
+    // The pool column only when there are pools to tell apart.
+    let named = !status.pools.is_empty();
     let header = [
+        "POOL",
         "SLOT",
         "PORT",
         "STATE",
@@ -64,13 +86,19 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
         let first_line = full_error.lines().next().unwrap_or("-");
         let last_error = if first_line.chars().count() > 60 || full_error.contains('\n') {
             // Shown whole below the table: the file and line are at its end.
-            errors_below.push((text("slot"), full_error.clone()));
+            let slot = if named {
+                format!("{} {}", text("pool"), text("slot"))
+            } else {
+                text("slot")
+            };
+            errors_below.push((slot, full_error.clone()));
             let cut: String = first_line.chars().take(59).collect();
             format!("{cut}… (below)")
         } else {
             first_line.to_string()
         };
         rows.push(vec![
+            text("pool"),
             text("slot"),
             text("port"),
             text("state"),
@@ -89,10 +117,11 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
+            .filter(|(column, _)| named || *column != 0)
             .map(|(column, (cell, w))| {
                 let padded = format!("{cell:<w$}");
                 match (colour, column) {
-                    (true, 2) => paint_state(cell, padded),
+                    (true, 3) => paint_state(cell, padded),
                     _ => padded,
                 }
             })

@@ -98,6 +98,10 @@ pub enum WorkerEvent {
     ScriptRestarted {
         outcome: crate::native::frames::Outcome,
     },
+    /// A native worker's request ended with an uncaught exception (the
+    /// app's handler or PHP's 500 answered; the script goes on).
+    #[serde(skip)]
+    UncaughtException,
 }
 
 /// A running PHP worker process.

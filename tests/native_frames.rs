@@ -62,11 +62,12 @@ impl Worker {
         ToMaster::parse(kind, &self.buf).unwrap()
     }
 
-    /// The next frame that is not a log line.
+    /// The next frame that is not a log line or a boot fact (PHP's
+    /// settings, the files loaded).
     fn next_quiet(&mut self) -> ToMaster {
         loop {
             match self.next() {
-                ToMaster::Log(_) => continue,
+                ToMaster::Log(_) | ToMaster::PhpInfo { .. } | ToMaster::Included(_) => continue,
                 frame => return frame,
             }
         }
@@ -108,6 +109,19 @@ impl Drop for Worker {
 #[test]
 fn a_request_is_answered_with_head_body_end_then_stats_and_ready() {
     let mut worker = Worker::spawn();
+    let boot = loop {
+        match worker.next() {
+            ToMaster::Log(_) => continue,
+            frame => break frame,
+        }
+    };
+    // PHP's memory_limit (php.ini's default here) before the first Ready.
+    assert_eq!(
+        boot,
+        ToMaster::PhpInfo {
+            memory_limit: "128M".into()
+        }
+    );
     assert_eq!(worker.next_quiet(), ToMaster::Ready, "ready once booted");
     worker.get("/");
     match worker.next_quiet() {
@@ -216,7 +230,7 @@ fn zend_memory_stays_flat_over_many_requests() {
         worker.send(&[
             ToWorker::Head(RequestHead {
                 method: "POST".into(),
-                target: format!("/input?q={i}"),
+                target: format!("/input?q={i}").into(),
                 protocol: "HTTP/1.1".into(),
                 content_length: Some(body.len() as u64),
                 headers: vec![

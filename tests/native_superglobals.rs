@@ -1,7 +1,10 @@
 //! The native runtime fills PHP's request state exactly as PHP-FPM does,
 //! including what the php-cgi runtime could not: `php://input`,
 //! `is_uploaded_file()`, `filter_input()`, `enable_post_data_reading=0`,
-//! `expose_php`, and PHP's own request startup warnings.
+//! `expose_php`, PHP's own request startup warnings (malformed multipart
+//! included), session upload progress, `variables_order`,
+//! `register_argc_argv`, `getenv()` of the request's variables, and
+//! mbstring's input translation (`mb_http_input()`).
 //!
 //! Every request goes to `ppm worker --runtime native` running the `basic`
 //! fixture through the callable bridge, and to nginx + php-fpm8.2 running
@@ -25,6 +28,18 @@ fn form(
             .header(COOKIE, "c=cookie; both=cookie")
             .body(body)
     }
+}
+
+/// A POST of `body` (with its Content-Type) to `/dump?full`.
+fn post_dump(
+    client: &Client,
+    base: &str,
+    (content_type, body): (String, Vec<u8>),
+) -> reqwest::blocking::RequestBuilder {
+    client
+        .post(format!("{base}/dump?full"))
+        .header(CONTENT_TYPE, content_type)
+        .body(body)
 }
 
 #[test]
@@ -124,14 +139,14 @@ fn request_startup_warnings_and_limits_match_php_fpm() {
             &form("multipart/form-data", "--x\r\n\r\n"),
         ),
         ("multipart over max_file_uploads", &|client, base| {
-            let (content_type, body) = Multipart::new()
-                .file("one", "1.txt", Some("text/plain"), b"1")
-                .file("two", "2.txt", Some("text/plain"), b"2")
-                .finish();
-            client
-                .post(format!("{base}/dump?full"))
-                .header(CONTENT_TYPE, content_type)
-                .body(body)
+            post_dump(
+                client,
+                base,
+                Multipart::new()
+                    .file("one", "1.txt", Some("text/plain"), b"1")
+                    .file("two", "2.txt", Some("text/plain"), b"2")
+                    .finish(),
+            )
         }),
     ]);
 }
@@ -180,4 +195,169 @@ fn a_chunked_body_and_the_response_php_built_match_php_fpm() {
     let (ppm, fpm) = (send(both.ppm.url("")), send(both.fpm.base()));
     assert_eq!(fpm.status, 418);
     assert_eq!(ppm, fpm, "left is ppm, right is php-fpm\n{}", both.logs());
+}
+
+#[test]
+fn malformed_multipart_and_oversized_files_match_php_fpm() {
+    let both = Both::native(&["upload_max_filesize=1K"]);
+    let multipart = |content_type: &'static str, body: &'static str| {
+        move |client: &Client, base: &str| {
+            client
+                .post(format!("{base}/dump?full"))
+                .header(CONTENT_TYPE, content_type)
+                .body(body)
+        }
+    };
+    both.assert_same_dumps(&[
+        (
+            "an invalid boundary (an unterminated quote)",
+            &multipart(
+                "multipart/form-data; boundary=\"unterminated",
+                "--unterminated\r\n\r\n",
+            ),
+        ),
+        (
+            "garbled part headers (no colon)",
+            &multipart(
+                "multipart/form-data; boundary=b",
+                "--b\r\nContent-Disposition form-data name=a\r\n\r\nx\r\n--b--\r\n",
+            ),
+        ),
+        ("a file over upload_max_filesize", &|client, base| {
+            post_dump(
+                client,
+                base,
+                Multipart::new()
+                    .text("a", "before")
+                    .file(
+                        "big",
+                        "big.bin",
+                        Some("application/octet-stream"),
+                        &[b'x'; 4096],
+                    )
+                    .file("small", "small.txt", Some("text/plain"), b"small")
+                    .finish(),
+            )
+        }),
+    ]);
+}
+
+#[test]
+fn session_upload_progress_matches_php_fpm() {
+    // Kept after the upload (cleanup off), so a second request can read
+    // what PHP recorded during it.
+    let sessions = tempfile::tempdir().unwrap();
+    let save_path = format!("session.save_path={}", sessions.path().display());
+    let both = Both::native(&[
+        // Off by default in Debian's PHP build.
+        "session.upload_progress.enabled=1",
+        "session.upload_progress.cleanup=0",
+        &save_path,
+    ]);
+    // Each side its own session (in one save path).
+    let session = |base: &str| {
+        let port = base.rsplit(':').next().unwrap_or_default();
+        format!("PHPSESSID=ppmprogress{port}x{}", std::process::id())
+    };
+    let upload = |client: &Client, base: &str| {
+        let (content_type, body) = Multipart::new()
+            .text("PHP_SESSION_UPLOAD_PROGRESS", "key1")
+            .text("a", "field")
+            .file(
+                "f",
+                "data.bin",
+                Some("application/octet-stream"),
+                &binary_blob(200 * 1024),
+            )
+            .file("g", "second.txt", Some("text/plain"), b"second")
+            .finish();
+        client
+            .post(format!("{base}/dump?full"))
+            .header(CONTENT_TYPE, content_type)
+            .header(COOKIE, session(base))
+            .body(body)
+    };
+    let progress = |client: &Client, base: &str| {
+        client
+            .get(format!("{base}/upload-progress?key=key1"))
+            .header(COOKIE, session(base))
+    };
+    let (mut ppm, mut fpm) = both.dumps(&upload);
+    // The session ids differ on purpose.
+    for dump in [&mut ppm, &mut fpm] {
+        dump.remove(&["cookie", "PHPSESSID"]);
+        dump.remove(&["server", "HTTP_COOKIE"]);
+    }
+    both.assert_same("an upload with a progress key", &ppm, &fpm);
+    let (ppm, fpm) = both.dumps(&progress);
+    // The reference really recorded it, so equality says something.
+    assert_eq!(
+        fpm.get(&["progress", "done"]).map(Json::render).as_deref(),
+        Some("true"),
+        "{}\n{}",
+        fpm.render(),
+        both.logs()
+    );
+    both.assert_same("the recorded upload progress", &ppm, &fpm);
+}
+
+#[test]
+fn variables_order_and_register_argc_argv_match_php_fpm() {
+    let get = |client: &Client, base: &str| {
+        client
+            .get(format!("{base}/dump?full&a=1+2&b=x+y"))
+            .header(COOKIE, "c=cookie")
+    };
+    let post = form("application/x-www-form-urlencoded", "a=body&d=2");
+    for ini in [
+        &["variables_order=EGPCS", "register_argc_argv=1"][..],
+        &["variables_order=GPS", "request_order=GPC"][..],
+        &["variables_order=GPC"][..],
+        &["variables_order=PCS", "request_order="][..],
+    ] {
+        let both = Both::native(ini);
+        let requests: [(&str, MakeRequest); 2] = [("GET", &get), ("POST", &post)];
+        let reports: Vec<String> = requests
+            .iter()
+            .filter_map(|(what, request)| {
+                let (ppm, fpm) = both.dumps(*request);
+                // The reference really applies the settings.
+                if ini.contains(&"register_argc_argv=1") {
+                    assert_ne!(fpm.get(&["variables", "argv"]), Some(&Json::Null));
+                }
+                if !ini[0].contains('S') {
+                    assert_eq!(fpm.get(&["server", "REQUEST_METHOD"]), Some(&Json::Null));
+                }
+                both.differences(&format!("{what} with {ini:?}"), &ppm, &fpm)
+            })
+            .collect();
+        assert!(
+            reports.is_empty(),
+            "{}\n{}",
+            reports.join("\n\n"),
+            both.logs()
+        );
+    }
+}
+
+#[test]
+fn mbstring_input_translation_matches_php_fpm() {
+    let both = Both::native(&[
+        "mbstring.encoding_translation=1",
+        "mbstring.http_input=SJIS",
+    ]);
+    // "あ" in Shift-JIS, in the query, the body and a cookie; then a
+    // request with no input, which must not see the previous detection.
+    both.assert_same_dumps(&[
+        ("Shift-JIS input", &|client, base| {
+            client
+                .post(format!("{base}/dump?full&a=%82%A0"))
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(COOKIE, "c=%82%A0")
+                .body("a=%82%A0&b=%82%A2")
+        }),
+        ("no input after it", &|client, base| {
+            client.get(format!("{base}/dump?full"))
+        }),
+    ]);
 }

@@ -313,6 +313,27 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Uploads 60 MB to the fixture's `/upload`, which checks it with
+/// is_uploaded_file(), moves it with move_uploaded_file() and hashes it.
+fn upload_60_mb(url: &str, log: impl Fn() -> String) {
+    let data: Vec<u8> = (0..60 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let digest = sha1_smol::Sha1::from(&data).digest().to_string();
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "f",
+        reqwest::blocking::multipart::Part::bytes(data).file_name("big.bin"),
+    );
+    let upload: Value = http()
+        .post(url)
+        .multipart(form)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .and_then(|response| response.json())
+        .unwrap_or_else(|e| panic!("uploading 60 MB: {e}\n{}", log()));
+    assert_eq!(upload["is_uploaded"], true, "{upload}");
+    assert_eq!(upload["moved"], true, "{upload}");
+    assert_eq!(upload["sha1"], digest.as_str(), "{upload}");
+}
+
 #[test]
 fn a_60_mb_upload_streams_into_php_s_temp_file_without_being_held_in_memory() {
     let server = start(&[
@@ -325,27 +346,45 @@ fn a_60_mb_upload_streams_into_php_s_temp_file_without_being_held_in_memory() {
         get(&server, "/");
     }
     let (idle, _) = rss_kib(server.pid());
-    let data: Vec<u8> = (0..60 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
-    let digest = sha1_smol::Sha1::from(&data).digest().to_string();
-    let form = reqwest::blocking::multipart::Form::new().part(
-        "f",
-        reqwest::blocking::multipart::Part::bytes(data).file_name("big.bin"),
-    );
-    let upload: Value = http()
-        .post(server.url("/upload"))
-        .multipart(form)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(upload["is_uploaded"], true, "{upload}");
-    assert_eq!(upload["sha1"], digest.as_str(), "{upload}");
+    upload_60_mb(&server.url("/upload"), || server.log_text());
     let (_, peak) = rss_kib(server.pid());
     assert!(
         peak < idle * 2,
         "peak RSS {peak} KiB during a 60 MB upload, idle {idle} KiB: the body was held in memory"
     );
+}
+
+#[test]
+fn a_60_mb_upload_through_the_master_keeps_the_master_and_the_worker_small() {
+    let mut cluster = Cluster::start(
+        Setup::callable("native", 1)
+            .arg("--runtime=native")
+            .arg("--php-ini=upload_max_filesize=100M")
+            .arg("--php-ini=post_max_size=100M")
+            .arg("--max-body-size=104857600"),
+    );
+    for _ in 0..20 {
+        let hello = http().get(cluster.url("/")).send().unwrap();
+        assert_eq!(hello.status(), 200, "{}", cluster.log_text());
+    }
+    let master = cluster.master_pid();
+    let worker = cluster.worker_pids()[0];
+    let (master_idle, _) = rss_kib(master);
+    let (worker_idle, _) = rss_kib(worker);
+    upload_60_mb(&cluster.url("/upload"), || cluster.log_text());
+    // The same worker answered (its peak is the one measured).
+    assert_eq!(cluster.worker_pids(), vec![worker]);
+    for (what, pid, idle) in [
+        ("master", master, master_idle),
+        ("worker", worker, worker_idle),
+    ] {
+        let (_, peak) = rss_kib(pid);
+        eprintln!("{what}: RSS idle {idle} KiB, peak {peak} KiB");
+        assert!(
+            peak < idle * 2,
+            "{what}: peak RSS {peak} KiB during a 60 MB upload, idle {idle} KiB"
+        );
+    }
 }
 
 #[test]

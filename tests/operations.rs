@@ -401,10 +401,14 @@ fn a_syntax_error_keeps_the_old_code_answering_and_fixing_it_recovers() {
             .contains("syntax error"),
         "{failed}"
     );
-    assert!(failed["workers"][0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("syntax error"));
+    assert!(
+        failed["workers"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("syntax error"),
+        "{failed:#}\n{}",
+        cluster.log_text()
+    );
     assert!(cluster.log_text().contains("syntax error"));
     for _ in 0..5 {
         assert_eq!(
@@ -544,6 +548,8 @@ fn check_passes_a_good_app_and_shows_the_php_error_of_a_broken_one() {
             path_str(&good),
             "--bridge=callable",
             "--bootstrap=app.php",
+            // The php-cgi runtime's binary (the native runtime has none).
+            "--runtime=cgi",
             "--cgi-path=/nonexistent/php-cgi",
         ],
         Duration::from_secs(30),

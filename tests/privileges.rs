@@ -238,6 +238,32 @@ fn workers_run_as_nobody_behind_a_privileged_port() {
     let digest = sha1_smol::Sha1::from(&upload).digest().to_string();
     assert_eq!(answer, format!("200000 {digest}"));
 
+    if status["runtime"] == "native" {
+        // A native worker's only channel is a socket pair inherited as its
+        // descriptor 3: it has no name, so no one else can connect to it.
+        for worker in workers {
+            assert!(worker["socket"].is_null(), "{worker}");
+            let pid = worker["pid"].as_u64().unwrap();
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
+            let link = link.to_string_lossy().to_string();
+            let inode = link
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .unwrap_or_else(|| panic!("worker {pid}'s fd 3 is {link}"));
+            let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+            // Num RefCount Protocol Flags Type St Inode [Path]
+            let entry = table
+                .lines()
+                .find(|line| line.split_whitespace().nth(6) == Some(inode))
+                .unwrap_or_else(|| panic!("socket {inode} of worker {pid}"));
+            assert_eq!(
+                entry.split_whitespace().count(),
+                7,
+                "worker {pid}'s frame socket has a name: {entry}"
+            );
+        }
+        return;
+    }
     // The run directory is the workers' user's alone: a third user cannot
     // reach the worker sockets, which are there and work for the master.
     for worker in workers {

@@ -107,6 +107,10 @@ impl ConfigFile {
         let mut keys = Keys::new();
         let mut errors = Vec::new();
         for (file_key, value) in &self.values {
+            // Read by `pools`, which makes one file of each pool's keys.
+            if file_key == super::pools::POOLS_KEY {
+                continue;
+            }
             let key = match phppm::legacy_key(file_key) {
                 Some(Legacy::Ignore(_)) => continue,
                 // The ppm name wins when the file has both.
@@ -240,20 +244,33 @@ pub(super) fn options_with(
     args: &[OsString],
     file: Option<ConfigFile>,
 ) -> Result<(StartOptions, Option<ConfigFile>), Error> {
-    let (options, matches, keys, mut errors) = merged(args, file.as_ref())?;
+    let (options, matches, keys, errors) = merged(args, file.as_ref())?;
     if let Some(file) = &file {
         for warning in file.warnings() {
             tracing::warn!("{}: {warning}", file.path.display());
         }
     }
+    let errors = checked(&options, &matches, &keys, file.as_ref(), errors);
+    Error::from_list(errors).map(|()| (options, file))
+}
+
+/// `errors` with the problems `validate` finds in `options`; a problem of
+/// a value that came from `file` names the file and its key.
+pub(super) fn checked(
+    options: &StartOptions,
+    matches: &ArgMatches,
+    keys: &Keys,
+    file: Option<&ConfigFile>,
+    mut errors: Vec<Error>,
+) -> Vec<Error> {
     let problems = options
         .validate()
         .err()
         .map_or_else(Vec::new, Error::into_list);
     // Blame the file only for a value that came from it.
-    let problems = problems.into_iter().map(|e| match (e, &file) {
+    let problems = problems.into_iter().map(|e| match (e, file) {
         (Error::InvalidOption { option, message }, Some(file)) => match keys.get(option) {
-            Some(file_key) if !on_command_line(&matches, option) => {
+            Some(file_key) if !on_command_line(matches, option) => {
                 file.error(format!("key \"{file_key}\": {message}"))
             }
             _ => Error::InvalidOption { option, message },
@@ -261,7 +278,7 @@ pub(super) fn options_with(
         (other, _) => other,
     });
     errors.extend(problems);
-    Error::from_list(errors).map(|()| (options, file))
+    errors
 }
 
 /// The command line merged with `file`, normalized but not validated;
@@ -276,7 +293,7 @@ pub(super) fn unchecked(
 
 /// `unchecked`, with the file keys that could not be used as errors
 /// beside the options made of the rest.
-fn merged(
+pub(super) fn merged(
     args: &[OsString],
     file: Option<&ConfigFile>,
 ) -> Result<(StartOptions, ArgMatches, Keys, Vec<Error>), Error> {

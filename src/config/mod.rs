@@ -10,11 +10,13 @@
 mod file;
 mod options;
 mod phppm;
+mod pools;
 mod validate;
 mod write;
 
 pub use file::{start_options, ConfigFile, CONFIG_FILE};
 pub use options::{AppOptions, PmMode, Runtime, StartOptions};
+pub use pools::{start_pools, PoolOptions, GLOBAL_KEYS};
 pub use write::{merge, settings, show_option, Outcome};
 
 #[cfg(test)]

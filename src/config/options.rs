@@ -151,7 +151,7 @@ pub struct StartOptions {
     pub app: AppOptions,
     /// How workers run PHP: `native` (PHP hosted in a ppm worker process
     /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP runtime).
-    #[arg(long, value_enum, default_value_t = Runtime::Cgi)]
+    #[arg(long, value_enum, default_value_t = Runtime::Native)]
     pub runtime: Runtime,
     /// Number of worker slots: the most workers that run at once.
     #[arg(long, default_value_t = 8)]

@@ -26,8 +26,10 @@
 //!   connection facts come from `REMOTE_ADDR`/`REMOTE_PORT` (the client,
 //!   for the access log), `SERVER_ADDR`/`SERVER_PORT` and `HTTPS`.
 //!
-//! Native workers get the list as it is, in their request head frame
-//! (`native::frames::RequestHead::params`).
+//! A native worker's request head frame carries the list as such: the
+//! worker's request keeps the `CgiVars` extension, which the master puts
+//! into the frame (`native_exchange`), and the worker registers it as
+//! `$_SERVER` (`native/request.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

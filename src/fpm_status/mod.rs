@@ -27,6 +27,9 @@
 //!   request, its user and script, the content length, an idle worker's
 //!   last request) is shown as php-fpm shows a process that has none: 0
 //!   and `-`.
+//! - The pool: php-fpm shows one pool per status page, so `?pool=NAME`
+//!   picks one of `ppm.json`'s `pools` (the first by default); the
+//!   single pool of a command line is php-fpm's default `www`.
 //!
 //! The counters the pool keeps for this page are a few atomics
 //! (`PoolCounters`), touched once per request at most.
@@ -43,10 +46,6 @@ use axum::response::IntoResponse;
 use crate::control::ControlState;
 use crate::control_guard::{sees_everything, without_query};
 use crate::pool::{SlotState, SlotStatus};
-
-/// The pool's name on the page. ppm runs one pool today; php-fpm's
-/// default pool is named `www`, which is what dashboards expect.
-pub const POOL_NAME: &str = "www";
 
 /// What the pool counts for the page besides its slots' states.
 #[derive(Debug, Default)]
@@ -152,6 +151,9 @@ pub struct FpmProcess {
 
 /// The facts the page shows, from one snapshot of the slots.
 pub struct Snapshot<'a> {
+    /// The pool's name: its name in `pools`, else php-fpm's default
+    /// `www`, which is what dashboards expect.
+    pub pool: &'a str,
     pub slots: &'a [SlotStatus],
     pub counters: &'a PoolCounters,
     /// `static`, `dynamic` or `ondemand`.
@@ -170,7 +172,7 @@ impl Snapshot<'_> {
         let now = self.now_ms / 1000;
         let counters = self.counters;
         FpmStatus {
-            pool: POOL_NAME.into(),
+            pool: self.pool.into(),
             process_manager: self.process_manager.into(),
             start_time: self.start_time,
             start_since: now.saturating_sub(self.start_time),
@@ -268,18 +270,25 @@ pub async fn handler(
     State(state): State<Arc<ControlState>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let (format, full) = parse_query(query.as_deref());
-    let slots = state.pool.status();
+    // php-fpm shows one pool per status page: `?pool=NAME` picks it, the
+    // first pool by default.
+    let pool = match state.one(query.as_deref(), true) {
+        Ok(pool) => pool,
+        Err(response) => return response,
+    };
+    let slots = pool.pool.status();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let mut status = Snapshot {
+        pool: &pool.name,
         slots: &slots,
-        counters: &state.pool.fpm,
-        process_manager: state.pool.pm_mode().as_str(),
-        queue_len: state.pool.queue_len(),
+        counters: &pool.pool.fpm,
+        process_manager: pool.pool.pm_mode().as_str(),
+        queue_len: pool.pool.queue_len(),
         start_time: (now_ms / 1000).saturating_sub(state.started.elapsed().as_secs()),
         now_ms,
     }
@@ -301,6 +310,7 @@ pub async fn handler(
         ],
         body,
     )
+        .into_response()
 }
 
 #[cfg(test)]

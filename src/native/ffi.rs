@@ -1,7 +1,8 @@
 //! The C shim's interface (`sapi.h`): its entry points, and the leaf
 //! callbacks it calls. A callback never calls into PHP and never unwinds:
 //! a panic is caught and turned into the callback's neutral answer, and a
-//! dead master ends the process (nothing is left to answer to).
+//! dead link (the master gone) ends the process (nothing is left to
+//! answer to).
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
@@ -87,8 +88,8 @@ pub struct RunConfig {
     pub classic: bool,
 }
 
-/// Runs PHP on this thread with `io` as the frame connection until the
-/// master closes it; returns the process exit status.
+/// Runs PHP on this thread, serving the requests of `io` until it says
+/// stop; returns the process exit status.
 pub fn run(io: WorkerIo, config: &RunConfig) -> i32 {
     STATE.with(|s| {
         *s.borrow_mut() = Some(State {
@@ -222,7 +223,7 @@ pub unsafe extern "C" fn ppm_rs_write(buf: *const c_char, len: usize) {
 
 #[no_mangle]
 pub extern "C" fn ppm_rs_flush() {
-    with_io((), |state| state.io.flush())
+    with_io((), |state| state.io.php_flush())
 }
 
 /// # Safety
@@ -239,10 +240,7 @@ pub unsafe extern "C" fn ppm_rs_send_head(status: c_int, lines: *const PpmStr, c
         }
     }
     let status = u16::try_from(status).unwrap_or(500);
-    with_io((), |state| {
-        state.io.send_head(status, &views);
-        Ok(())
-    })
+    with_io((), |state| state.io.send_head(status, &views))
 }
 
 #[no_mangle]

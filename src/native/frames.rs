@@ -43,6 +43,7 @@ const BOOT_ERROR: u8 = 22;
 const BACKTRACE: u8 = 23;
 const INCLUDED: u8 = 24;
 const PHP_INFO: u8 = 25;
+const FLUSH: u8 = 26;
 
 /// A frame that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,8 +62,9 @@ pub enum FrameError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestHead {
     pub method: String,
-    /// The request target as sent (path and query).
-    pub target: String,
+    /// The request target as sent (path and query), byte for byte: nginx
+    /// passes bytes above 0x7F and some non-URI characters on as they are.
+    pub target: Vec<u8>,
     /// e.g. `HTTP/1.1`.
     pub protocol: String,
     pub remote_addr: String,
@@ -75,10 +77,10 @@ pub struct RequestHead {
     pub content_length: Option<u64>,
     /// Header names and values in the order received, hop-by-hop removed.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The FastCGI parameters the web server sent, in order, when the
-    /// request came over FastCGI: PHP's `$_SERVER` is made of them, as
-    /// under php-fpm.
-    pub params: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// A request that came over FastCGI: the web server's parameters as
+    /// sent (`FCGI_ROLE` first), which are then `$_SERVER`, as under
+    /// php-fpm. Empty for an HTTP request.
+    pub cgi: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// How a request ended (with its response end), and why a worker script
@@ -152,6 +154,9 @@ pub enum ToMaster {
         lines: Vec<Vec<u8>>,
     },
     Body(Vec<u8>),
+    /// PHP flushed (`flush()`, implicit flush): what came so far should
+    /// reach the client now, so the response streams.
+    Flush,
     End {
         flags: u8,
         outcome: Outcome,
@@ -182,15 +187,13 @@ impl ToWorker {
             ToWorker::Head(head) => {
                 let start = begin(out, HEAD);
                 put_str(out, head.method.as_bytes());
-                put_str(out, head.target.as_bytes());
+                put_str(out, &head.target);
                 put_str(out, head.protocol.as_bytes());
                 put_str(out, head.remote_addr.as_bytes());
                 out.extend_from_slice(&head.remote_port.to_be_bytes());
                 put_str(out, head.server_addr.as_bytes());
                 out.extend_from_slice(&head.server_port.to_be_bytes());
-                let flags = u8::from(head.tls)
-                    | (u8::from(head.content_length.is_some()) << 1)
-                    | (u8::from(head.params.is_some()) << 2);
+                let flags = u8::from(head.tls) | (u8::from(head.content_length.is_some()) << 1);
                 out.push(flags);
                 out.extend_from_slice(&head.content_length.unwrap_or(0).to_be_bytes());
                 out.extend_from_slice(&(head.headers.len() as u32).to_be_bytes());
@@ -198,12 +201,10 @@ impl ToWorker {
                     put_str(out, name.as_bytes());
                     put_str(out, value);
                 }
-                if let Some(params) = &head.params {
-                    out.extend_from_slice(&(params.len() as u32).to_be_bytes());
-                    for (name, value) in params {
-                        put_str(out, name);
-                        put_str(out, value);
-                    }
+                out.extend_from_slice(&(head.cgi.len() as u32).to_be_bytes());
+                for (name, value) in &head.cgi {
+                    put_str(out, name);
+                    put_str(out, value);
                 }
                 finish(out, start);
             }
@@ -224,7 +225,7 @@ impl ToWorker {
         let frame = match kind {
             HEAD => {
                 let method = c.string()?;
-                let target = c.string()?;
+                let target = c.bytes()?.to_vec();
                 let protocol = c.string()?;
                 let remote_addr = c.string()?;
                 let remote_port = c.u16()?;
@@ -243,20 +244,15 @@ impl ToWorker {
                     let name = c.string()?;
                     headers.push((name, c.bytes()?.to_vec()));
                 }
-                let params = if flags & 4 != 0 {
-                    let count = c.u32()? as usize;
-                    if count > c.rest.len() / 8 {
-                        return Err(c.malformed("parameter count exceeds the frame"));
-                    }
-                    let mut params = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let name = c.bytes()?.to_vec();
-                        params.push((name, c.bytes()?.to_vec()));
-                    }
-                    Some(params)
-                } else {
-                    None
-                };
+                let count = c.u32()? as usize;
+                if count > c.rest.len() / 8 {
+                    return Err(c.malformed("parameter count exceeds the frame"));
+                }
+                let mut cgi = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = c.bytes()?.to_vec();
+                    cgi.push((name, c.bytes()?.to_vec()));
+                }
                 ToWorker::Head(RequestHead {
                     method,
                     target,
@@ -268,7 +264,7 @@ impl ToWorker {
                     tls: flags & 1 != 0,
                     content_length: (flags & 2 != 0).then_some(length),
                     headers,
-                    params,
+                    cgi,
                 })
             }
             BODY => return Ok(ToWorker::Body(payload.to_vec())),
@@ -294,6 +290,10 @@ impl ToMaster {
             }
             ToMaster::Ready => {
                 let start = begin(out, READY);
+                finish(out, start);
+            }
+            ToMaster::Flush => {
+                let start = begin(out, FLUSH);
                 finish(out, start);
             }
             ToMaster::Stats { memory, peak } => {
@@ -346,6 +346,7 @@ impl ToMaster {
                 ToMaster::End { flags, outcome }
             }
             READY => ToMaster::Ready,
+            FLUSH => ToMaster::Flush,
             STATS => ToMaster::Stats {
                 memory: c.u64()?,
                 peak: c.u64()?,

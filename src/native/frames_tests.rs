@@ -16,7 +16,10 @@ fn head() -> RequestHead {
             ("Host".into(), b"example.test".to_vec()),
             ("X-Bin".into(), vec![0xff, 0x00, b'a']),
         ],
-        params: None,
+        cgi: vec![
+            (b"FCGI_ROLE".to_vec(), b"RESPONDER".to_vec()),
+            (b"SCRIPT_NAME".to_vec(), vec![0xe9, b'&']),
+        ],
     }
 }
 
@@ -47,19 +50,7 @@ fn master_to_worker_frames_round_trip() {
         content_length: None,
         tls: false,
         headers: vec![],
-        ..head()
-    }));
-    // FastCGI parameters, empty values and a binary one included.
-    roundtrip_worker(ToWorker::Head(RequestHead {
-        params: Some(vec![
-            (b"SCRIPT_FILENAME".to_vec(), b"/srv/www/index.php".to_vec()),
-            (b"PATH_INFO".to_vec(), Vec::new()),
-            (b"HTTP_X_BIN".to_vec(), vec![0xff, 0x00]),
-        ]),
-        ..head()
-    }));
-    roundtrip_worker(ToWorker::Head(RequestHead {
-        params: Some(Vec::new()),
+        cgi: vec![],
         ..head()
     }));
     roundtrip_worker(ToWorker::Body(b"hello".to_vec()));
@@ -82,6 +73,7 @@ fn worker_to_master_frames_round_trip() {
         outcome: Outcome::Exit,
     });
     roundtrip_master(ToMaster::Ready);
+    roundtrip_master(ToMaster::Flush);
     roundtrip_master(ToMaster::Stats {
         memory: 1 << 40,
         peak: 7,

@@ -2,11 +2,10 @@
 //! shim, shared by `ppm php-worker` and `ppm worker --runtime native`.
 
 use std::ffi::CString;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::ffi::{self, RunConfig};
-use super::io::WorkerIo;
+use super::io::{Link, WorkerIo};
 use super::script::DocRoot;
 use crate::config::AppOptions;
 use crate::Error;
@@ -18,10 +17,10 @@ pub fn install_entry(run_dir: &Path) -> Result<PathBuf, Error> {
 }
 
 /// Runs the application's worker script on this thread, answering the
-/// requests that arrive on `stream`, until the other end closes it.
-/// Returns the process exit status: 0 after a stop, 1 when the
-/// application could not boot (the error went to the master as a frame).
-pub fn run(stream: UnixStream, app: &AppOptions, entry: &Path, slot: usize) -> Result<i32, Error> {
+/// requests that arrive on `link`, until it says stop. Returns the process
+/// exit status: 0 after a stop, 1 when the application could not boot
+/// (the error went to the link).
+pub fn run(link: Box<dyn Link>, app: &AppOptions, entry: &Path, slot: usize) -> Result<i32, Error> {
     let app_dir = crate::master::app_dir(app)?;
     std::env::set_current_dir(&app_dir)?;
     let config = serde_json::json!({
@@ -54,7 +53,7 @@ pub fn run(stream: UnixStream, app: &AppOptions, entry: &Path, slot: usize) -> R
         classic: app.runs_scripts(),
     };
     std::hint::black_box(ffi::keep_callbacks());
-    let mut io = WorkerIo::new(stream)?;
+    let mut io = WorkerIo::new(link);
     if app.runs_scripts() {
         let dir = app.document_root(&app_dir);
         let root = DocRoot::new(&dir).map_err(|err| Error::InvalidOption {

@@ -38,6 +38,23 @@ void ppm_ini_free(void)
     }
 }
 
+/* Where sessions are stored is set by frameworks when they build their
+ * session handler object (Symfony's NativeFileSessionHandler calls
+ * ini_set() in its constructor), and that object lives as long as the
+ * worker, not one request: reverted, the next request on this worker
+ * would read sessions from PHP's default path and lose them. So a request
+ * that changes these becomes the baseline, except the "user" handler,
+ * whose callbacks PHP drops at the end of every request. No user data is
+ * in either setting. */
+static int adopted(const zend_string *name, const zend_ini_entry *entry)
+{
+    if (zend_string_equals_literal(name, "session.save_path")) {
+        return 1;
+    }
+    return zend_string_equals_literal(name, "session.save_handler") && entry->value &&
+           !zend_string_equals_literal(entry->value, "user");
+}
+
 /* At the deactivate stage: the runtime stage is refused by some handlers
  * once headers are sent (session.save_handler, for one). */
 void ppm_ini_restore(void)
@@ -54,6 +71,16 @@ void ppm_ini_restore(void)
     zend_ini_entry *entry;
     ZEND_HASH_FOREACH_STR_KEY_PTR(EG(modified_ini_directives), name, entry) {
         zval *saved = zend_hash_find(snapshot, name);
+        if (adopted(name, entry)) {
+            zval value;
+            if (entry->value) {
+                ZVAL_STR_COPY(&value, entry->value);
+            } else {
+                ZVAL_NULL(&value);
+            }
+            zend_hash_update(snapshot, name, &value);
+            continue;
+        }
         if (saved && Z_TYPE_P(saved) == IS_STRING && entry->value &&
             zend_string_equals(Z_STR_P(saved), entry->value)) {
             continue;

@@ -87,16 +87,24 @@ impl Prepared {
     }
 }
 
-/// Prepares `head` for PHP.
+/// Prepares `head` for PHP; `script` is not used for a request that came
+/// over FastCGI, whose parameters say it all.
 pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
+    if !head.cgi.is_empty() {
+        return from_cgi(head);
+    }
     let mut p = Prepared {
         arena: Vec::with_capacity(1024),
         ..Prepared::default()
     };
-    let query = head.target.split_once('?').map_or("", |(_, query)| query);
+    let query = head
+        .target
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(&[][..], |at| &head.target[at + 1..]);
     p.method = p.put(head.method.as_bytes());
-    p.uri = p.put(head.target.as_bytes());
-    p.query = p.put(query.as_bytes());
+    p.uri = p.put(&head.target);
+    p.query = p.put(query);
     p.content_length = head.content_length;
     p.proto_num = match head.protocol.as_str() {
         "HTTP/1.0" => 1000,
@@ -121,7 +129,7 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         p.authorization = Some(p.put(auth));
     }
 
-    p.server_var("QUERY_STRING", query.as_bytes());
+    p.server_var("QUERY_STRING", query);
     p.server_var("REQUEST_METHOD", head.method.as_bytes());
     p.server_var("CONTENT_TYPE", content_type.as_deref().unwrap_or_default());
     p.server_var("CONTENT_LENGTH", &content_length);
@@ -133,7 +141,7 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         script.path_info.as_deref().unwrap_or_default()
     );
     p.server_var("SCRIPT_NAME", script.script_name.as_bytes());
-    p.server_var("REQUEST_URI", head.target.as_bytes());
+    p.server_var("REQUEST_URI", &head.target);
     p.server_var("DOCUMENT_URI", script.script_name.as_bytes());
     p.server_var("DOCUMENT_ROOT", script.document_root.as_bytes());
     p.server_var("SERVER_PROTOCOL", head.protocol.as_bytes());
@@ -174,25 +182,26 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     p
 }
 
-/// Prepares a request that came over FastCGI: `$_SERVER` is the web
-/// server's parameters as sent (a repeated name: the last wins when PHP
+/// A request that came over FastCGI: `$_SERVER` is the web server's
+/// parameters as sent (a repeated name: the last one wins when PHP
 /// registers them), then `PHP_SELF` (`SCRIPT_NAME` + `PATH_INFO`), as
-/// php-fpm registers them; `getallheaders()` is made of the `HTTP_*`
-/// parameters and the two content ones, in order.
-pub fn prepare_params(head: &RequestHead, params: &[(Vec<u8>, Vec<u8>)]) -> Prepared {
+/// php-fpm registers them; `$_GET` is parsed from `QUERY_STRING`, and
+/// `getallheaders()` is made of the `HTTP_*` parameters and the two
+/// content ones, in order, as php-fpm makes it.
+fn from_cgi(head: &RequestHead) -> Prepared {
     let mut p = Prepared {
         arena: Vec::with_capacity(2048),
         ..Prepared::default()
     };
     let param = |name: &str| {
-        params
+        head.cgi
             .iter()
             .rev()
             .find(|(n, _)| n.as_slice() == name.as_bytes())
             .map(|(_, v)| v.as_slice())
     };
     p.method = p.put(param("REQUEST_METHOD").unwrap_or(head.method.as_bytes()));
-    p.uri = p.put(param("REQUEST_URI").unwrap_or(head.target.as_bytes()));
+    p.uri = p.put(param("REQUEST_URI").unwrap_or(&head.target));
     p.query = p.put(param("QUERY_STRING").unwrap_or_default());
     p.content_length = head.content_length;
     p.proto_num = match param("SERVER_PROTOCOL") {
@@ -210,17 +219,14 @@ pub fn prepare_params(head: &RequestHead, params: &[(Vec<u8>, Vec<u8>)]) -> Prep
     if let Some(auth) = param("HTTP_AUTHORIZATION") {
         p.authorization = Some(p.put(auth));
     }
-    for (name, value) in params {
-        let Ok(key) = std::str::from_utf8(name) else {
-            continue;
-        };
+    for (name, value) in &head.cgi {
         let k = p.put(name);
         let v = p.put(value);
         p.server.push((k, v));
-        let header = match key {
-            "CONTENT_TYPE" => Some("Content-Type".to_string()),
-            "CONTENT_LENGTH" => Some("Content-Length".to_string()),
-            _ if key.starts_with("HTTP_") && key.len() > 5 => Some(fpm_header_name(key)),
+        let header = match std::str::from_utf8(name) {
+            Ok("CONTENT_TYPE") => Some("Content-Type".to_string()),
+            Ok("CONTENT_LENGTH") => Some("Content-Length".to_string()),
+            Ok(key) if key.starts_with("HTTP_") && key.len() > 5 => Some(fpm_header_name(key)),
             _ => None,
         };
         if let Some(header) = header {
@@ -339,7 +345,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
-            params: None,
+            cgi: Vec::new(),
         }
     }
 
@@ -439,5 +445,56 @@ mod tests {
     fn without_a_host_the_server_name_is_the_address() {
         let p = prepare(&head(&[]), &script());
         assert_eq!(server(&p, "SERVER_NAME").unwrap(), "127.0.0.1");
+    }
+
+    #[test]
+    fn fastcgi_parameters_are_the_server_variables_as_sent() {
+        let mut h = head(&[("Host", "example.test")]);
+        h.cgi = [
+            ("FCGI_ROLE", "RESPONDER"),
+            ("SCRIPT_NAME", "/index.php"),
+            ("PATH_INFO", "/x"),
+            ("QUERY_STRING", "q=1"),
+            ("REQUEST_URI", "/index.php/x?q=1"),
+            ("SERVER_SOFTWARE", "nginx"),
+            ("SERVER_SOFTWARE", "nginx/2"),
+            ("SCRIPT_FILENAME", "/srv/www/index.php"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("HTTP_X_REQUEST_ID", "7"),
+            ("HTTP_COOKIE", "a=1"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        let p = prepare(&h, &script());
+        let pairs = p.server_pairs();
+        assert_eq!(pairs[0], (&b"FCGI_ROLE"[..], &b"RESPONDER"[..]));
+        assert_eq!(
+            pairs.last().unwrap(),
+            &(&b"PHP_SELF"[..], &b"/index.php/x"[..])
+        );
+        assert!(server(&p, "HTTP_HOST").is_none(), "only the parameters");
+        assert!(server(&p, "GATEWAY_INTERFACE").is_none());
+        assert_eq!(p.get(p.query), b"q=1");
+        assert_eq!(p.get(p.uri), b"/index.php/x?q=1");
+        // PHP registers them in order: the last of a repeated name wins.
+        let software: Vec<_> = pairs
+            .iter()
+            .filter(|(k, _)| *k == b"SERVER_SOFTWARE")
+            .collect();
+        assert_eq!(software.last().unwrap().1, b"nginx/2");
+        // php-fpm's request info and getallheaders() come from them too.
+        assert_eq!(p.get(p.path_translated), b"/srv/www/index.php");
+        assert_eq!(p.get(p.cookie.unwrap()), b"a=1");
+        assert_eq!(p.get(p.content_type.unwrap()), b"text/plain");
+        let headers: Vec<_> = p.header_pairs();
+        assert_eq!(
+            headers,
+            [
+                (&b"Content-Type"[..], &b"text/plain"[..]),
+                (&b"X-Request-Id"[..], &b"7"[..]),
+                (&b"Cookie"[..], &b"a=1"[..]),
+            ]
+        );
     }
 }

@@ -48,29 +48,6 @@ static struct {
     ppm_request current;
 } ppm;
 
-/* Files loaded since the last call go to Rust (the master reloads on
- * their change in debug mode). The table only grows within a generation
- * and starts again with the next, so a count says what is new. */
-static void ppm_report_included(void)
-{
-    static uint32_t seen = 0;
-    uint32_t count = zend_hash_num_elements(&EG(included_files));
-    if (count < seen) {
-        seen = 0;
-    }
-    if (count == seen) {
-        return;
-    }
-    uint32_t i = 0;
-    zend_string *key;
-    ZEND_HASH_FOREACH_STR_KEY(&EG(included_files), key) {
-        if (i++ >= seen && key) {
-            ppm_rs_included(ZSTR_VAL(key), ZSTR_LEN(key));
-        }
-    } ZEND_HASH_FOREACH_END();
-    seen = count;
-}
-
 /* ---- SAPI callbacks: thin forwards to Rust ---- */
 
 static size_t ppm_ub_write(const char *str, size_t len)
@@ -134,6 +111,23 @@ static void ppm_register_variables(zval *track)
     }
 }
 
+/* getenv() sees the request's CGI variables first, as under php-fpm
+ * (whose getenv() reads the FastCGI parameters); then the process's. */
+static char *ppm_getenv(const char *name, size_t name_len)
+{
+    if (!ppm.req_active) {
+        return NULL;
+    }
+    /* The last of equal names wins, as in $_SERVER. */
+    for (size_t i = ppm.current.server_len; i-- > 0;) {
+        const ppm_pair *p = &ppm.current.server[i];
+        if (p->key.len == name_len && memcmp(p->key.ptr, name, name_len) == 0) {
+            return (char *)p->value.ptr;
+        }
+    }
+    return NULL;
+}
+
 static void ppm_log_message(const char *msg, int syslog_type)
 {
     (void)syslog_type;
@@ -172,23 +166,11 @@ static sapi_module_struct ppm_sapi = {
     .read_post = ppm_read_post,
     .read_cookies = ppm_read_cookies,
     .register_server_variables = ppm_register_variables,
+    .getenv = ppm_getenv,
     .log_message = ppm_log_message,
 };
 
 /* ---- per-request partial startup and teardown ---- */
-
-static void call_module(const char *name, int startup)
-{
-    zend_module_entry *m = zend_hash_str_find_ptr(&module_registry, name, strlen(name));
-    if (!m) {
-        return;
-    }
-    if (startup && m->request_startup_func) {
-        m->request_startup_func(m->type, m->module_number);
-    } else if (!startup && m->request_shutdown_func) {
-        m->request_shutdown_func(m->type, m->module_number);
-    }
-}
 
 /* Rebuilds the superglobals. $_FILES goes first (rfc1867 fills it from
  * $_POST's callback); $_SERVER and $_REQUEST are JIT globals that code
@@ -205,20 +187,6 @@ static void reset_superglobals(void)
         }
         ag->armed = ag->auto_global_callback(ag->name);
     } ZEND_HASH_FOREACH_END();
-}
-
-static void clear_last_error(void)
-{
-    if (PG(last_error_message)) {
-        zend_string_release(PG(last_error_message));
-        PG(last_error_message) = NULL;
-    }
-    if (PG(last_error_file)) {
-        zend_string_release(PG(last_error_file));
-        PG(last_error_file) = NULL;
-    }
-    PG(last_error_type) = 0;
-    PG(last_error_lineno) = 0;
 }
 
 /* php_request_startup() minus zend_activate() and the RINITs that would
@@ -244,7 +212,7 @@ static int request_startup(void)
     zend_execute_data *caller = EG(current_execute_data);
     EG(current_execute_data) = NULL;
     PG(during_request_startup) = 1;
-    clear_last_error(); /* before sapi_activate(), whose warnings count */
+    ppm_clear_last_error(); /* before sapi_activate(), whose warnings count */
     zend_try {
         php_output_activate();
         PG(header_is_being_sent) = 0;
@@ -264,12 +232,18 @@ static int request_startup(void)
         } else if (PG(implicit_flush)) {
             php_output_set_implicit_flush(1);
         }
+        ppm_mbstring_reset(); /* before the input is parsed again */
+        /* As in php_request_startup(): the input is parsed before the
+         * modules' RINIT, and session upload progress only records
+         * while modules are not yet activated. */
+        PG(modules_activated) = 0;
         reset_superglobals();
-        call_module("session", 1);
-        call_module("filter", 1);
+        ppm_call_module("session", 1);
+        ppm_call_module("filter", 1);
     } zend_catch {
         ok = FAILURE;
     } zend_end_try();
+    PG(modules_activated) = 1;
     PG(during_request_startup) = 0;
     EG(current_execute_data) = caller;
     return ok;
@@ -292,8 +266,8 @@ static void request_teardown(void)
         php_output_end_all();
     } zend_end_try();
     zend_try {
-        call_module("session", 0); /* writes the session */
-        call_module("filter", 0);
+        ppm_call_module("session", 0); /* writes the session */
+        ppm_call_module("filter", 0);
     } zend_end_try();
     /* Left in place, the next user would see this one's session before
      * session_start(). */
@@ -375,7 +349,8 @@ PHP_FUNCTION(ppm_handle_request)
         }
     }
     ppm_report_included();
-    zend_unset_timeout(); /* ITIMER_PROF counts CPU time, not idle time */
+    /* The timeout (ITIMER_PROF: CPU time) is already off while waiting:
+     * request_teardown() unset it, and this is the only way in. */
     if (!ppm_rs_next_request(&ppm.current, ppm.have_stats, ppm.memory, ppm.peak)) {
         ppm.stopping = 1;
         RETURN_FALSE;

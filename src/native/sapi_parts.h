@@ -1,6 +1,6 @@
 /*
  * Internal interface between the parts of ppm's SAPI (sapi.c, ini.c,
- * backtrace.c); not seen by Rust.
+ * backtrace.c, request_state.c, classic.c); not seen by Rust.
  */
 #ifndef PPM_SAPI_PARTS_H
 #define PPM_SAPI_PARTS_H
@@ -28,5 +28,14 @@ void ppm_forget_request_info(void);
 /* classic.c: --bridge=script, one full PHP request per request until told
  * to stop; returns 0. */
 int ppm_classic_run(void);
+
+/* request_state.c: a module's RINIT (startup 1) or RSHUTDOWN (0), if it
+ * is loaded; the request state of mbstring's input translation;
+ * error_get_last() cleared; the files loaded since the last call, to
+ * Rust (ppm_rs_included). */
+void ppm_call_module(const char *name, int startup);
+void ppm_mbstring_reset(void);
+void ppm_clear_last_error(void);
+void ppm_report_included(void);
 
 #endif

@@ -23,7 +23,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::percent_decode;
 
 /// The one extension that runs (php-fpm's `security.limit_extensions`).
 const EXTENSION: &[u8] = b".php";
@@ -44,8 +44,9 @@ pub struct Target {
 pub struct Refusal {
     pub status: u16,
     pub body: &'static str,
-    /// A redirect's `Location`.
-    pub location: Option<String>,
+    /// A redirect's `Location` (bytes: the request's own path, which may
+    /// hold bytes above 0x7F).
+    pub location: Option<Vec<u8>>,
 }
 
 impl Refusal {
@@ -100,15 +101,15 @@ impl DocRoot {
     }
 
     /// The script an HTTP request runs (`target` is the request target).
-    pub fn resolve(&self, method: &str, target: &str) -> Result<Target, Refusal> {
-        let (raw_path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
+    pub fn resolve(&self, method: &str, target: &[u8]) -> Result<Target, Refusal> {
+        let (raw_path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(at) => (&target[..at], Some(&target[at + 1..])),
             None => (target, None),
         };
-        if !raw_path.starts_with('/') {
+        if !raw_path.starts_with(b"/") {
             return Err(Refusal::status(400, "Bad Request\n"));
         }
-        let decoded: Vec<u8> = percent_decode_str(raw_path).collect();
+        let decoded: Vec<u8> = percent_decode(raw_path).collect();
         if decoded.contains(&0) {
             return Err(Refusal::status(400, "Bad Request\n"));
         }
@@ -173,10 +174,12 @@ impl DocRoot {
                     if !trailing_slash && !segments.is_empty() {
                         // As Apache's mod_dir: relative links in the page
                         // need the slash.
-                        let location = match query {
-                            Some(q) => format!("{raw_path}/?{q}"),
-                            None => format!("{raw_path}/"),
-                        };
+                        let mut location = raw_path.to_vec();
+                        location.push(b'/');
+                        if let Some(q) = query {
+                            location.push(b'?');
+                            location.extend_from_slice(q);
+                        }
                         return Err(Refusal {
                             status: 301,
                             body: "",
@@ -326,40 +329,43 @@ mod tests {
     fn uris_map_to_scripts_like_nginx_try_files() {
         let (_dir, doc) = site();
         assert_eq!(
-            doc.resolve("GET", "/doku.php?id=start"),
+            doc.resolve("GET", b"/doku.php?id=start"),
             run("/doku.php", "")
         );
         assert_eq!(
-            doc.resolve("GET", "/doku.php/wiki/page"),
+            doc.resolve("GET", b"/doku.php/wiki/page"),
             run("/doku.php", "/wiki/page")
         );
-        assert_eq!(doc.resolve("GET", "/doku.php/"), run("/doku.php", "/"));
+        assert_eq!(doc.resolve("GET", b"/doku.php/"), run("/doku.php", "/"));
         assert_eq!(
-            doc.resolve("GET", "/lib//exe/css.php"),
+            doc.resolve("GET", b"/lib//exe/css.php"),
             run("/lib/exe/css.php", "")
         );
-        assert_eq!(doc.resolve("GET", "/%64oku.php"), run("/doku.php", ""));
-        assert_eq!(doc.resolve("GET", "/"), run("/index.php", ""));
-        assert_eq!(doc.resolve("GET", "/sub/"), run("/sub/index.php", ""));
+        assert_eq!(doc.resolve("GET", b"/%64oku.php"), run("/doku.php", ""));
+        assert_eq!(doc.resolve("GET", b"/"), run("/index.php", ""));
+        assert_eq!(doc.resolve("GET", b"/sub/"), run("/sub/index.php", ""));
         assert_eq!(
-            doc.resolve("GET", "/sub?a=1")
+            doc.resolve("GET", b"/sub?a=1")
                 .unwrap_err()
                 .location
                 .as_deref(),
-            Some("/sub/?a=1")
+            Some(&b"/sub/?a=1"[..])
         );
         // Anything else: the front controller.
-        assert_eq!(doc.resolve("GET", "/no/such/page"), run("/index.php", ""));
-        assert_eq!(doc.resolve("GET", "/nophp/"), run("/index.php", ""));
-        assert_eq!(doc.resolve("POST", "/.well-known/x"), run("/index.php", ""));
+        assert_eq!(doc.resolve("GET", b"/no/such/page"), run("/index.php", ""));
+        assert_eq!(doc.resolve("GET", b"/nophp/"), run("/index.php", ""));
+        assert_eq!(
+            doc.resolve("POST", b"/.well-known/x"),
+            run("/index.php", "")
+        );
         // A symlink inside the root to a script inside it runs.
-        assert_eq!(doc.resolve("GET", "/alias.php"), run("/alias.php", ""));
+        assert_eq!(doc.resolve("GET", b"/alias.php"), run("/alias.php", ""));
     }
 
     #[test]
     fn nothing_hidden_outside_or_not_php_runs() {
         let (_dir, doc) = site();
-        let status = |target: &str| doc.resolve("GET", target).unwrap_err().status;
+        let status = |target: &str| doc.resolve("GET", target.as_bytes()).unwrap_err().status;
         assert_eq!(status("/missing.php"), 404);
         assert_eq!(status("/missing.php/x"), 404);
         assert_eq!(status("/.git/x.php"), 404);
@@ -369,7 +375,7 @@ mod tests {
         assert_eq!(status("/old.phtml"), 403);
         assert_eq!(status("/a%00.php"), 400);
         assert_eq!(status("/.well-known/x.php"), 404);
-        assert_eq!(doc.resolve("POST", "/style.css").unwrap_err().status, 405);
+        assert_eq!(doc.resolve("POST", b"/style.css").unwrap_err().status, 405);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use super::frame_link::FrameLink;
 use super::host;
 use crate::config::AppOptions;
 use crate::Error;
@@ -38,7 +39,7 @@ pub fn run(fd: RawFd, app: &AppOptions, entry: Option<PathBuf>, slot: usize) -> 
             (Some(dir), entry)
         }
     };
-    host::run(stream, app, &entry, slot)
+    host::run(Box::new(FrameLink::new(stream)?), app, &entry, slot)
 }
 
 /// Ends the process when the master's end closes. POLLRDHUP reports the

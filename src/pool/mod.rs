@@ -45,6 +45,7 @@ pub use pm::{PmSettings, PmStatus};
 
 mod lease;
 mod pm;
+pub mod served;
 
 /// The state of a worker slot: of the worker that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,15 +195,18 @@ pub struct SlotStatus {
     pub draining_pids: Vec<u32>,
     /// Replaced workers by reason (`max-requests`, `crash`, …).
     pub restarts_by_reason: BTreeMap<String, u64>,
+    /// Requests that ended with an uncaught exception (native runtime:
+    /// the worker continues, so they are no restart).
+    pub uncaught_exceptions: u64,
     /// The request the worker is serving, if any.
     pub current_request: Option<CurrentRequest>,
 }
 
 impl SlotStatus {
     /// Resets the figures of the slot's previous worker for a new one.
-    fn new_worker(&mut self, pid: Option<u32>, socket: PathBuf) {
+    fn new_worker(&mut self, pid: Option<u32>, socket: Option<PathBuf>) {
         self.pid = pid;
-        self.socket = Some(socket);
+        self.socket = socket;
         self.memory_bytes = 0;
         self.peak_memory_bytes = 0;
         self.rss_bytes = 0;
@@ -372,6 +376,7 @@ impl Pool {
                     replacement_pid: None,
                     draining_pids: Vec::new(),
                     restarts_by_reason: BTreeMap::new(),
+                    uncaught_exceptions: 0,
                     current_request: None,
                 },
             })
@@ -676,7 +681,7 @@ impl Pool {
     }
 
     /// A cold boot begins (no worker serves the slot).
-    pub(crate) fn worker_starting(&self, s: usize, generation: u64, socket: PathBuf) {
+    pub(crate) fn worker_starting(&self, s: usize, generation: u64, socket: Option<PathBuf>) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         slot.generation = generation;
@@ -723,7 +728,7 @@ impl Pool {
         s: usize,
         generation: u64,
         pid: u32,
-        socket: PathBuf,
+        socket: Option<PathBuf>,
         conn: WorkerConn,
     ) -> oneshot::Receiver<()> {
         let (done_tx, done_rx) = oneshot::channel();
@@ -794,6 +799,11 @@ impl Pool {
             count_restart(&mut slot.status, reason);
             slot.status.last_reason = Some(reason);
         }
+    }
+
+    /// A request of slot `s` ended with an uncaught exception.
+    pub(crate) fn uncaught_exception(&self, s: usize) {
+        self.lock().slots[s].status.uncaught_exceptions += 1;
     }
 
     /// A replaced worker ended (it no longer served the slot).

@@ -1,0 +1,276 @@
+//! The control plane (port 5500): status, health, readiness, restarts and
+//! stop over HTTP for every pool of the master, and (in `client`) the
+//! side used by `ppm status`, `ppm restart` and `ppm stop`.
+//!
+//! A request about one pool names it with `?pool=NAME`; without it, a
+//! read covers every pool and a restart restarts every pool, one pool's
+//! slots never waiting for another's.
+
+mod client;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+use crate::control_guard::{self, guard, sees_everything, without_query};
+use crate::pool::served::ServedPool;
+
+pub use crate::status_table::render_table;
+pub(crate) use client::call;
+pub use client::{print_status, restart_master, stop_master, ControlClient};
+pub use status::{ClusterInfo, ClusterStatus, Latency, PoolStatus, WorkerRow};
+
+/// What the control plane knows: the pools and the master's facts.
+pub struct ControlState {
+    /// Every pool, in the order of the configuration.
+    pub pools: Vec<Arc<ServedPool>>,
+    /// The token mutating (and, unless `public_read`, reading) requests need.
+    pub token: Option<String>,
+    pub public_read: bool,
+    /// Set to true to stop the master.
+    pub shutdown: watch::Sender<bool>,
+    pub started: Instant,
+    pub master_pid: u32,
+    /// The control plane's own address.
+    pub control: SocketAddr,
+}
+
+/// The value of `pool=` in a query string.
+pub fn pool_param(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("pool="))
+        .filter(|name| !name.is_empty())
+}
+
+impl ControlState {
+    /// The pools a request is about: the one `?pool=NAME` names, else all.
+    /// A name that is no pool's is a 404 naming the pools.
+    #[allow(clippy::result_large_err)]
+    pub fn select(&self, query: Option<&str>) -> Result<Vec<Arc<ServedPool>>, Response> {
+        match pool_param(query) {
+            None => Ok(self.pools.clone()),
+            Some(name) => self.named(name).map(|p| vec![p]),
+        }
+    }
+
+    /// The one pool a request is about: the one `?pool=NAME` names, else
+    /// the only pool; with several and no name, `first` decides: the
+    /// first pool (a page that shows one pool), or a 400.
+    #[allow(clippy::result_large_err)]
+    pub fn one(&self, query: Option<&str>, first: bool) -> Result<Arc<ServedPool>, Response> {
+        match (pool_param(query), self.pools.as_slice()) {
+            (Some(name), _) => self.named(name),
+            (None, [only]) => Ok(only.clone()),
+            (None, [head, ..]) if first => Ok(head.clone()),
+            (None, _) => Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this master runs several pools ({}); name one with ?pool=NAME\n",
+                    self.names()
+                ),
+            )
+                .into_response()),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn named(&self, name: &str) -> Result<Arc<ServedPool>, Response> {
+        self.pools
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    StatusCode::NOT_FOUND,
+                    format!("no pool {name:?}; the pools are {}\n", self.names()),
+                )
+                    .into_response()
+            })
+    }
+
+    fn names(&self) -> String {
+        self.pools
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The control plane's routes.
+pub fn router(state: Arc<ControlState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/fpm-status", get(crate::fpm_status::handler))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/stop", post(stop))
+        .route("/restart", post(restart))
+        .route("/workers/{slot}/restart", post(restart_slot))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        // After the guard: the page holds no data and asks for the token itself.
+        .route("/", get(dashboard))
+        .route(crate::identify::PROBE_PATH, get(health))
+        .layer(axum::middleware::map_response(
+            crate::identify::mark_control,
+        ))
+        // Every route, the dashboard and unknown paths included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            control_guard::host_guard,
+        ))
+        .with_state(state)
+}
+
+/// `GET /`: the dashboard, one self-contained page that polls `/status`.
+async fn dashboard() -> impl IntoResponse {
+    let csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+               connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let html = [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    (
+        html,
+        [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
+        include_str!("../dashboard.html"),
+    )
+}
+
+async fn status(
+    State(state): State<Arc<ControlState>>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let pools = match state.select(query.as_deref()) {
+        Ok(pools) => pools,
+        Err(response) => return response,
+    };
+    let mut status = status::cluster_status(&state, &pools).await;
+    if !sees_everything(&state, &headers) {
+        redact_queries(&mut status);
+    }
+    Json(status).into_response()
+}
+
+/// Leaves only the paths of running and failed requests, for readers
+/// without the token.
+fn redact_queries(status: &mut ClusterStatus) {
+    for worker in &mut status.workers {
+        if let Some(serde_json::Value::String(path)) = worker
+            .get_mut("current_request")
+            .and_then(|r| r.get_mut("path"))
+        {
+            *path = without_query(path).to_string();
+        }
+    }
+    for error in &mut status.recent_errors {
+        error.path = without_query(&error.path).to_string();
+    }
+}
+
+async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    let master_rss = crate::metrics::process_rss(std::process::id()).await;
+    let mut figures = Vec::with_capacity(state.pools.len());
+    for pool in &state.pools {
+        let mut slots = pool.pool.status();
+        crate::metrics::fill_missing_rss(&mut slots).await;
+        figures.push((pool, slots, pool.pool.pm_status()));
+    }
+    let scrapes: Vec<_> = figures
+        .iter()
+        .map(|(pool, slots, pm)| crate::metrics::render::Scrape {
+            pool: pool.named.then_some(pool.name.as_str()),
+            metrics: &pool.balancer.metrics,
+            slots,
+            queue_length: pool.pool.queue_len(),
+            pm,
+        })
+        .collect();
+    let text = crate::metrics::render::render(&scrapes, master_rss);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /ready`: 200 while every pool (or the one `?pool=` names) can
+/// serve and the master is not stopping.
+async fn ready(State(state): State<Arc<ControlState>>, RawQuery(query): RawQuery) -> Response {
+    let pools = match state.select(query.as_deref()) {
+        Ok(pools) => pools,
+        Err(response) => return response,
+    };
+    let up = pools
+        .iter()
+        .all(|p| p.pool.available() && !p.pool.is_going_away());
+    if up && !*state.shutdown.borrow() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn stop(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
+    tracing::info!("stop requested through the control plane");
+    state.shutdown.send_replace(true);
+    (StatusCode::ACCEPTED, "stopping\n")
+}
+
+/// `POST /restart[?pool=NAME]`: a rolling restart of that pool, or of
+/// every pool (each rolls on its own). The answer is the restart's
+/// status; for several pools, a list of them.
+async fn restart(State(state): State<Arc<ControlState>>, RawQuery(query): RawQuery) -> Response {
+    let pools = match state.select(query.as_deref()) {
+        Ok(pools) => pools,
+        Err(response) => return response,
+    };
+    if *state.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    let started: Vec<_> = pools.iter().map(|p| p.restarts.start(None)).collect();
+    match started.as_slice() {
+        [only] => (StatusCode::ACCEPTED, Json(only)).into_response(),
+        _ => (StatusCode::ACCEPTED, Json(started)).into_response(),
+    }
+}
+
+async fn restart_slot(
+    State(state): State<Arc<ControlState>>,
+    Path(slot): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let pool = match state.one(query.as_deref(), false) {
+        Ok(pool) => pool,
+        Err(response) => return response,
+    };
+    let Some(slot) = slot.parse::<usize>().ok().filter(|s| *s < pool.pool.len()) else {
+        let message = format!(
+            "no slot {slot}: slots are 0 to {}\n",
+            pool.pool.len().saturating_sub(1)
+        );
+        return (StatusCode::NOT_FOUND, message).into_response();
+    };
+    if *state.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(pool.restarts.start(Some(vec![slot]))),
+    )
+        .into_response()
+}
