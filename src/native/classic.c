@@ -28,19 +28,6 @@ static int script_outcome(void)
     return (PG(last_error_type) & FATAL_ERRORS) ? PPM_OUTCOME_EXCEPTION : PPM_OUTCOME_NORMAL;
 }
 
-static void fill_request_info(const ppm_request *r)
-{
-    SG(request_info).request_method = r->method.ptr;
-    SG(request_info).query_string = (char *)r->query.ptr;
-    SG(request_info).request_uri = (char *)r->uri.ptr;
-    SG(request_info).content_type = r->content_type.ptr;
-    SG(request_info).content_length = r->content_length < 0 ? 0 : r->content_length;
-    SG(request_info).path_translated = (char *)r->path_translated.ptr;
-    SG(sapi_headers).http_response_code = 200;
-    /* As php-fpm: PHP_AUTH_USER/PW from the Authorization header. */
-    php_handle_auth_data(r->authorization.ptr);
-}
-
 static void clear_request_info(void)
 {
     ppm_forget_request_info();
@@ -58,7 +45,7 @@ int ppm_classic_run(void)
     ppm_request *r = ppm_request_slot();
     while (ppm_rs_next_request(r, have_stats, memory, peak)) {
         ppm_backtrace_cancel(); /* asked while idle: there was nothing to show */
-        fill_request_info(r);
+        ppm_fill_request_info(r);
         ppm_bind_request(1);
         int outcome = PPM_OUTCOME_NORMAL;
         if (php_request_startup() == FAILURE) {

@@ -29,7 +29,6 @@ pub struct Prepared {
     pub cookie: Option<Span>,
     pub authorization: Option<Span>,
     pub path_translated: Span,
-    pub proto_num: i32,
     pub server: Vec<(Span, Span)>,
     pub headers: Vec<(Span, Span)>,
 }
@@ -106,11 +105,6 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     p.uri = p.put(&head.target);
     p.query = p.put(query);
     p.content_length = head.content_length;
-    p.proto_num = match head.protocol.as_str() {
-        "HTTP/1.0" => 1000,
-        "HTTP/2" | "HTTP/2.0" => 2000,
-        _ => 1100,
-    };
     let script_filename = format!("{}{}", script.document_root, script.script_name);
     p.path_translated = p.put(script_filename.as_bytes());
 
@@ -204,11 +198,6 @@ fn from_cgi(head: &RequestHead) -> Prepared {
     p.uri = p.put(param("REQUEST_URI").unwrap_or(&head.target));
     p.query = p.put(param("QUERY_STRING").unwrap_or_default());
     p.content_length = head.content_length;
-    p.proto_num = match param("SERVER_PROTOCOL") {
-        Some(b"HTTP/1.0") => 1000,
-        Some(b"HTTP/2.0" | b"HTTP/2") => 2000,
-        _ => 1100,
-    };
     p.path_translated = p.put(param("SCRIPT_FILENAME").unwrap_or_default());
     if let Some(ct) = param("CONTENT_TYPE").filter(|v| !v.is_empty()) {
         p.content_type = Some(p.put(ct));
@@ -396,7 +385,6 @@ mod tests {
         assert_eq!(server(&p, "PHP_SELF").unwrap(), "/index.php");
         assert_eq!(p.get(p.cookie.unwrap()), b"a=1; b=2");
         assert_eq!(p.get(p.query), b"x=1&y[]=2");
-        assert_eq!(p.proto_num, 1100);
         // Every span is NUL-terminated for C.
         for (k, v) in &p.server {
             assert_eq!(p.arena[k.start + k.len], 0);
@@ -438,7 +426,6 @@ mod tests {
         assert_eq!(server(&p, "SERVER_NAME").unwrap(), "[::1]");
         assert_eq!(server(&p, "CONTENT_LENGTH").unwrap(), "5");
         assert_eq!(server(&p, "CONTENT_TYPE").unwrap(), "text/plain");
-        assert_eq!(p.proto_num, 1000);
     }
 
     #[test]

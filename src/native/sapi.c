@@ -134,18 +134,6 @@ static void ppm_log_message(const char *msg, int syslog_type)
     ppm_rs_log(msg, strlen(msg));
 }
 
-/* Called at the end of sapi_activate(), which resets the protocol to
- * HTTP/1.0: header('Location: ...') answers 303 to a POST over HTTP/1.1
- * only if the protocol is known. php-fpm never tells PHP the protocol, so
- * it answers 302 (tests/classic.rs compares): --bridge=script does too. */
-static int ppm_activate(void)
-{
-    if (ppm.req_active && !ppm.classic) {
-        SG(request_info).proto_num = ppm.current.proto_num;
-    }
-    return SUCCESS;
-}
-
 static int ppm_module_startup(sapi_module_struct *module)
 {
     return php_module_startup(module, NULL);
@@ -158,7 +146,6 @@ static sapi_module_struct ppm_sapi = {
     .pretty_name = "ppm",
     .startup = ppm_module_startup,
     .shutdown = php_module_shutdown_wrapper,
-    .activate = ppm_activate,
     .ub_write = ppm_ub_write,
     .flush = ppm_flush,
     .sapi_error = php_error,
@@ -193,17 +180,9 @@ static void reset_superglobals(void)
  * destroy the application. */
 static int request_startup(void)
 {
-    const ppm_request *r = &ppm.current;
     int ok = SUCCESS;
-    SG(request_info).request_method = r->method.ptr;
-    SG(request_info).query_string = (char *)r->query.ptr;
-    SG(request_info).request_uri = (char *)r->uri.ptr;
-    SG(request_info).content_type = r->content_type.ptr;
-    SG(request_info).content_length = r->content_length < 0 ? 0 : r->content_length;
-    SG(request_info).path_translated = (char *)r->path_translated.ptr;
-    php_handle_auth_data(r->authorization.ptr);
+    ppm_fill_request_info(&ppm.current);
     SG(server_context) = &ppm;
-    SG(sapi_headers).http_response_code = 200; /* sapi_activate() keeps the last one */
     ppm.req_active = 1;
     ppm.finished = 0;
 
@@ -247,6 +226,24 @@ static int request_startup(void)
     PG(during_request_startup) = 0;
     EG(current_execute_data) = caller;
     return ok;
+}
+
+/* SG(request_info) of `r`, for sapi_activate() to come, as php-fpm fills
+ * it. The protocol is left alone, as php-fpm leaves it: sapi_activate()
+ * makes it HTTP/1.0, so header('Location: ...') answers 302 to a POST as
+ * under php-fpm, where PHP's rule would give 303 over HTTP/1.1
+ * (tests/superglobals.rs and tests/classic.rs compare). */
+void ppm_fill_request_info(const ppm_request *r)
+{
+    SG(request_info).request_method = r->method.ptr;
+    SG(request_info).query_string = (char *)r->query.ptr;
+    SG(request_info).request_uri = (char *)r->uri.ptr;
+    SG(request_info).content_type = r->content_type.ptr;
+    SG(request_info).content_length = r->content_length < 0 ? 0 : r->content_length;
+    SG(request_info).path_translated = (char *)r->path_translated.ptr;
+    SG(sapi_headers).http_response_code = 200; /* sapi_activate() keeps the last one */
+    /* As php-fpm: PHP_AUTH_USER/PW from the Authorization header. */
+    php_handle_auth_data(r->authorization.ptr);
 }
 
 /* sapi_deactivate() frees these without forgetting them. */

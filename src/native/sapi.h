@@ -36,7 +36,6 @@ typedef struct {
     ppm_str cookie;         /* joined Cookie headers; ptr NULL when absent */
     ppm_str authorization;  /* ptr NULL when absent */
     ppm_str path_translated;
-    int proto_num;          /* 1000 for HTTP/1.0, 1100 for HTTP/1.1, ... */
     const ppm_pair *server; /* $_SERVER entries of this request */
     size_t server_len;
     const ppm_pair *headers; /* getallheaders() */

@@ -20,8 +20,10 @@ void ppm_backtrace_signal(void);
 void ppm_backtrace_hook(void);
 void ppm_backtrace_cancel(void);
 
-/* sapi.c: the request bound to the SAPI, for classic.c. */
+/* sapi.c: the request bound to the SAPI, for classic.c; SG(request_info)
+ * of a request. */
 ppm_request *ppm_request_slot(void);
+void ppm_fill_request_info(const ppm_request *r);
 void ppm_bind_request(int active);
 void ppm_forget_request_info(void);
 
