@@ -287,6 +287,12 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 }
             }
             Command::Guard => return Ok(crate::guard::run()),
+            Command::Worker { app, .. } if app.runs_scripts() => {
+                return Err(Error::InvalidOption {
+                    option: "bridge",
+                    message: "--bridge=script needs --runtime native".into(),
+                })
+            }
             Command::Worker { app, listen, .. } => master::run_standalone(app, listen).await?,
             Command::PhpWorker { .. } => unreachable!("handled before the runtime starts"),
             Command::Status {

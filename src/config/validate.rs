@@ -13,6 +13,13 @@ impl StartOptions {
         self.problems(&mut errors);
         self.front_door_problems(&mut errors);
         self.port_overlaps(&mut errors);
+        if self.app.runs_scripts() && self.runtime != super::Runtime::Native {
+            errors.push(invalid(
+                "bridge",
+                "--bridge=script runs each request as a full PHP request in ppm's own \
+                 SAPI: it needs --runtime native",
+            ));
+        }
         Error::from_list(errors)
     }
 
@@ -253,6 +260,14 @@ impl AppOptions {
                     self.bootstrap
                 ),
             ));
+        }
+        if let Some(root) = &self.document_root {
+            if !self.dir.join(root).is_dir() {
+                errors.push(invalid(
+                    "document-root",
+                    format!("{} is not a directory", self.dir.join(root).display()),
+                ));
+            }
         }
         for setting in &self.php_ini {
             match setting.split_once('=') {
