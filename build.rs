@@ -15,8 +15,9 @@ fn main() {
 /// Compiles the SAPI shim and links the PHP embed library.
 fn build_shim() {
     println!("cargo:rerun-if-env-changed=PHP_CONFIG");
-    const SOURCES: [&str; 4] = [
+    const SOURCES: [&str; 5] = [
         "src/native/sapi.c",
+        "src/native/classic.c",
         "src/native/ini.c",
         "src/native/backtrace.c",
         "src/native/request_state.c",

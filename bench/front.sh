@@ -48,10 +48,15 @@ read -r direct_rps direct_p99 direct_failed _ < <(measure "http://127.0.0.1:$w1/
 # --- haproxy ---------------------------------------------------------------------
 # maxconn 1: a worker runs one request at a time, so haproxy queues the
 # rest itself, as ppm's master does (ppm's docker/haproxy.cfg does the same).
+# nbthread 1: with its default of a thread per core, haproxy's queue
+# handoff between threads collapses on a small machine (about 1,200
+# requests/s and 500 µs of CPU per request on 2 cores, against about
+# 9,700 with one thread), which would flatter every comparison.
 hport=$(free_ports 1)
 cat >"$work/haproxy.cfg" <<EOF
 global
     maxconn 4096
+    nbthread 1
 defaults
     mode http
     timeout connect 5s

@@ -102,3 +102,35 @@ PY
 # self_ticks PID -> clock ticks (utime + stime) of that one process, all its
 # threads, none of its children: what a balancer itself spends.
 self_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# pss_mib PID -> proportional set size (MiB) of the process and all its
+# descendants: shared pages (PHP's code, opcache's shared memory) are
+# split among the processes that map them, so the sum is what they cost.
+pss_mib() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+parent = {}
+for name in os.listdir("/proc"):
+    if name.isdigit():
+        try:
+            parent[int(name)] = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            pass
+tree, todo = set(), [root]
+while todo:
+    pid = todo.pop()
+    if pid not in tree:
+        tree.add(pid)
+        todo.extend(p for p, pp in parent.items() if pp == pid)
+total = 0
+for pid in tree:
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    except OSError:
+        pass
+print(f"{total / 1024:.1f}")
+PY
+}

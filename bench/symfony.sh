@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Symfony throughput: the Symfony fixture's hello route (tests/fixtures/symfony,
-# GET /hello) under ppm and under nginx + php-fpm, with the same number of
-# PHP workers, on loopback. Prints requests/s, p99 latency and the ratio.
+# Framework throughput: the Symfony (or, with FRAMEWORK=laravel, the
+# Laravel) fixture's hello route (tests/fixtures/NAME, GET /hello) under
+# ppm and under nginx + php-fpm, with the same number of PHP workers, on
+# loopback. Prints requests/s, p99 latency, the ratio, and the memory of
+# each side once loaded: the PSS of all ppm processes (master and workers)
+# against that of php-fpm's pool (master and children).
 #
 # The reference stack is what most Symfony sites run: nginx in front of a
 # static php-fpm pool of WORKERS children and the application's own
 # public/index.php, which boots the kernel on every request (the prod
 # container comes from the cache either way). ppm boots it once per worker.
 #
-#   bench/symfony.sh [SECONDS] [CONNECTIONS] [WORKERS]
+#   [FRAMEWORK=laravel] bench/symfony.sh [SECONDS] [CONNECTIONS] [WORKERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
 connections=${2:-16}
 workers=${3:-2}
-app=$(pwd)/tests/fixtures/symfony
+framework=${FRAMEWORK:-symfony}
+case "$framework" in
+  symfony) name=Symfony ;;
+  laravel) name=Laravel ;;
+  *) echo "FRAMEWORK must be symfony or laravel, not $framework" >&2; exit 2 ;;
+esac
+app=$(pwd)/tests/fixtures/$framework
 php_fpm=${PHP_FPM:-/usr/sbin/php-fpm8.2}
 nginx=${NGINX:-/usr/sbin/nginx}
 [ -x "$php_fpm" ] || { echo "$php_fpm is missing: apt-get install php-fpm" >&2; exit 1; }
@@ -24,11 +33,12 @@ source bench/lib.sh
 warm_up() { wrk -t1 -c"$connections" -d2s "$1" >/dev/null; }
 
 # --- ppm ----------------------------------------------------------------------
-start_ppm "$workers" "$app" --bridge=httpKernel --bootstrap=symfony --app-env=prod --max-requests=0
+start_ppm "$workers" "$app" --bridge=httpKernel --bootstrap="$framework" --app-env=prod --max-requests=0
 url="http://127.0.0.1:$balancer/hello"
-[ "$(curl -fsS "$url")" = "Hello from Symfony" ] || { echo "ppm: unexpected answer from $url" >&2; exit 1; }
+[ "$(curl -fsS "$url")" = "Hello from $name" ] || { echo "ppm: unexpected answer from $url" >&2; exit 1; }
 warm_up "$url"
 read -r ppm_rps ppm_p99 ppm_failed < <(run_wrk "$url" "$duration" "$connections")
+ppm_pss=$(pss_mib "${pids[-1]}")
 "$ppm" stop "$control" >/dev/null
 wait "${pids[-1]}" 2>/dev/null || true
 
@@ -101,16 +111,18 @@ http {
 EOF
 "$php_fpm" -F -R -y "$work/php-fpm.conf" 2>"$work/php-fpm.out" &
 pids+=($!)
+fpm_pid=$!
 "$nginx" -p "$work/nginx" -e "$work/nginx-error.log" -c "$work/nginx.conf" 2>"$work/nginx.out" &
 pids+=($!)
 url="http://127.0.0.1:$port/hello"
 wait_http "$url"
-[ "$(curl -fsS "$url")" = "Hello from Symfony" ] || { echo "php-fpm: unexpected answer from $url" >&2; exit 1; }
+[ "$(curl -fsS "$url")" = "Hello from $name" ] || { echo "php-fpm: unexpected answer from $url" >&2; exit 1; }
 warm_up "$url"
 read -r fpm_rps fpm_p99 fpm_failed < <(run_wrk "$url" "$duration" "$connections")
+fpm_pss=$(pss_mib "$fpm_pid")
 
-printf '%-40s %11s %9s %7s %7s\n' \
-  "Symfony /hello, $workers PHP workers, $connections conns, ${duration}s" "requests/s" "p99 ms" "failed" "ratio"
-printf '%-40s %11s %9s %7s %7s\n' "nginx + php-fpm (pm=static)" "$fpm_rps" "$fpm_p99" "$fpm_failed" "1.00"
-printf '%-40s %11s %9s %7s %7s\n' "ppm start (httpKernel, symfony)" "$ppm_rps" "$ppm_p99" "$ppm_failed" \
-  "$(ratio "$ppm_rps" "$fpm_rps")"
+printf '%-40s %11s %9s %7s %7s %9s\n' \
+  "$name /hello, $workers PHP workers, $connections conns, ${duration}s" "requests/s" "p99 ms" "failed" "ratio" "PSS MiB"
+printf '%-40s %11s %9s %7s %7s %9s\n' "nginx + php-fpm (pm=static)" "$fpm_rps" "$fpm_p99" "$fpm_failed" "1.00" "$fpm_pss"
+printf '%-40s %11s %9s %7s %7s %9s\n' "ppm start (httpKernel, $framework)" "$ppm_rps" "$ppm_p99" "$ppm_failed" \
+  "$(ratio "$ppm_rps" "$fpm_rps")" "$ppm_pss"

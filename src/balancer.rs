@@ -112,12 +112,19 @@ impl FrontDoor {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
-        let static_files = match &opts.static_directory {
-            Some(dir) => {
-                let dir = app_dir.join(dir);
-                let files = StaticFiles::new(&dir, opts.static_dotfiles).map_err(|err| {
-                    invalid("static-directory", format!("{}: {err}", dir.display()))
-                })?;
+        // --bridge=script serves the document root's other files, as the
+        // web server in front of php-fpm would.
+        let static_dir = match &opts.static_directory {
+            Some(dir) => Some(("static-directory", app_dir.join(dir))),
+            None if opts.app.runs_scripts() => {
+                Some(("document-root", opts.app.document_root(app_dir)))
+            }
+            None => None,
+        };
+        let static_files = match static_dir {
+            Some((option, dir)) => {
+                let files = StaticFiles::new(&dir, opts.static_dotfiles)
+                    .map_err(|err| invalid(option, format!("{}: {err}", dir.display())))?;
                 Some(files)
             }
             None => None,
@@ -750,6 +757,10 @@ impl Balancer {
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = headers.clone();
             *request.uri_mut() = uri.clone();
+            if let Some(vars) = parts.extensions.get::<crate::fastcgi::CgiVars>() {
+                // Native workers take the parameters from here.
+                request.extensions_mut().insert(vars.clone());
+            }
             lease.begin(parts.method.as_str(), path);
             let exchange = Exchange {
                 lease,

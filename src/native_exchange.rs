@@ -427,9 +427,15 @@ fn request_head(parts: &hyper::http::request::Parts) -> RequestHead {
         tls: text("x-ppm-https") == Some("on"),
         content_length: text(CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
         headers: php_headers(h),
-        cgi: h
-            .get(crate::fastcgi::params::X_PPM_CGI)
-            .map(|v| crate::fastcgi::params::decode_header(v.as_bytes()))
+        cgi: parts
+            .extensions
+            .get::<crate::fastcgi::CgiVars>()
+            .map(|vars| {
+                vars.pairs()
+                    .iter()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }

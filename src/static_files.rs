@@ -73,6 +73,12 @@ impl StaticFiles {
             return None;
         }
         let segments = self.segments(uri.path())?;
+        // A script (or a path through one, `/a.php/b`, which nginx's
+        // `\.php(/|$)` sends to PHP too) is never sent: no trip to the
+        // disk for it.
+        if segments.iter().any(|s| is_php(Path::new(s))) {
+            return None;
+        }
         let mut candidate = self.root.clone();
         candidate.extend(&segments);
         let root = self.root.clone();
@@ -95,9 +101,6 @@ impl StaticFiles {
         })
         .await
         .ok()??;
-        if segments.last().is_some_and(|s| is_php(Path::new(s))) {
-            return None;
-        }
 
         let mut request = Request::new(Empty::<Bytes>::new());
         *request.method_mut() = method.clone();
@@ -169,7 +172,7 @@ fn allowed(inside: &Path, dotfiles: bool) -> bool {
     })
 }
 
-fn is_php(path: &Path) -> bool {
+pub(crate) fn is_php(path: &Path) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .is_some_and(|e| PHP_EXTENSIONS.contains(&e.as_str()))

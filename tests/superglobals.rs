@@ -229,6 +229,34 @@ fn request_headers_become_http_server_keys_like_php_fpm() {
 }
 
 #[test]
+fn a_location_header_after_a_post_redirects_like_php_fpm() {
+    let both = Both::start();
+    // PHP answers 303 to a POST only when the SAPI says the protocol is
+    // above HTTP/1.0; php-fpm never says, so it is 302 there, and the GET
+    // is 302 anyway.
+    let send = |base: &str, post: bool| {
+        let url = format!("{base}/redirect-exit");
+        let request = if post {
+            http().post(url).body("a=1")
+        } else {
+            http().get(url)
+        };
+        Answer::read(request.header(HOST, HOST_HEADER).send().unwrap())
+    };
+    for post in [true, false] {
+        let (ppm, fpm) = (send(&both.ppm_base(), post), send(&both.fpm.base(), post));
+        assert_eq!(fpm.status, 302, "the reference stack:\n{}", both.logs());
+        assert_eq!(fpm.location.as_deref(), Some("/x"));
+        assert_eq!(
+            ppm,
+            fpm,
+            "post: {post}: left is ppm, right is php-fpm\n{}",
+            both.logs()
+        );
+    }
+}
+
+#[test]
 fn status_headers_and_cookies_set_by_php_reach_the_client_like_php_fpm() {
     let both = Both::start();
     let send = |base: &str| {

@@ -46,13 +46,21 @@ pub struct AppOptions {
     #[serde(skip)]
     pub dir: PathBuf,
     /// Bridge between the worker runtime and the application:
-    /// httpKernel, psr15, callable, static, or a PHP class name.
+    /// httpKernel, psr15, callable, static, script (classic PHP scripts,
+    /// each request a full PHP request as under php-fpm; native runtime
+    /// only), or a PHP class name.
     #[arg(long, default_value = "httpKernel")]
     pub bridge: String,
     /// What the bridge bootstraps: `symfony`/`laravel` for httpKernel, a PHP
     /// file (relative to DIR) for callable and psr15.
     #[arg(long, default_value = "symfony")]
     pub bootstrap: String,
+    /// `--bridge=script`: the directory whose `.php` files run (relative
+    /// to DIR; default DIR/public when it exists, else DIR). Nothing
+    /// outside it runs; its other files are served by the master.
+    #[arg(long, value_name = "DIR", value_parser = parse_path)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_root: Option<PathBuf>,
     /// Application environment passed to the bootstrap (APP_ENV).
     #[arg(long, default_value = "prod")]
     pub app_env: String,
@@ -88,6 +96,27 @@ pub struct AppOptions {
     /// master's environment (php-fpm's clear_env).
     #[arg(long)]
     pub clear_env: bool,
+}
+
+impl AppOptions {
+    /// The bridge that runs each request as a classic PHP script.
+    pub const SCRIPT_BRIDGE: &'static str = "script";
+
+    /// Whether requests run classic PHP scripts (`--bridge=script`).
+    pub fn runs_scripts(&self) -> bool {
+        self.bridge == Self::SCRIPT_BRIDGE
+    }
+
+    /// The document root of `--bridge=script` for the application in
+    /// `app_dir`: `--document-root` (relative to it), else its `public`
+    /// directory when there is one, else `app_dir` itself.
+    pub fn document_root(&self, app_dir: &std::path::Path) -> PathBuf {
+        match &self.document_root {
+            Some(root) => app_dir.join(root),
+            None if app_dir.join("public").is_dir() => app_dir.join("public"),
+            None => app_dir.to_path_buf(),
+        }
+    }
 }
 
 /// Options of `ppm start`.

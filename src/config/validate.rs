@@ -254,6 +254,14 @@ impl AppOptions {
                 ),
             ));
         }
+        if let Some(root) = &self.document_root {
+            if !self.dir.join(root).is_dir() {
+                errors.push(invalid(
+                    "document-root",
+                    format!("{} is not a directory", self.dir.join(root).display()),
+                ));
+            }
+        }
         for setting in &self.php_ini {
             match setting.split_once('=') {
                 Some((key, _)) if !key.trim().is_empty() => {}

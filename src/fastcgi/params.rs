@@ -27,8 +27,9 @@
 //!   for the access log), `SERVER_ADDR`/`SERVER_PORT` and `HTTPS`.
 //!
 //! A native worker's request head frame carries the list as such: the
-//! master decodes `X-Ppm-Cgi` into it (`decode_header`), and the worker
-//! registers it as `$_SERVER` (`native/request.rs`).
+//! worker's request keeps the `CgiVars` extension, which the master puts
+//! into the frame (`native_exchange`), and the worker registers it as
+//! `$_SERVER` (`native/request.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -64,6 +65,11 @@ impl CgiVars {
         ));
         vars.extend(params);
         Self(vars)
+    }
+
+    /// Every parameter in order, `FCGI_ROLE` first.
+    pub fn pairs(&self) -> &[(Bytes, Bytes)] {
+        &self.0
     }
 
     /// The value of `name` (the last one sent, as php-fpm keeps it).
@@ -137,20 +143,6 @@ pub fn unknown_conn() -> ConnInfo {
         tls: false,
         target: Target::Any,
     }
-}
-
-/// The parameters an `X-Ppm-Cgi` value carries, in order (for the native
-/// runtime, whose frames carry them as such).
-pub fn decode_header(value: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let decode = |part: &[u8]| percent_encoding::percent_decode(part).collect::<Vec<u8>>();
-    value
-        .split(|&b| b == b'&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (decode(&pair[..eq]), decode(&pair[eq + 1..])),
-            None => (decode(pair), Vec::new()),
-        })
-        .collect()
 }
 
 /// Adds `X-Ppm-Cgi` to the worker's headers of a FastCGI request.

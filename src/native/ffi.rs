@@ -39,7 +39,6 @@ pub struct PpmRequest {
     cookie: PpmStr,
     authorization: PpmStr,
     path_translated: PpmStr,
-    proto_num: c_int,
     server: *const PpmPair,
     server_len: usize,
     headers: *const PpmPair,
@@ -52,6 +51,7 @@ struct PpmConfig {
     ini_entries: *const c_char,
     ini_path: *const c_char,
     config_json: *const c_char,
+    classic: c_int,
 }
 
 extern "C" {
@@ -83,6 +83,8 @@ pub struct RunConfig {
     pub ini_path: Option<CString>,
     /// What `ppm_worker_config()` returns to the worker script.
     pub config_json: CString,
+    /// `--bridge=script`: no worker script; each request runs its own.
+    pub classic: bool,
 }
 
 /// Runs PHP on this thread, serving the requests of `io` until it says
@@ -103,6 +105,7 @@ pub fn run(io: WorkerIo, config: &RunConfig) -> i32 {
             .as_ref()
             .map_or(std::ptr::null(), |p| p.as_ptr()),
         config_json: config.config_json.as_ptr(),
+        classic: c_int::from(config.classic),
     };
     // SAFETY: `c` and the strings it points to outlive the call; PHP runs
     // on this thread only.
@@ -181,7 +184,6 @@ pub unsafe extern "C" fn ppm_rs_next_request(
             cookie: p.cookie.map_or(NULL_STR, |s| str_of(p, s)),
             authorization: p.authorization.map_or(NULL_STR, |s| str_of(p, s)),
             path_translated: str_of(p, p.path_translated),
-            proto_num: p.proto_num,
             server: server.as_ptr(),
             server_len: server.len(),
             headers: headers.as_ptr(),
@@ -312,6 +314,7 @@ pub unsafe extern "C" fn ppm_rs_set_script(
     let script = Script {
         document_root: unsafe { lossy(root, root_len) },
         script_name: unsafe { lossy(name, name_len) },
+        path_info: None,
     };
     with_io((), |state| {
         state.io.set_script(script);

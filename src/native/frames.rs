@@ -91,7 +91,8 @@ pub enum Outcome {
     Normal = 0,
     /// `exit()`/`die()`: the response is what the app built; the script restarts.
     Exit = 1,
-    /// An uncaught exception; the worker continues.
+    /// An uncaught exception; the worker continues. Under
+    /// `--bridge=script`: any fatal error, which ends only its request.
     Exception = 2,
     /// A fatal error; the script restarts.
     Fatal = 3,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::ffi::{self, RunConfig};
 use super::io::{Link, WorkerIo};
+use super::script::DocRoot;
 use crate::config::AppOptions;
 use crate::Error;
 
@@ -49,9 +50,21 @@ pub fn run(link: Box<dyn Link>, app: &AppOptions, entry: &Path, slot: usize) -> 
         ini_entries: c(ini)?,
         ini_path: None,
         config_json: c(config.to_string())?,
+        classic: app.runs_scripts(),
     };
     std::hint::black_box(ffi::keep_callbacks());
     let mut io = WorkerIo::new(link);
-    io.report_included(app.debug);
+    if app.runs_scripts() {
+        let dir = app.document_root(&app_dir);
+        let root = DocRoot::new(&dir).map_err(|err| Error::InvalidOption {
+            option: "document-root",
+            message: format!("{}: {err}", dir.display()),
+        })?;
+        io.run_scripts(root);
+    } else {
+        // A classic script's files are compiled afresh (opcache checks
+        // their times) at every request: nothing to reload for.
+        io.report_included(app.debug);
+    }
     Ok(ffi::run(io, &run))
 }

@@ -15,6 +15,7 @@
 
 use super::frames::{FrameError, Outcome, ReadError, RequestHead, END_EARLY};
 use super::request::{prepare, Prepared, Script};
+use super::script::{DocRoot, Refusal};
 
 /// Why the worker cannot go on: the master is gone, talks nonsense, or
 /// the HTTP front failed.
@@ -97,6 +98,8 @@ pub struct WorkerIo {
     report_included: bool,
     /// Loaded files not reported yet.
     included: Vec<String>,
+    /// `--bridge=script`: each request names the script it runs.
+    classic: Option<DocRoot>,
 }
 
 impl WorkerIo {
@@ -110,7 +113,14 @@ impl WorkerIo {
             ended: true,
             report_included: false,
             included: Vec::new(),
+            classic: None,
         }
+    }
+
+    /// `--bridge=script`: requests run the scripts under `root`; the
+    /// ones that name none are answered here.
+    pub fn run_scripts(&mut self, root: DocRoot) {
+        self.classic = Some(root);
     }
 
     /// Debug mode: the files PHP loaded are reported to the master.
@@ -136,21 +146,46 @@ impl WorkerIo {
     }
 
     /// Finishes the last request, says ready, and waits for the next
-    /// request; `None` when the worker is to stop.
+    /// request; `None` when the worker is to stop. With `--bridge=script`,
+    /// a request that runs no script is answered here and the wait goes
+    /// on.
     pub fn next_request(
         &mut self,
-        stats: Option<(u64, u64)>,
+        mut stats: Option<(u64, u64)>,
     ) -> Result<Option<&Prepared>, IoError> {
-        self.in_request = false;
-        if !self.included.is_empty() {
-            self.link.included(std::mem::take(&mut self.included));
+        loop {
+            self.in_request = false;
+            if !self.included.is_empty() {
+                self.link.included(std::mem::take(&mut self.included));
+            }
+            let Some(head) = self.link.next_request(stats.take())? else {
+                return Ok(None);
+            };
+            self.in_request = true;
+            self.ended = false;
+            let prepared = match &self.classic {
+                None => Ok(prepare(&head, &self.script)),
+                Some(root) => classic_request(root, &head),
+            };
+            match prepared {
+                Ok(prepared) => return Ok(Some(self.current.insert(prepared))),
+                Err(refusal) => self.refuse(&refusal)?,
+            }
         }
-        let Some(head) = self.link.next_request(stats)? else {
-            return Ok(None);
-        };
-        self.in_request = true;
-        self.ended = false;
-        Ok(Some(self.current.insert(prepare(&head, &self.script))))
+    }
+
+    /// Answers a request that runs no script, as php-fpm words it.
+    fn refuse(&mut self, refusal: &Refusal) -> Result<(), IoError> {
+        let mut lines: Vec<Vec<u8>> = vec![b"Content-type: text/html; charset=UTF-8".to_vec()];
+        if let Some(location) = &refusal.location {
+            let mut line = b"Location: ".to_vec();
+            line.extend_from_slice(location);
+            lines.push(line);
+        }
+        let views: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        self.send_head(refusal.status, &views)?;
+        self.write(refusal.body.as_bytes())?;
+        self.end_response(0, Outcome::Normal)
     }
 
     /// Copies body bytes into `buf`; 0 at the body's end.
@@ -235,4 +270,27 @@ impl WorkerIo {
     pub fn flush(&mut self) -> Result<(), IoError> {
         self.link.flush()
     }
+}
+
+/// The script a request runs under `--bridge=script`, and its `$_SERVER`:
+/// a FastCGI request names it in `SCRIPT_FILENAME`, an HTTP one in its
+/// path.
+fn classic_request(root: &DocRoot, head: &RequestHead) -> Result<Prepared, Refusal> {
+    if !head.cgi.is_empty() {
+        let filename = head
+            .cgi
+            .iter()
+            .rev()
+            .find(|(n, _)| n.as_slice() == b"SCRIPT_FILENAME")
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        root.check_filename(filename)?;
+        return Ok(prepare(head, &Script::default()));
+    }
+    let target = root.resolve(&head.method, &head.target)?;
+    let script = Script {
+        document_root: root.path().to_string_lossy().into_owned(),
+        script_name: target.script_name,
+        path_info: Some(target.path_info),
+    };
+    Ok(prepare(head, &script))
 }

@@ -12,6 +12,8 @@
 //!   clients served on PHP's own thread); [`http_head`]: hyper's request
 //!   and response heads as PHP sees them.
 //! - [`request`]: `$_SERVER` and `SG(request_info)` from a request head.
+//! - [`script`] and `classic.c`: `--bridge=script`, a full PHP request
+//!   per request running the script the URI or `SCRIPT_FILENAME` names.
 //! - [`host`]: running PHP in this process; [`worker`]: `ppm php-worker`;
 //!   [`standalone`]: `ppm worker --listen`, one process
 //!   and one thread serving HTTP with PHP.
@@ -27,6 +29,7 @@ pub mod http_head;
 pub mod http_link;
 pub mod io;
 pub mod request;
+pub mod script;
 pub mod spawn;
 pub mod standalone;
 pub mod worker;

@@ -29,7 +29,6 @@ pub struct Prepared {
     pub cookie: Option<Span>,
     pub authorization: Option<Span>,
     pub path_translated: Span,
-    pub proto_num: i32,
     pub server: Vec<(Span, Span)>,
     pub headers: Vec<(Span, Span)>,
 }
@@ -39,6 +38,9 @@ pub struct Prepared {
 pub struct Script {
     pub document_root: String,
     pub script_name: String,
+    /// `--bridge=script`: `PATH_INFO` (always set then, as nginx's
+    /// `fastcgi_param PATH_INFO $fastcgi_path_info` does).
+    pub path_info: Option<String>,
 }
 
 impl Prepared {
@@ -84,8 +86,12 @@ impl Prepared {
     }
 }
 
-/// Prepares `head` for PHP.
+/// Prepares `head` for PHP; `script` is not used for a request that came
+/// over FastCGI, whose parameters say it all.
 pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
+    if !head.cgi.is_empty() {
+        return from_cgi(head);
+    }
     let mut p = Prepared {
         arena: Vec::with_capacity(1024),
         ..Prepared::default()
@@ -99,11 +105,6 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     p.uri = p.put(&head.target);
     p.query = p.put(query);
     p.content_length = head.content_length;
-    p.proto_num = match head.protocol.as_str() {
-        "HTTP/1.0" => 1000,
-        "HTTP/2" | "HTTP/2.0" => 2000,
-        _ => 1100,
-    };
     let script_filename = format!("{}{}", script.document_root, script.script_name);
     p.path_translated = p.put(script_filename.as_bytes());
 
@@ -126,6 +127,13 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     p.server_var("REQUEST_METHOD", head.method.as_bytes());
     p.server_var("CONTENT_TYPE", content_type.as_deref().unwrap_or_default());
     p.server_var("CONTENT_LENGTH", &content_length);
+    // php-fpm's PHP_SELF: the script's name and what followed it. (nginx's
+    // $document_uri is the script's name once try_files has checked it.)
+    let self_path = format!(
+        "{}{}",
+        script.script_name,
+        script.path_info.as_deref().unwrap_or_default()
+    );
     p.server_var("SCRIPT_NAME", script.script_name.as_bytes());
     p.server_var("REQUEST_URI", &head.target);
     p.server_var("DOCUMENT_URI", script.script_name.as_bytes());
@@ -144,6 +152,9 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
     let server_name = server_name(head);
     p.server_var("SERVER_NAME", server_name.as_bytes());
     p.server_var("SCRIPT_FILENAME", script_filename.as_bytes());
+    if let Some(path_info) = &script.path_info {
+        p.server_var("PATH_INFO", path_info.as_bytes());
+    }
 
     // getallheaders() as php-fpm builds it: the two content keys first
     // (always present behind nginx), then one entry per HTTP_ key.
@@ -161,42 +172,63 @@ pub fn prepare(head: &RequestHead, script: &Script) -> Prepared {
         let n = p.put(name.as_bytes());
         p.headers.push((n, v));
     }
-    p.server_var("PHP_SELF", script.script_name.as_bytes());
-    if !head.cgi.is_empty() {
-        from_cgi(&mut p, head);
-    }
+    p.server_var("PHP_SELF", self_path.as_bytes());
     p
 }
 
 /// A request that came over FastCGI: `$_SERVER` is the web server's
-/// parameters as sent (a repeated name: the last one wins), then
-/// `PHP_SELF`, as php-fpm registers them; `$_GET` is parsed from
-/// `QUERY_STRING`. `getallheaders()` stays what the headers say.
-fn from_cgi(p: &mut Prepared, head: &RequestHead) {
-    p.server.clear();
-    let get = |name: &[u8]| {
+/// parameters as sent (a repeated name: the last one wins when PHP
+/// registers them), then `PHP_SELF` (`SCRIPT_NAME` + `PATH_INFO`), as
+/// php-fpm registers them; `$_GET` is parsed from `QUERY_STRING`, and
+/// `getallheaders()` is made of the `HTTP_*` parameters and the two
+/// content ones, in order, as php-fpm makes it.
+fn from_cgi(head: &RequestHead) -> Prepared {
+    let mut p = Prepared {
+        arena: Vec::with_capacity(2048),
+        ..Prepared::default()
+    };
+    let param = |name: &str| {
         head.cgi
             .iter()
             .rev()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.as_slice() == name.as_bytes())
             .map(|(_, v)| v.as_slice())
     };
-    let mut php_self = get(b"SCRIPT_NAME").unwrap_or_default().to_vec();
-    php_self.extend_from_slice(get(b"PATH_INFO").unwrap_or_default());
-    let query = get(b"QUERY_STRING").map(<[u8]>::to_vec);
-    let uri = get(b"REQUEST_URI").map(<[u8]>::to_vec);
+    p.method = p.put(param("REQUEST_METHOD").unwrap_or(head.method.as_bytes()));
+    p.uri = p.put(param("REQUEST_URI").unwrap_or(&head.target));
+    p.query = p.put(param("QUERY_STRING").unwrap_or_default());
+    p.content_length = head.content_length;
+    p.path_translated = p.put(param("SCRIPT_FILENAME").unwrap_or_default());
+    if let Some(ct) = param("CONTENT_TYPE").filter(|v| !v.is_empty()) {
+        p.content_type = Some(p.put(ct));
+    }
+    if let Some(cookie) = param("HTTP_COOKIE") {
+        p.cookie = Some(p.put(cookie));
+    }
+    if let Some(auth) = param("HTTP_AUTHORIZATION") {
+        p.authorization = Some(p.put(auth));
+    }
     for (name, value) in &head.cgi {
-        let (k, v) = (p.put(name), p.put(value));
+        let k = p.put(name);
+        let v = p.put(value);
         p.server.push((k, v));
+        let header = match std::str::from_utf8(name) {
+            Ok("CONTENT_TYPE") => Some("Content-Type".to_string()),
+            Ok("CONTENT_LENGTH") => Some("Content-Length".to_string()),
+            Ok(key) if key.starts_with("HTTP_") && key.len() > 5 => Some(fpm_header_name(key)),
+            _ => None,
+        };
+        if let Some(header) = header {
+            let n = p.put(header.as_bytes());
+            p.headers.push((n, v));
+        }
     }
-    let (k, v) = (p.put(b"PHP_SELF"), p.put(&php_self));
+    let mut self_path = param("SCRIPT_NAME").unwrap_or_default().to_vec();
+    self_path.extend_from_slice(param("PATH_INFO").unwrap_or_default());
+    let k = p.put(b"PHP_SELF");
+    let v = p.put(&self_path);
     p.server.push((k, v));
-    if let Some(query) = query {
-        p.query = p.put(&query);
-    }
-    if let Some(uri) = uri {
-        p.uri = p.put(&uri);
-    }
+    p
 }
 
 /// `HTTP_*` keys in first-seen order, repeated headers joined (`; ` for
@@ -310,6 +342,7 @@ mod tests {
         Script {
             document_root: "/srv/app/public".into(),
             script_name: "/index.php".into(),
+            path_info: None,
         }
     }
 
@@ -352,7 +385,6 @@ mod tests {
         assert_eq!(server(&p, "PHP_SELF").unwrap(), "/index.php");
         assert_eq!(p.get(p.cookie.unwrap()), b"a=1; b=2");
         assert_eq!(p.get(p.query), b"x=1&y[]=2");
-        assert_eq!(p.proto_num, 1100);
         // Every span is NUL-terminated for C.
         for (k, v) in &p.server {
             assert_eq!(p.arena[k.start + k.len], 0);
@@ -394,7 +426,6 @@ mod tests {
         assert_eq!(server(&p, "SERVER_NAME").unwrap(), "[::1]");
         assert_eq!(server(&p, "CONTENT_LENGTH").unwrap(), "5");
         assert_eq!(server(&p, "CONTENT_TYPE").unwrap(), "text/plain");
-        assert_eq!(p.proto_num, 1000);
     }
 
     #[test]
@@ -414,6 +445,10 @@ mod tests {
             ("REQUEST_URI", "/index.php/x?q=1"),
             ("SERVER_SOFTWARE", "nginx"),
             ("SERVER_SOFTWARE", "nginx/2"),
+            ("SCRIPT_FILENAME", "/srv/www/index.php"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("HTTP_X_REQUEST_ID", "7"),
+            ("HTTP_COOKIE", "a=1"),
         ]
         .iter()
         .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
@@ -435,5 +470,18 @@ mod tests {
             .filter(|(k, _)| *k == b"SERVER_SOFTWARE")
             .collect();
         assert_eq!(software.last().unwrap().1, b"nginx/2");
+        // php-fpm's request info and getallheaders() come from them too.
+        assert_eq!(p.get(p.path_translated), b"/srv/www/index.php");
+        assert_eq!(p.get(p.cookie.unwrap()), b"a=1");
+        assert_eq!(p.get(p.content_type.unwrap()), b"text/plain");
+        let headers: Vec<_> = p.header_pairs();
+        assert_eq!(
+            headers,
+            [
+                (&b"Content-Type"[..], &b"text/plain"[..]),
+                (&b"X-Request-Id"[..], &b"7"[..]),
+                (&b"Cookie"[..], &b"a=1"[..]),
+            ]
+        );
     }
 }

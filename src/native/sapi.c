@@ -34,6 +34,7 @@
 
 static struct {
     const ppm_config *config;
+    int classic;         /* --bridge=script */
     int booted;          /* ppm_handle_request() ran once in this generation */
     int boot_reported;   /* the script reported its own boot error */
     int req_active;      /* `current` is a request bound to the SAPI */
@@ -133,17 +134,6 @@ static void ppm_log_message(const char *msg, int syslog_type)
     ppm_rs_log(msg, strlen(msg));
 }
 
-/* Called at the end of sapi_activate(), which resets the protocol to
- * HTTP/1.0: header('Location: ...') answers 303 to a POST over HTTP/1.1,
- * as under php-fpm, only if the protocol is known. */
-static int ppm_activate(void)
-{
-    if (ppm.req_active) {
-        SG(request_info).proto_num = ppm.current.proto_num;
-    }
-    return SUCCESS;
-}
-
 static int ppm_module_startup(sapi_module_struct *module)
 {
     return php_module_startup(module, NULL);
@@ -156,7 +146,6 @@ static sapi_module_struct ppm_sapi = {
     .pretty_name = "ppm",
     .startup = ppm_module_startup,
     .shutdown = php_module_shutdown_wrapper,
-    .activate = ppm_activate,
     .ub_write = ppm_ub_write,
     .flush = ppm_flush,
     .sapi_error = php_error,
@@ -191,17 +180,9 @@ static void reset_superglobals(void)
  * destroy the application. */
 static int request_startup(void)
 {
-    const ppm_request *r = &ppm.current;
     int ok = SUCCESS;
-    SG(request_info).request_method = r->method.ptr;
-    SG(request_info).query_string = (char *)r->query.ptr;
-    SG(request_info).request_uri = (char *)r->uri.ptr;
-    SG(request_info).content_type = r->content_type.ptr;
-    SG(request_info).content_length = r->content_length < 0 ? 0 : r->content_length;
-    SG(request_info).path_translated = (char *)r->path_translated.ptr;
-    php_handle_auth_data(r->authorization.ptr);
+    ppm_fill_request_info(&ppm.current);
     SG(server_context) = &ppm;
-    SG(sapi_headers).http_response_code = 200; /* sapi_activate() keeps the last one */
     ppm.req_active = 1;
     ppm.finished = 0;
 
@@ -247,8 +228,26 @@ static int request_startup(void)
     return ok;
 }
 
+/* SG(request_info) of `r`, for sapi_activate() to come, as php-fpm fills
+ * it. The protocol is left alone, as php-fpm leaves it: sapi_activate()
+ * makes it HTTP/1.0, so header('Location: ...') answers 302 to a POST as
+ * under php-fpm, where PHP's rule would give 303 over HTTP/1.1
+ * (tests/superglobals.rs and tests/classic.rs compare). */
+void ppm_fill_request_info(const ppm_request *r)
+{
+    SG(request_info).request_method = r->method.ptr;
+    SG(request_info).query_string = (char *)r->query.ptr;
+    SG(request_info).request_uri = (char *)r->uri.ptr;
+    SG(request_info).content_type = r->content_type.ptr;
+    SG(request_info).content_length = r->content_length < 0 ? 0 : r->content_length;
+    SG(request_info).path_translated = (char *)r->path_translated.ptr;
+    SG(sapi_headers).http_response_code = 200; /* sapi_activate() keeps the last one */
+    /* As php-fpm: PHP_AUTH_USER/PW from the Authorization header. */
+    php_handle_auth_data(r->authorization.ptr);
+}
+
 /* sapi_deactivate() frees these without forgetting them. */
-static void forget_request_info(void)
+void ppm_forget_request_info(void)
 {
     SG(request_info).auth_user = NULL;
     SG(request_info).auth_password = NULL;
@@ -282,7 +281,7 @@ static void request_teardown(void)
     zend_try {
         sapi_deactivate(); /* frees headers, deletes upload temp files, drains the body */
     } zend_end_try();
-    forget_request_info();
+    ppm_forget_request_info();
     SG(request_info).request_method = NULL;
     SG(request_info).query_string = NULL;
     SG(request_info).request_uri = NULL;
@@ -331,7 +330,7 @@ PHP_FUNCTION(ppm_handle_request)
         Z_PARAM_FUNC(fci, fcc)
     ZEND_PARSE_PARAMETERS_END();
 
-    if (ppm.req_active) {
+    if (ppm.req_active || ppm.classic) {
         zend_throw_error(NULL, "ppm_handle_request() cannot run inside a request");
         RETURN_THROWS();
     }
@@ -488,6 +487,22 @@ static const zend_function_entry ppm_functions[] = {
     ZEND_FE_END
 };
 
+/* ---- for classic.c ---- */
+
+ppm_request *ppm_request_slot(void)
+{
+    return &ppm.current;
+}
+
+/* Binds the request in ppm_request_slot() to the SAPI (output, headers,
+ * body, cookies, $_SERVER go to and come from it) or unbinds it. */
+void ppm_bind_request(int active)
+{
+    ppm.req_active = active;
+    ppm.finished = 0;
+    SG(server_context) = active ? (void *)&ppm : NULL;
+}
+
 /* ---- process level ---- */
 
 /* The library's SONAME is the unversioned libphp.so, so the loader may
@@ -567,7 +582,7 @@ static int run_generation(void)
         ppm.req_active = 0;
         ppm_rs_end_response(0, outcome);
     }
-    forget_request_info();
+    ppm_forget_request_info();
     SG(server_context) = NULL;
     if (status) {
         return status;
@@ -607,11 +622,21 @@ int ppm_php_run(const ppm_config *config)
         sapi_shutdown();
         return PPM_RUN_VERSION_MISMATCH;
     }
-    SG(options) |= SAPI_OPTION_NO_CHDIR;
     ppm_backtrace_hook();
 
     int result;
-    while ((result = run_generation()) == 0) {
+    if (config->classic) {
+        /* Each script runs in its own directory, as under php-fpm. */
+        ppm.classic = 1;
+        const char *limit = zend_ini_string("memory_limit", sizeof("memory_limit") - 1, 0);
+        if (limit) {
+            ppm_rs_php_info(limit, strlen(limit));
+        }
+        result = ppm_classic_run() + 1;
+    } else {
+        SG(options) |= SAPI_OPTION_NO_CHDIR;
+        while ((result = run_generation()) == 0) {
+        }
     }
     php_module_shutdown();
     sapi_shutdown();

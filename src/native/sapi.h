@@ -36,7 +36,6 @@ typedef struct {
     ppm_str cookie;         /* joined Cookie headers; ptr NULL when absent */
     ppm_str authorization;  /* ptr NULL when absent */
     ppm_str path_translated;
-    int proto_num;          /* 1000 for HTTP/1.0, 1100 for HTTP/1.1, ... */
     const ppm_pair *server; /* $_SERVER entries of this request */
     size_t server_len;
     const ppm_pair *headers; /* getallheaders() */
@@ -48,6 +47,8 @@ typedef struct {
     const char *ini_entries; /* "key=value\n" lines, like -d */
     const char *ini_path;    /* php.ini file or directory (-c); NULL: PHP's lookup */
     const char *config_json; /* returned by ppm_worker_config() */
+    int classic;             /* --bridge=script: each request runs its own script
+                                in a full PHP request (`path_translated`) */
 } ppm_config;
 
 /* How a request ended, reported with its response end. */

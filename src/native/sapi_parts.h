@@ -1,9 +1,11 @@
 /*
  * Internal interface between the parts of ppm's SAPI (sapi.c, ini.c,
- * backtrace.c, request_state.c); not seen by Rust.
+ * backtrace.c, request_state.c, classic.c); not seen by Rust.
  */
 #ifndef PPM_SAPI_PARTS_H
 #define PPM_SAPI_PARTS_H
+
+#include "sapi.h"
 
 /* ini.c: snapshot after the bootstrap, restore after each request (at the
  * deactivate stage), free at the end of a generation. */
@@ -17,6 +19,17 @@ void ppm_ini_free(void);
 void ppm_backtrace_signal(void);
 void ppm_backtrace_hook(void);
 void ppm_backtrace_cancel(void);
+
+/* sapi.c: the request bound to the SAPI, for classic.c; SG(request_info)
+ * of a request. */
+ppm_request *ppm_request_slot(void);
+void ppm_fill_request_info(const ppm_request *r);
+void ppm_bind_request(int active);
+void ppm_forget_request_info(void);
+
+/* classic.c: --bridge=script, one full PHP request per request until told
+ * to stop; returns 0. */
+int ppm_classic_run(void);
 
 /* request_state.c: a module's RINIT (startup 1) or RSHUTDOWN (0), if it
  * is loaded; the request state of mbstring's input translation;

@@ -59,6 +59,9 @@ pub async fn boot(
     for setting in &spec.app.php_ini {
         cmd.arg(format!("--php-ini={setting}"));
     }
+    if let Some(root) = &spec.app.document_root {
+        cmd.arg("--document-root").arg(spec.app_dir.join(root));
+    }
     cmd.arg(&spec.app_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped());

@@ -168,6 +168,7 @@ pub struct Answer {
     pub status: u16,
     pub content_type: Option<String>,
     pub x_fixture: Option<String>,
+    pub location: Option<String>,
     pub set_cookie: Vec<String>,
     pub body: String,
 }
@@ -184,6 +185,7 @@ impl Answer {
             status: response.status().as_u16(),
             content_type: header("content-type"),
             x_fixture: header("x-fixture"),
+            location: header("location"),
             set_cookie: response
                 .headers()
                 .get_all(SET_COOKIE)
