@@ -52,17 +52,40 @@ fn build_shim() {
         build.include(dir.trim_start_matches("-I"));
     }
     build.compile("ppmsapi");
-    let lib_dir = std::process::Command::new(&php_config)
-        .arg("--prefix")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|prefix| format!("{}/lib", prefix.trim()))
+    let ask = |option: &str| {
+        std::process::Command::new(&php_config)
+            .arg(option)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|text| text.trim().to_string())
+    };
+    let lib_dir = ask("--prefix")
+        .map(|prefix| format!("{prefix}/lib"))
         .unwrap_or_else(|| "/usr/lib".into());
     println!("cargo:rustc-link-search=native={lib_dir}");
-    // Named explicitly: the library's SONAME is the unversioned libphp.so,
-    // so the binary also checks the loaded version at start.
-    println!("cargo:rustc-link-lib=dylib=php8.2");
+    // Debian names the embed library after the version (libphp8.2.so, the
+    // libphpX.Y-embed package); PHP built from source with --enable-embed
+    // installs libphp.so. The versioned name is taken when it exists, so
+    // that a machine with several PHPs links the one php-config names.
+    // Either way the library's SONAME is the unversioned libphp.so, so the
+    // binary also checks the loaded version at start.
+    let major_minor = ask("--version")
+        .and_then(|v| {
+            let mut parts = v.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        })
+        .unwrap_or_default();
+    let versioned = format!("php{major_minor}");
+    let lib = if Path::new(&lib_dir)
+        .join(format!("lib{versioned}.so"))
+        .exists()
+    {
+        versioned
+    } else {
+        "php".to_string()
+    };
+    println!("cargo:rustc-link-lib=dylib={lib}");
 }
 
 fn embed_runtime() {

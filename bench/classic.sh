@@ -48,7 +48,7 @@ measure() {
 }
 
 # --- ppm's HTTP port ------------------------------------------------------------
-start_ppm "$workers" "$app" --runtime native --bridge=script --document-root www \
+start_ppm "$workers" "$app" --bridge=script --document-root www \
   --max-requests=0 --no-logging
 ppm_pid=${pids[-1]}
 url="http://127.0.0.1:$balancer/hello.php"

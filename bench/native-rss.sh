@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Memory over many requests on one native worker (`ppm worker --runtime
-# native --listen`, hello world): the worker's RSS after the first 10,000
+# Memory over many requests on one worker (`ppm worker --listen`, hello
+# world): the worker's RSS after the first 10,000
 # requests and after REQUESTS in all (default 1,000,000), and the growth
 # between them. Issue 10 asks for at most 5 %; the script exits non-zero
 # past that, or when any request failed.
@@ -65,7 +65,7 @@ PY
 }
 
 port=$(free_ports 1)
-"$ppm" worker "$app" --bridge=callable --bootstrap=app.php --runtime native \
+"$ppm" worker "$app" --bridge=callable --bootstrap=app.php \
   --listen "127.0.0.1:$port" 2>"$work/worker.log" &
 pid=$!
 pids+=("$pid")

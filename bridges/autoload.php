@@ -1,7 +1,7 @@
 <?php
 
 /**
- * The runtime's autoloader, shared by both entry scripts: one class per
+ * The runtime's autoloader: one class per
  * file in src/, named after the class without its namespace (the master
  * embeds a flat list of files, see FILES).
  */

@@ -18,7 +18,7 @@
 #
 #   PPM_APP_DIR (default /srv/app)    the application directory
 #   PPM_WORKERS PPM_HOST PPM_PORT PPM_WORKER_PORT PPM_CONTROL_HOST
-#   PPM_CONTROL_PORT PPM_BRIDGE PPM_BOOTSTRAP PPM_APP_ENV PPM_CGI_PATH
+#   PPM_CONTROL_PORT PPM_BRIDGE PPM_BOOTSTRAP PPM_APP_ENV
 #   PPM_MAX_REQUESTS PPM_TTL PPM_MEMORY_LIMIT PPM_RECYCLE_JITTER
 #   PPM_MAX_EXECUTION_TIME PPM_SLOW_REQUEST_TIME PPM_SHUTDOWN_TIMEOUT
 #   PPM_BOOTSTRAP_TIMEOUT PPM_QUEUE_TIMEOUT PPM_MAX_QUEUE PPM_MAX_BODY_SIZE
@@ -46,7 +46,7 @@ set -- "$@" start "${PPM_APP_DIR:-/srv/app}"
 for pair in \
     WORKERS:workers HOST:host PORT:port WORKER_PORT:worker-port \
     CONTROL_HOST:control-host CONTROL_PORT:control-port \
-    BRIDGE:bridge BOOTSTRAP:bootstrap APP_ENV:app-env CGI_PATH:cgi-path \
+    BRIDGE:bridge BOOTSTRAP:bootstrap APP_ENV:app-env \
     MAX_REQUESTS:max-requests TTL:ttl MEMORY_LIMIT:memory-limit \
     RECYCLE_JITTER:recycle-jitter MAX_EXECUTION_TIME:max-execution-time \
     SLOW_REQUEST_TIME:slow-request-time SHUTDOWN_TIMEOUT:shutdown-timeout \

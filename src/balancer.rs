@@ -17,14 +17,14 @@
 //!
 //! A request for the health path or for a file under `--static-directory`
 //! is answered by the master (`static_files`). Anything else takes a
-//! worker and is forwarded as a normalized HTTP/1.1 request over the
-//! worker's private socket (`forwarding` builds its headers). The exchange
-//! with the worker (`Exchange`) runs in a task of its own from the first
-//! byte written to the last byte read, so a client that hangs up never
-//! leaves a worker half-way through a request its slot counted. The
-//! response is buffered up to `RESPONSE_BUFFER` so that a slow reader
-//! releases the worker early; a longer response streams, holding the
-//! worker until its last byte has been read from it. Every answer gets an
+//! worker and is passed, normalized (`forwarding` builds its headers), as
+//! frames over the worker's frame socket (`native_exchange`). The exchange
+//! with the worker runs in a task of its own from the first byte written
+//! to the worker's `Ready`, so a client that hangs up never leaves a
+//! worker half-way through a request its slot counted. The response is
+//! buffered up to `RESPONSE_BUFFER` so that a slow reader releases the
+//! worker early; a longer response streams, holding the worker until its
+//! last byte has been read from it. Every answer gets an
 //! access log line once its last byte is sent (`access_log`).
 
 use std::convert::Infallible;
@@ -44,13 +44,13 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, Record};
 use crate::conn_limit::{Admitted, ConnLimit};
-use crate::forwarding::{client_ip, strip_hop_by_hop, worker_headers, Origin, TrustedProxies};
+use crate::forwarding::{client_ip, worker_headers, Origin, TrustedProxies};
 use crate::http1::{self, Arrival, Limits, Received, Refusal};
 use crate::metrics::Metrics;
 use crate::pool::{AcquireError, ExitReason, Lease, Pool};
@@ -811,7 +811,7 @@ impl Exchange {
     /// connection had closed): the request may then go to another one.
     async fn run(self) -> Option<Response<ProxyBody>> {
         let Exchange {
-            mut lease,
+            lease,
             request,
             slow_request_time,
             max_execution_time,
@@ -819,43 +819,9 @@ impl Exchange {
             what,
         } = self;
         let _slow = slow_request_time.map(|after| lease.slow_log(after));
-        if lease.is_native() {
-            return crate::native_exchange::run(lease, request, max_execution_time, metrics, what)
-                .await;
-        }
-        let Some(crate::pool::WorkerConn::Http(worker)) = lease.conn() else {
-            lease.unsent();
-            return None;
-        };
-        if worker.ready().await.is_err() {
-            lease.unsent();
-            return None;
-        }
-        // Execution time counts from here: queue time is not the app's.
-        let deadline = max_execution_time.map(|limit| Instant::now() + limit);
-        let Some(sent) = within(deadline, worker.send_request(request)).await else {
-            return Some(timed_out(&lease, &what));
-        };
-        match sent {
-            Ok(response) => Some(respond(response, lease, deadline, metrics).await),
-            Err(err) if err.is_canceled() => {
-                lease.unsent();
-                None
-            }
-            Err(err) => {
-                tracing::warn!(
-                    "[slot {}] worker failed during the request: {err}",
-                    lease.slot()
-                );
-                Some(error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "The PHP worker died during the request\n",
-                ))
-            }
-        }
+        crate::native_exchange::run(lease, request, max_execution_time, metrics, what).await
     }
 }
-
 /// The streams of one HTTP/2 connection.
 struct Activity {
     /// (streams in progress, when the last one ended)
@@ -1074,113 +1040,9 @@ fn plain(status: StatusCode, text: String) -> Response<ProxyBody> {
     response
 }
 
-/// Passes the worker's response on. A response with a known length that
-/// fits `RESPONSE_BUFFER` is read whole, so the worker is free at once
-/// whatever the client's speed. Anything else (streamed output, large
-/// files) is forwarded as it arrives by a pump task that reads ahead of the
-/// client by up to `RESPONSE_BUFFER` bytes and holds the worker until the
-/// last byte has been read from it.
-async fn respond(
-    response: Response<Incoming>,
-    mut lease: Lease,
-    deadline: Option<Instant>,
-    metrics: Arc<Metrics>,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let known_len = body.size_hint().exact();
-    if known_len.is_some_and(|len| len <= RESPONSE_BUFFER as u64) {
-        let Some(collected) = within(deadline, body.collect()).await else {
-            return timed_out(&lease, "a response");
-        };
-        return match collected {
-            Ok(collected) => {
-                lease.complete();
-                drop(lease);
-                let bytes = collected.to_bytes();
-                metrics
-                    .bytes_out
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Response::from_parts(parts, full(bytes))
-            }
-            Err(err) => {
-                tracing::warn!("[slot {}] worker response broke off: {err}", lease.slot());
-                error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "The PHP worker died during the response\n",
-                )
-            }
-        };
-    }
-    let budget = Arc::new(Semaphore::new(RESPONSE_BUFFER));
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(pump(body, lease, budget, tx, deadline, metrics));
-    Response::from_parts(parts, PumpedBody { rx }.boxed_unsync())
-}
-
+/// A chunk of a streamed response, with the share of `RESPONSE_BUFFER` it
+/// holds until the client has taken it.
 pub(crate) type Chunk = Result<(Bytes, OwnedSemaphorePermit), BoxError>;
-
-async fn pump(
-    mut body: Incoming,
-    mut lease: Lease,
-    budget: Arc<Semaphore>,
-    tx: mpsc::UnboundedSender<Chunk>,
-    deadline: Option<Instant>,
-    metrics: Arc<Metrics>,
-) {
-    loop {
-        let frame = tokio::select! {
-            frame = within(deadline, body.frame()) => match frame {
-                Some(frame) => frame,
-                None => {
-                    let _ = timed_out(&lease, "a streamed response");
-                    let _ = tx.send(Err("the request passed --max-execution-time".into()));
-                    return;
-                }
-            },
-            // The client went away: stop reading; the unfinished lease
-            // renews the worker's connection.
-            _ = tx.closed() => return,
-        };
-        match frame {
-            None => {
-                lease.complete();
-                return;
-            }
-            Some(Err(err)) => {
-                tracing::warn!("[slot {}] worker response broke off: {err}", lease.slot());
-                let _ = tx.send(Err(err.into()));
-                return;
-            }
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                metrics
-                    .bytes_out
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let permits = data.len().clamp(1, RESPONSE_BUFFER) as u32;
-                // A client that stops reading holds the worker only until
-                // the execution deadline, like a request that runs too long.
-                let permit = tokio::select! {
-                    permit = within(deadline, budget.clone().acquire_many_owned(permits)) => match permit {
-                        Some(Ok(permit)) => permit,
-                        Some(Err(_)) => return,
-                        None => {
-                            let _ = timed_out(&lease, "a streamed response its client stopped reading");
-                            let _ = tx.send(Err("the client stopped reading".into()));
-                            return;
-                        }
-                    },
-                    _ = tx.closed() => return,
-                };
-                if tx.send(Ok((data, permit))).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
 
 /// The client's side of a pumped response.
 pub(crate) struct PumpedBody {
@@ -1222,17 +1084,6 @@ pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyB
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// Runs `work` until `deadline` (if any); None when the deadline passed.
-pub(crate) async fn within<F: std::future::Future>(
-    deadline: Option<Instant>,
-    work: F,
-) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
-        None => Some(work.await),
-    }
 }
 
 /// The request passed `--max-execution-time`: the worker is killed and

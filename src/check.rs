@@ -1,14 +1,13 @@
 //! `ppm start --check` and `ppm configtest`: validate the configuration,
 //! the PHP binary and the application's bootstrap without serving, the way
-//! `nginx -t` and `php-fpm -t` do. One worker is booted on a private
-//! socket and stopped again; its PHP error, if any, is the answer.
+//! `nginx -t` and `php-fpm -t` do. One worker is booted and stopped
+//! again; its PHP error, if any, is the answer.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::StartOptions;
 use crate::master::{make_run_dir, worker_spec};
-use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent};
 use crate::Error;
 
 /// `check` of every pool: one line per pool, or every pool's problem.
@@ -37,59 +36,21 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     }
     check_ports(opts).await?;
     let run_dir = make_run_dir()?;
-    let spec = worker_spec(&opts.app, opts.runtime, run_dir.path())?;
-    let socket = run_dir.path().join("check.sock");
+    let spec = worker_spec(&opts.app, run_dir.path())?;
     let started = Instant::now();
-    if opts.runtime == crate::config::Runtime::Native {
-        let booted =
-            crate::native::spawn::boot(&spec, 0, "check".into(), opts.bootstrap_timeout(), |_| {})
-                .await
-                .map_err(Error::Bootstrap)?;
-        let booted_in = started.elapsed();
-        let mut worker = booted.worker;
-        worker.stop(Duration::from_secs(2)).await;
-        return Ok(summary(opts, "native runtime".into(), booted_in));
-    }
-    let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket), 0, "check".into())
-        .await
-        .map_err(Error::Spawn)?;
-    let deadline = tokio::time::sleep(opts.bootstrap_timeout());
-    tokio::pin!(deadline);
-    let outcome = loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(WorkerEvent::Ready { .. }) => break Ok(()),
-                Some(WorkerEvent::BootstrapError { message }) => break Err(message),
-                Some(_) => {}
-                None => {
-                    let exit = worker.wait().await;
-                    break Err(format!("the worker exited during bootstrap ({exit})\n{}", worker.recent_output()));
-                }
-            },
-            exit = worker.wait() => {
-                break Err(reported_boot_error(&mut events)
-                    .await
-                    .unwrap_or_else(|| format!("the worker exited during bootstrap ({exit})\n{}", worker.recent_output())));
-            }
-            _ = &mut deadline => break Err(format!(
-                "the worker did not become ready within {:?} (--bootstrap-timeout)",
-                opts.bootstrap_timeout()
-            )),
-        }
-    };
+    let booted =
+        crate::native::spawn::boot(&spec, 0, "check".into(), opts.bootstrap_timeout(), |_| {})
+            .await
+            .map_err(Error::Bootstrap)?;
     let booted_in = started.elapsed();
+    let mut worker = booted.worker;
     worker.stop(Duration::from_secs(2)).await;
-    outcome.map_err(Error::Bootstrap)?;
-    Ok(summary(
-        opts,
-        spec.php.path.display().to_string(),
-        booted_in,
-    ))
+    Ok(summary(opts, booted_in))
 }
 
-fn summary(opts: &StartOptions, php: String, booted_in: Duration) -> String {
+fn summary(opts: &StartOptions, booted_in: Duration) -> String {
     format!(
-        "configuration OK: {} workers, bridge {} ({}), {php}, the application booted in {} ms",
+        "configuration OK: {} workers, bridge {} ({}), the application booted in {} ms",
         opts.workers,
         opts.app.bridge,
         opts.app.bootstrap,

@@ -130,18 +130,15 @@ pub enum Command {
     /// Check the configuration, the PHP binary and the bootstrap, like
     /// `ppm start --check`.
     Configtest(StartOptions),
-    /// Run one PHP worker answering HTTP directly on --listen (no master).
+    /// Run one PHP worker answering HTTP directly on --listen (no master):
+    /// PHP hosted in this process, for debugging and as a benchmark
+    /// baseline.
     Worker {
         #[command(flatten)]
         app: AppOptions,
         /// Address to answer HTTP on.
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
-        /// How the worker runs PHP: `native` (PHP hosted in this process
-        /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP
-        /// runtime in bridges/).
-        #[arg(long, value_enum, default_value_t = WorkerRuntime::Native)]
-        runtime: WorkerRuntime,
     },
     /// A native worker driven by a master over the frame socket on --fd
     /// (started by the master, not by hand).
@@ -211,6 +208,10 @@ pub enum Command {
 
 /// Runs the command line `args` (program name first); returns the exit status.
 pub fn main(args: Vec<OsString>) -> i32 {
+    if let Some(message) = removed_option(&subcommand_args(&args)) {
+        eprint!("{message}");
+        return 2;
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) => err.exit(),
@@ -242,9 +243,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// How `ppm worker` runs PHP.
-pub use crate::config::Runtime as WorkerRuntime;
-
 /// Runs a parsed command line; returns the process exit status.
 pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
     // PHP hosted in this process runs on the main thread, outside tokio.
@@ -254,11 +252,7 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
         quiet,
     } = cli;
     let cli = match command {
-        Command::Worker {
-            app,
-            listen,
-            runtime: WorkerRuntime::Native,
-        } => return crate::native::standalone::run(app, listen),
+        Command::Worker { app, listen } => return crate::native::standalone::run(app, listen),
         Command::PhpWorker {
             app,
             fd,
@@ -287,14 +281,9 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                 }
             }
             Command::Guard => return Ok(crate::guard::run()),
-            Command::Worker { app, .. } if app.runs_scripts() => {
-                return Err(Error::InvalidOption {
-                    option: "bridge",
-                    message: "--bridge=script needs --runtime native".into(),
-                })
+            Command::Worker { .. } | Command::PhpWorker { .. } => {
+                unreachable!("handled before the runtime starts")
             }
-            Command::Worker { app, listen, .. } => master::run_standalone(app, listen).await?,
-            Command::PhpWorker { .. } => unreachable!("handled before the runtime starts"),
             Command::Status {
                 control,
                 json,
@@ -337,6 +326,30 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
             }
         }
         Ok(0)
+    })
+}
+
+/// The options of the php-cgi runtime, which ppm no longer has: named
+/// with what replaced them rather than left to clap's "unexpected
+/// argument".
+fn removed_option(args: &[OsString]) -> Option<String> {
+    args.iter().find_map(|arg| {
+        let text = arg.to_string_lossy();
+        let name = text.split('=').next().unwrap_or_default();
+        match name {
+            "--runtime" => Some(
+                "ppm: --runtime is gone: workers always host PHP in a ppm process (the php-cgi \
+                 runtime was removed); drop the option\n"
+                    .to_string(),
+            ),
+            "--cgi-path" => Some(
+                "ppm: --cgi-path is gone: workers run the PHP ppm was built against, not a \
+                 php-cgi binary; to use another PHP, build ppm with its php-config (README, \
+                 \"Building against another PHP\")\n"
+                    .to_string(),
+            ),
+            _ => None,
+        }
     })
 }
 

@@ -39,7 +39,7 @@ pub enum Error {
     /// The application directory is missing.
     #[error("application directory {0} does not exist")]
     AppDir(PathBuf),
-    /// The run directory (private worker sockets, runtime files) failed.
+    /// The run directory (the PHP worker files) failed.
     #[error("cannot prepare the run directory: {0}")]
     RunDir(std::io::Error),
     /// A worker could not be started.

@@ -50,7 +50,6 @@ pub mod target;
 pub mod tls;
 pub mod token;
 pub mod worker;
-pub mod worker_conn;
 pub mod worker_env;
 
 pub use error::Error;

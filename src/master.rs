@@ -11,15 +11,14 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{AppOptions, PoolOptions, Runtime};
+use crate::config::{AppOptions, PoolOptions};
 use crate::control::{self, ControlState};
-use crate::php::PhpBinary;
 use crate::pidfile::PidFile;
 use crate::pool::served::{Prepared, ServedPool};
 use crate::rundir::RunDir;
 use crate::systemd::{Inherited, Notifier};
-use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
-use crate::{runtime, Error};
+use crate::worker::WorkerSpec;
+use crate::Error;
 
 /// Takes the listening socket for `ip:port` from the service manager, or
 /// binds it.
@@ -41,7 +40,7 @@ pub(crate) async fn bind(
     }
 }
 
-/// The private directory for worker sockets and the runtime files.
+/// The private directory for the PHP worker files.
 pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
     RunDir::create()
 }
@@ -55,46 +54,24 @@ pub(crate) fn app_dir(app: &AppOptions) -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::AppDir(app.dir.clone()))
 }
 
-pub(crate) fn worker_spec(
-    app: &AppOptions,
-    runtime: Runtime,
-    run_dir: &Path,
-) -> Result<WorkerSpec, Error> {
+/// What starting a worker of `app` takes: the worker is this binary
+/// (`ppm php-worker`) hosting the PHP it was built against, running the
+/// runtime script installed into `run_dir`.
+pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
     let run_as = crate::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
     let app_dir = app_dir(app)?;
-    let (php, entry) = match runtime {
-        Runtime::Cgi => (
-            PhpBinary::locate(app.cgi_path.as_deref())?,
-            runtime::install(run_dir).map_err(Error::RunDir)?,
-        ),
-        Runtime::Native => {
-            if let Some(path) = &app.cgi_path {
-                tracing::warn!(
-                    "--cgi-path {} is ignored: the native runtime runs the PHP ppm was built \
-                     against (--runtime cgi runs php-cgi)",
-                    path.display()
-                );
-            }
-            (
-                PhpBinary {
-                    path: std::env::current_exe()?,
-                    is_cgi: false,
-                },
-                crate::native::host::install_entry(run_dir)?,
-            )
-        }
-    };
+    let program = std::env::current_exe()?;
+    let entry = crate::native::host::install_entry(run_dir)?;
     if let Some(run_as) = run_as {
         let lock = run_dir.join(crate::rundir::LOCK);
         crate::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
     }
     Ok(WorkerSpec {
-        php,
+        program,
         entry,
         run_as,
         app: app.clone(),
         app_dir,
-        runtime,
     })
 }
 
@@ -442,67 +419,4 @@ async fn wait_for_stop(
             _ = int.recv() => {}
         }
     })
-}
-
-/// `ppm worker`: one PHP worker answering HTTP on `listen` directly, with
-/// no master in between (for debugging an app, and as a benchmark baseline).
-pub async fn run_standalone(app: AppOptions, listen: SocketAddr) -> Result<(), Error> {
-    app.validate()?;
-    let run_dir = make_run_dir()?;
-    let spec = worker_spec(&app, Runtime::Cgi, run_dir.path())?;
-    let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Tcp(listen), 0, "worker".into())
-        .await
-        .map_err(Error::Spawn)?;
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(WorkerEvent::Ready { pid, .. }) => {
-                    tracing::info!("worker {pid} serving {} on http://{listen}", spec.app_dir.display());
-                    break;
-                }
-                Some(WorkerEvent::BootstrapError { message }) => {
-                    worker.kill_group();
-                    return Err(Error::Bootstrap(message));
-                }
-                Some(_) => {}
-                None => {
-                    let exit = worker.wait().await;
-                    return Err(Error::Bootstrap(format!("the worker exited during bootstrap ({exit})\n{}", worker.recent_output())));
-                }
-            },
-            exit = worker.wait() => {
-                if let Some(message) = reported_boot_error(&mut events).await {
-                    return Err(Error::Bootstrap(message));
-                }
-                return Err(Error::Bootstrap(format!(
-                    "the worker exited during bootstrap ({exit})\n{}",
-                    worker.recent_output()
-                )));
-            }
-
-        }
-    }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut events_open = true;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            exit = worker.wait() => {
-                tracing::warn!("worker exited ({exit})");
-                return Ok(());
-            }
-            // Nothing uses them here; read them so they do not pile up.
-            event = events.recv(), if events_open => events_open = event.is_some(),
-        }
-    }
-    let exit = worker.stop(Duration::from_secs(5)).await;
-    tracing::info!("worker stopped ({exit})");
-    Ok(())
-}
-
-/// Where the runtime lives for a run directory (used by tests).
-pub fn runtime_entry(run_dir: &Path) -> PathBuf {
-    run_dir.join("runtime").join("worker.php")
 }

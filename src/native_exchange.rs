@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::native::conn::{FrameConn, FrameReader};
 use crate::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
 use crate::native::http_head::{canonical_name, parse_header_line};
-use crate::pool::{Lease, WorkerBody, WorkerConn};
+use crate::pool::{Lease, WorkerBody};
 use crate::worker::WorkerEvent;
 
 /// How long frames are still read from a worker being killed, so that the
@@ -57,7 +57,7 @@ pub(crate) async fn run(
     what: String,
 ) -> Option<Response<ProxyBody>> {
     let conn = match lease.take_conn() {
-        Some(WorkerConn::Native(conn)) if !conn.is_closed() => conn,
+        Some(conn) if !conn.is_closed() => conn,
         other => {
             if let Some(conn) = other {
                 lease.put_back(conn);
@@ -126,12 +126,12 @@ impl Exchange {
                 if conn.recycle.finished(memory, peak) {
                     lease.retire_after();
                 }
-                lease.put_back(WorkerConn::Native(conn));
+                lease.put_back(conn);
                 lease.complete();
             }
             End::Broken => {
                 conn.mark_broken();
-                lease.put_back(WorkerConn::Native(conn));
+                lease.put_back(conn);
             }
         }
     }
@@ -406,7 +406,7 @@ async fn send_request(
 
 /// The request head for PHP from the request the forwarding rules built:
 /// the client's address and the server's as the master's private
-/// headers carry them (for php-cgi workers), which PHP does not see.
+/// headers carry them (`forwarding`), which PHP does not see.
 fn request_head(parts: &hyper::http::request::Parts) -> RequestHead {
     let h = &parts.headers;
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());

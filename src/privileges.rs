@@ -9,9 +9,9 @@
 //! parent-death signal is set (`spawner`), because the kernel clears that
 //! signal when the credentials change.
 //!
-//! The run directory (worker sockets, the PHP runtime) is handed to the
-//! user, mode 0700: the workers create their sockets there, the master
-//! reaches them as root, and no third user can enter it. Its lock file
+//! The run directory (the PHP worker script and bridges) is handed to
+//! the user, mode 0700: the workers read it, and no third user can enter
+//! it. Its lock file
 //! stays the master's, which is how a later master recognises it.
 //! Request bodies spooled to disk are read by the master, which streams
 //! them to the worker, so their files need no change of owner.

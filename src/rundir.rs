@@ -1,5 +1,5 @@
 //! The master's private run directory (`ppm-*` in the temporary
-//! directory: worker sockets, the PHP runtime), and the clean-up of those
+//! directory: the PHP worker script and bridges), and the clean-up of those
 //! left by masters that were killed.
 //!
 //! Ownership is a lock, not a pid: each directory holds `master.lock`,

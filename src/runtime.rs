@@ -1,4 +1,5 @@
-//! The PHP worker runtime, embedded in the binary and written to the run
+//! The PHP side of the worker (`bridges/`: the worker script and the
+//! bridges), embedded in the binary and written to the run
 //! directory at start, so workers never depend on the source tree.
 
 use std::fs;
@@ -19,7 +20,7 @@ pub fn install(dir: &Path) -> io::Result<PathBuf> {
         }
         fs::write(&path, contents)?;
     }
-    Ok(root.join("worker.php"))
+    Ok(root.join("native.php"))
 }
 
 /// Names of the embedded files, relative to `bridges/`.
@@ -54,7 +55,7 @@ mod tests {
                 }
             }
         }
-        assert!(embedded.contains(&"worker.php"));
+        assert!(embedded.contains(&"native.php"));
     }
 
     #[test]

@@ -7,9 +7,8 @@
 //! serves the slot, a `replacing` one booting beside it, and replaced ones
 //! finishing their last request (each owned by a small stopper task).
 //!
-//! Every restart is surge-first: the replacement boots on a new private
-//! socket while the current worker keeps serving; once it reports `ready`
-//! and is connected, `Pool::swap` switches the slot to it in one step; the
+//! Every restart is surge-first: the replacement boots beside the current
+//! worker, which keeps serving; once it reports `ready`, `Pool::swap` switches the slot to it in one step; the
 //! old worker finishes the request it may be serving and is then stopped.
 //! If the replacement fails to boot, nothing changes for the slot and the
 //! PHP error goes back to whoever asked (a rolling restart stops there).
@@ -26,7 +25,6 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,9 +32,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::native::conn::FrameConn;
 use crate::native::frames::Outcome;
-use crate::pool::{ExitReason, Pool, SlotCommand, SlotState, WorkerConn};
-use crate::worker::{reported_boot_error, Listen, Worker, WorkerEvent, WorkerSpec};
+use crate::pool::{ExitReason, Pool, SlotCommand, SlotState};
+use crate::worker::{Worker, WorkerEvent, WorkerSpec};
 
 /// Backoff after the first failed boot; doubles per failure.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -50,14 +49,8 @@ const MIN_HEALTHY_RUN: Duration = Duration::from_secs(2);
 /// How long a replaced or stopping worker gets to exit by itself.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a worker whose connection broke gets to show it is exiting
-/// before a new connection is opened.
-const RECONNECT_SETTLE: Duration = Duration::from_millis(100);
-/// How long the messages a worker sent just before it exited may take to
-/// arrive after its exit was seen. They end at the channel's EOF, which
-/// normally follows the exit at once; this only bounds the wait when
-/// something else still holds the worker's end, and is generous so that a
-/// loaded machine does not turn an announced `exit()` into a "crash".
-const LAST_WORDS: Duration = Duration::from_secs(5);
+/// before it is killed.
+const BROKEN_SETTLE: Duration = Duration::from_millis(100);
 /// How often a worker's RSS is read at most.
 const RSS_INTERVAL: Duration = Duration::from_secs(1);
 /// After a recycle whose replacement failed to boot, wait this long before
@@ -105,10 +98,7 @@ struct Running {
 /// A booted worker and its connection.
 struct Booted {
     running: Running,
-    conn: WorkerConn,
-    /// The worker's private socket; None for a native worker, whose frame
-    /// socket has no name.
-    socket: Option<PathBuf>,
+    conn: FrameConn,
 }
 
 type BootFuture = Pin<Box<dyn Future<Output = Result<Booted, String>> + Send>>;
@@ -134,7 +124,6 @@ pub(crate) struct SlotTask {
     pool: Arc<Pool>,
     slot: usize,
     spec: Arc<WorkerSpec>,
-    run_dir: PathBuf,
     limits: Limits,
     commands: mpsc::UnboundedReceiver<SlotCommand>,
     generation: u64,
@@ -149,7 +138,6 @@ impl SlotTask {
         pool: Arc<Pool>,
         slot: usize,
         spec: Arc<WorkerSpec>,
-        run_dir: PathBuf,
         limits: Limits,
         commands: mpsc::UnboundedReceiver<SlotCommand>,
         empty: bool,
@@ -158,7 +146,6 @@ impl SlotTask {
             pool,
             slot,
             spec,
-            run_dir,
             limits,
             commands,
             generation: 0,
@@ -226,8 +213,8 @@ impl SlotTask {
                     Some(SlotCommand::Replace { reason, reply }) => {
                         self.replace(&mut current, &mut replacing, reason, reply);
                     }
-                    Some(SlotCommand::Reconnect { generation }) => {
-                        if let Some(exit) = self.reconnect(&mut current, generation).await {
+                    Some(SlotCommand::ConnectionBroke { generation }) => {
+                        if let Some(exit) = self.connection_broke(&mut current, generation).await {
                             if let Some(gone) = current.take() {
                                 if self.on_exit(gone, exit, replacing.is_some()).await {
                                     break;
@@ -288,7 +275,7 @@ impl SlotTask {
                     answer(reply.into_iter().collect(), Ok(()))
                 }
                 Some(
-                    SlotCommand::Reconnect { .. }
+                    SlotCommand::ConnectionBroke { .. }
                     | SlotCommand::Kill { .. }
                     | SlotCommand::Backtrace { .. }
                     | SlotCommand::Retire { .. },
@@ -315,12 +302,10 @@ impl SlotTask {
             old.pid,
             old.requests
         );
-        let socket = self.socket(generation);
         let slot = self.slot;
         self.stoppers.push(tokio::spawn(async move {
             let exit = old.worker.stop(STOP_GRACE).await;
             tracing::info!("[slot {slot}] idle worker {} stopped ({exit})", old.pid);
-            let _ = std::fs::remove_file(socket);
         }));
         self.stoppers.retain(|s| !s.is_finished());
         self.pool.worker_retired(self.slot, generation);
@@ -334,8 +319,7 @@ impl SlotTask {
         let mut replies: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
         loop {
             let boot = self.boot_next(false);
-            self.pool
-                .worker_starting(self.slot, self.generation, self.status_socket());
+            self.pool.worker_starting(self.slot, self.generation);
             tokio::pin!(boot);
             let result = loop {
                 tokio::select! {
@@ -350,7 +334,7 @@ impl SlotTask {
                         // A worker booting now runs the newest code already.
                         Some(SlotCommand::Replace { reply, .. }) => replies.extend(reply),
                         Some(
-                            SlotCommand::Reconnect { .. }
+                            SlotCommand::ConnectionBroke { .. }
                             | SlotCommand::Kill { .. }
                             | SlotCommand::Backtrace { .. }
                             | SlotCommand::Wake
@@ -415,28 +399,15 @@ impl SlotTask {
         }
     }
 
-    /// Reads what a worker that has exited still had to say (its messages
-    /// and its exit race), so that an `exit()` it announced is not taken
-    /// for a crash and its last `request_done` is not lost.
+    /// Takes what a worker that has exited still had queued for its slot.
+    /// Its exit is never announced (exit() restarts its script
+    /// in-process), and its connection may sit idle in the pool holding
+    /// the channel open, so nothing more is waited for.
     async fn read_last_words(&mut self, gone: &mut Running) {
-        if self.spec.runtime == crate::config::Runtime::Native {
-            // A native worker's exit is never announced (exit() restarts
-            // its script in-process), and its connection may sit idle in
-            // the pool holding the channel open: take what is queued.
-            while let Ok(event) = gone.events.try_recv() {
-                self.handle_event(gone, event).await;
-            }
-            gone.events_open = false;
-            return;
+        while let Ok(event) = gone.events.try_recv() {
+            self.handle_event(gone, event).await;
         }
-        while gone.events_open {
-            match tokio::time::timeout(LAST_WORDS, gone.events.recv()).await {
-                Ok(Some(event)) => {
-                    self.handle_event(gone, event).await;
-                }
-                Ok(None) | Err(_) => gone.events_open = false,
-            }
-        }
+        gone.events_open = false;
     }
 
     async fn handle_event(
@@ -445,14 +416,6 @@ impl SlotTask {
         event: WorkerEvent,
     ) -> Option<ExitReason> {
         match event {
-            WorkerEvent::Exiting { reason } => {
-                tracing::info!(
-                    "[{}] worker {} is exiting: {reason}",
-                    self.label(),
-                    running.pid
-                );
-                running.exit_reason = Some(ExitReason::Exit);
-            }
             WorkerEvent::UncaughtException => self.pool.uncaught_exception(self.slot),
             WorkerEvent::ScriptRestarted { outcome } => {
                 let reason = match outcome {
@@ -469,15 +432,10 @@ impl SlotTask {
                 self.pool
                     .script_restarted(self.slot, running.generation, reason);
             }
-            WorkerEvent::RequestDone {
-                memory,
-                peak_memory,
-            }
-            | WorkerEvent::Finished {
+            WorkerEvent::Finished {
                 memory,
                 peak_memory,
             } => {
-                let native = matches!(event, WorkerEvent::Finished { .. });
                 running.requests += 1;
                 // A worker past a limit takes no further request, not even
                 // while its replacement boots: a limit is a limit. Decided
@@ -485,9 +443,6 @@ impl SlotTask {
                 let mut reason = self.limit_reached(running, memory.max(peak_memory), None);
                 if reason.is_some() {
                     self.pool.retire(self.slot, running.generation);
-                }
-                if !native {
-                    self.pool.worker_done(self.slot, running.generation);
                 }
                 let rss = if running.last_rss.is_none_or(|t| t.elapsed() >= RSS_INTERVAL) {
                     running.last_rss = Some(Instant::now());
@@ -516,7 +471,6 @@ impl SlotTask {
                     self.label()
                 );
             }
-            other => tracing::debug!("[{}] ignoring {other:?}", self.label()),
         }
         None
     }
@@ -571,7 +525,6 @@ impl SlotTask {
     ) -> bool {
         self.read_last_words(&mut gone).await;
         let reason = gone.exit_reason.unwrap_or(ExitReason::Crash);
-        let _ = std::fs::remove_file(self.socket(gone.generation));
         let log = format!(
             "[{}] worker {} exited ({exit}, {reason})",
             self.label(),
@@ -646,17 +599,13 @@ impl SlotTask {
         replies: Vec<oneshot::Sender<Result<(), String>>>,
     ) {
         match booted {
-            Ok(Booted {
-                running,
-                conn,
-                socket,
-            }) => {
+            Ok(Booted { running, conn }) => {
                 let old = current.take();
                 self.pool
                     .set_surge(self.slot, None, old.as_ref().map(|o| o.pid));
-                let drained =
-                    self.pool
-                        .swap(self.slot, running.generation, running.pid, socket, conn);
+                let drained = self
+                    .pool
+                    .swap(self.slot, running.generation, running.pid, conn);
                 tracing::info!(
                     "[{}] worker {} took over{}",
                     self.label(),
@@ -696,43 +645,27 @@ impl SlotTask {
         }
     }
 
-    /// Opens a new connection to the current worker after its last one
-    /// broke. Returns how the worker ended if it turns out to be exiting.
-    async fn reconnect(
+    /// The frame connection of the current worker broke off mid-exchange:
+    /// the worker is out of step with it and is killed (then replaced).
+    /// Returns how the worker ended if it turns out to be exiting anyway.
+    async fn connection_broke(
         &mut self,
         current: &mut Option<Running>,
         generation: u64,
     ) -> Option<String> {
         let running = current.as_mut().filter(|c| c.generation == generation)?;
-        // A connection usually breaks because the worker is exiting (exit(),
-        // a crash), and its socket may accept for a moment longer: give it
-        // that moment rather than hand out a connection to a dying worker.
-        if let Ok(exit) = tokio::time::timeout(RECONNECT_SETTLE, running.worker.wait()).await {
+        // A connection usually breaks because the worker is exiting (a
+        // crash): give it a moment to show that, so the exit is reported
+        // as it was, not as a kill.
+        if let Ok(exit) = tokio::time::timeout(BROKEN_SETTLE, running.worker.wait()).await {
             return Some(exit);
         }
-        if self.spec.runtime == crate::config::Runtime::Native {
-            // A native worker has one frame socket, out of step now.
-            tracing::warn!(
-                "[{}] the exchange with worker {} broke off; killing it",
-                self.label(),
-                running.pid
-            );
-            running.worker.kill_group();
-            return None;
-        }
-        match connect(&self.socket(generation)).await {
-            Ok(conn) => self
-                .pool
-                .worker_ready(self.slot, generation, running.pid, conn),
-            Err(err) => {
-                // The worker is dying or wedged: replace it.
-                tracing::warn!(
-                    "[{}] cannot reconnect to worker ({err}); killing it",
-                    self.label()
-                );
-                running.worker.kill_group();
-            }
-        }
+        tracing::warn!(
+            "[{}] the exchange with worker {} broke off; killing it",
+            self.label(),
+            running.pid
+        );
+        running.worker.kill_group();
         None
     }
 
@@ -768,7 +701,7 @@ impl SlotTask {
                         None => answer(reply.into_iter().collect(), Err("the slot is waiting to retry a failed boot".into())),
                     },
                     Some(
-                        SlotCommand::Reconnect { .. }
+                        SlotCommand::ConnectionBroke { .. }
                         | SlotCommand::Kill { .. }
                         | SlotCommand::Backtrace { .. }
                         | SlotCommand::Wake
@@ -797,7 +730,6 @@ impl SlotTask {
                 exit,
                 SlotState::Exited,
             );
-            let _ = std::fs::remove_file(self.socket(running.generation));
         }
         // Replaced workers finish their last request, but not for ever: the
         // master already waited --shutdown-timeout for in-flight requests.
@@ -825,20 +757,8 @@ impl SlotTask {
             self.limits.clone(),
             self.slot,
             self.generation,
-            self.socket(self.generation),
             surge,
         )
-    }
-
-    /// The socket `/status` shows for the slot's next worker: none for a
-    /// native worker.
-    fn status_socket(&self) -> Option<PathBuf> {
-        (self.spec.runtime != crate::config::Runtime::Native).then(|| self.socket(self.generation))
-    }
-
-    fn socket(&self, generation: u64) -> PathBuf {
-        self.run_dir
-            .join(format!("w{}-{generation}.sock", self.slot))
     }
 }
 
@@ -913,16 +833,15 @@ async fn retire(
     pool.replaced_worker_gone(slot, old.pid, reason, exit);
 }
 
-/// Spawns a worker and waits until it is ready and connected. With
-/// `surge`, it first takes one of the pool's surge permits, so at most
-/// `--max-surge` extra workers boot at once.
+/// Spawns a worker and waits until it is ready. With `surge`, it first
+/// takes one of the pool's surge permits, so at most `--max-surge` extra
+/// workers boot at once.
 async fn boot(
     pool: Arc<Pool>,
     spec: Arc<WorkerSpec>,
     limits: Limits,
     slot: usize,
     generation: u64,
-    socket: PathBuf,
     surge: bool,
 ) -> Result<Booted, String> {
     let _permit = if surge {
@@ -937,102 +856,23 @@ async fn boot(
         None
     };
     let label = format!("slot {slot}");
-    let _ = std::fs::remove_file(&socket);
     tracing::info!("[{label}] starting worker");
-    if spec.runtime == crate::config::Runtime::Native {
-        let booted =
-            crate::native::spawn::boot(&spec, slot, label, limits.bootstrap_timeout, |pid| {
-                if surge {
-                    pool.set_surge(slot, Some(pid), None)
-                }
-            })
-            .await?;
-        let pid = booted.worker.pid();
-        warn_if_php_limit_is_lower(booted.conn.php_memory_limit.as_deref(), &limits);
-        let running = running(booted.worker, booted.events, slot, generation, pid, &limits);
-        let mut conn = booted.conn;
-        conn.recycle = crate::native::conn::Recycle {
-            max_requests: running.max_requests,
-            memory_limit: limits.memory_limit,
-            served: 0,
-        };
-        return Ok(Booted {
-            running,
-            conn: WorkerConn::Native(conn),
-            socket: None,
-        });
-    }
-    let (mut worker, mut events) = Worker::spawn(&spec, &Listen::Unix(socket.clone()), slot, label)
-        .await
-        .map_err(|err| format!("cannot run {}: {err}", spec.php.path.display()))?;
-    if surge {
-        pool.set_surge(slot, Some(worker.pid()), None);
-    }
-    let deadline = tokio::time::sleep(limits.bootstrap_timeout);
-    tokio::pin!(deadline);
-    let failed = |worker: &Worker, what: String| {
-        let output = worker.recent_output();
-        if output.is_empty() {
-            what
-        } else {
-            format!("{what}; its last output:\n{output}")
+    let booted = crate::native::spawn::boot(&spec, slot, label, limits.bootstrap_timeout, |pid| {
+        if surge {
+            pool.set_surge(slot, Some(pid), None)
         }
-    };
-    let outcome = loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(WorkerEvent::Ready { pid, memory_limit }) => {
-                    warn_if_php_limit_is_lower(memory_limit.as_deref(), &limits);
-                    break Ok(pid);
-                }
-                Some(WorkerEvent::BootstrapError { message }) => break Err(message),
-                Some(WorkerEvent::IncludedFiles { files }) => pool.note_included(files),
-                Some(_) => {}
-                None => {
-                    let exit = worker.wait().await;
-                    break Err(failed(&worker, format!("the worker exited during bootstrap ({exit})")));
-                }
-            },
-            exit = worker.wait() => {
-                if let Some(message) = reported_boot_error(&mut events).await {
-                    break Err(message);
-                }
-                break Err(failed(&worker, format!("the worker exited during bootstrap ({exit})")));
-            }
-            _ = &mut deadline => {
-                break Err(failed(&worker, format!(
-                    "the worker did not become ready within {:?} (--bootstrap-timeout)",
-                    limits.bootstrap_timeout
-                )));
-            }
-        }
-    };
-    let outcome = match outcome {
-        Ok(pid) => connect(&socket)
-            .await
-            .map(|conn| (pid, conn))
-            .map_err(|err| {
-                format!(
-                    "cannot connect to the worker's socket {}: {err}",
-                    socket.display()
-                )
-            }),
-        Err(message) => Err(message),
-    };
-    let (pid, conn) = match outcome {
-        Ok(pair) => pair,
-        Err(message) => {
-            worker.kill_group();
-            let _ = worker.wait().await;
-            let _ = std::fs::remove_file(&socket);
-            return Err(message);
-        }
-    };
-    Ok(Booted {
-        running: running(worker, events, slot, generation, pid, &limits),
-        conn,
-        socket: Some(socket),
     })
+    .await?;
+    let pid = booted.worker.pid();
+    warn_if_php_limit_is_lower(booted.conn.php_memory_limit.as_deref(), &limits);
+    let running = running(booted.worker, booted.events, slot, generation, pid, &limits);
+    let mut conn = booted.conn;
+    conn.recycle = crate::native::conn::Recycle {
+        max_requests: running.max_requests,
+        memory_limit: limits.memory_limit,
+        served: 0,
+    };
+    Ok(Booted { running, conn })
 }
 
 /// A ready worker's state, with its own jittered limits.
@@ -1102,21 +942,6 @@ fn random_fraction(slot: usize, generation: u64) -> f64 {
 fn backoff(failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
     BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
-}
-
-/// Opens an HTTP/1.1 connection to a worker's private socket.
-async fn connect(socket: &std::path::Path) -> std::io::Result<WorkerConn> {
-    let stream = tokio::net::UnixStream::connect(socket).await?;
-    crate::privileges::check_peer(&stream, socket)?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        // Ends when the worker or the master closes the connection.
-        let _ = connection.await;
-    });
-    Ok(WorkerConn::Http(sender))
 }
 
 #[cfg(test)]

@@ -1,15 +1,12 @@
-//! One PHP worker process: spawning it, its control channel, its logs and
-//! its end.
+//! One PHP worker process: spawning it, its logs and its end.
 //!
-//! A worker inherits one end of a Unix socket pair as its control channel:
-//! on stdin under php-cgi (which cannot open other descriptors), on fd 3
-//! under the PHP CLI. The master writes the worker's configuration as the first JSON
-//! line; the worker answers `ready` (or `bootstrap_error`) and reports each
-//! finished request. The worker exits when it reads EOF on its channel,
-//! and the kernel kills it when the master dies (`spawner`), so no
-//! worker outlives its master, even after `kill -9` of the master. Each
-//! worker leads its own process group, so stopping it kills the whole
-//! group, grandchildren included.
+//! A worker is this binary (`ppm php-worker`, see `native::spawn`) with
+//! one end of a socket pair as its descriptor 3: the frame socket, its
+//! only channel to the master. Shutting that socket down tells it to exit,
+//! and the kernel kills it when the master dies (`spawner`), so no worker
+//! outlives its master, even after `kill -9` of the master. Each worker
+//! leads its own process group, so stopping it kills the whole group,
+//! grandchildren included.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -20,14 +17,10 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 use crate::config::AppOptions;
-use crate::php::PhpBinary;
 
 /// How many of a worker's last output lines are kept to explain a failure.
 const KEPT_LINES: usize = 20;
@@ -35,72 +28,35 @@ const KEPT_LINES: usize = 20;
 /// Everything needed to start workers of one application.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
-    pub php: PhpBinary,
-    /// The runtime's entry script in the run directory.
+    /// The program workers run: this binary (`ppm php-worker`).
+    pub program: PathBuf,
+    /// The worker script in the run directory.
     pub entry: PathBuf,
     pub app: AppOptions,
     /// Absolute application directory.
     pub app_dir: PathBuf,
     /// The user and group workers run as (`--user`), if not the master's.
     pub run_as: Option<crate::privileges::RunAs>,
-    /// How workers run PHP; with `Native`, `php` is unused and `entry` is
-    /// the native runtime's script.
-    pub runtime: crate::config::Runtime,
 }
 
-/// Where a worker serves HTTP.
-#[derive(Debug, Clone)]
-pub enum Listen {
-    /// A private Unix socket; only the master connects.
-    Unix(PathBuf),
-    /// A TCP address clients reach directly (`ppm worker --listen`).
-    Tcp(std::net::SocketAddr),
-}
-
-impl Listen {
-    fn to_url(&self) -> String {
-        match self {
-            Listen::Unix(path) => format!("unix://{}", path.display()),
-            Listen::Tcp(addr) => format!("tcp://{addr}"),
-        }
-    }
-}
-
-/// A message from a worker on its control channel.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// What a worker's exchanges and frame connection pass on to its slot.
+#[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
-    /// Bootstrapped and listening; `memory_limit` is PHP's own setting as
-    /// written in php.ini (`128M`, `-1`).
-    Ready {
-        pid: u32,
-        #[serde(default)]
-        memory_limit: Option<String>,
-    },
-    /// The bootstrap failed; the message is PHP's error text.
-    BootstrapError { message: String },
-    /// A request finished (after terminate work and reset).
-    RequestDone { memory: u64, peak_memory: u64 },
-    /// The worker is about to exit on its own (the app called exit()).
-    Exiting { reason: String },
     /// The PHP backtrace of the running request, asked for with SIGUSR1.
     Backtrace { trace: String },
     /// Debug mode: files the application loaded since the last report.
     IncludedFiles { files: Vec<std::path::PathBuf> },
-    /// A native worker finished a request; what its exchange read (the
-    /// worker is idle again already).
-    #[serde(skip)]
+    /// The worker finished a request (it is idle again already), with
+    /// PHP's memory figures after it.
     Finished { memory: u64, peak_memory: u64 },
-    /// A native worker's script restarted in-process after a request
-    /// ended this way (`exit()`, a fatal error, PHP's timeout, out of
-    /// memory): counted like a worker restart.
-    #[serde(skip)]
+    /// The worker's script restarted in-process after a request ended
+    /// this way (`exit()`, a fatal error, PHP's timeout, out of memory):
+    /// counted like a worker restart.
     ScriptRestarted {
         outcome: crate::native::frames::Outcome,
     },
-    /// A native worker's request ended with an uncaught exception (the
-    /// app's handler or PHP's 500 answered; the script goes on).
-    #[serde(skip)]
+    /// A request ended with an uncaught exception (the app's handler or
+    /// PHP's 500 answered; the script goes on).
     UncaughtException,
 }
 
@@ -108,8 +64,9 @@ pub enum WorkerEvent {
 pub struct Worker {
     child: Child,
     pid: u32,
-    /// Closing this tells the worker to exit.
-    control: Option<Control>,
+    /// The master's copy of the frame socket; shutting it down tells the
+    /// worker to exit.
+    control: Option<std::os::unix::net::UnixStream>,
     output: Arc<Mutex<VecDeque<String>>>,
     /// The process has been waited for: its pid (and group id) may be
     /// reused by now, so the group is not signalled any more.
@@ -117,81 +74,6 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker serving on `listen`; its events arrive on the
-    /// returned channel, which closes when the control channel does.
-    /// `label` prefixes its log lines (e.g. `slot 3`).
-    pub async fn spawn(
-        spec: &WorkerSpec,
-        listen: &Listen,
-        slot: usize,
-        label: String,
-    ) -> std::io::Result<(Worker, mpsc::UnboundedReceiver<WorkerEvent>)> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
-        let theirs: OwnedFd = theirs.into();
-        let mut cmd_keep: Vec<OwnedFd> = Vec::new();
-
-        let mut cmd = base_command(spec, &spec.php.path);
-        for setting in [
-            "max_execution_time=0",
-            "output_buffering=0",
-            "implicit_flush=0",
-            "expose_php=0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(spec.app.php_ini.iter().cloned())
-        {
-            cmd.arg("-d").arg(setting);
-        }
-        cmd.arg(&spec.entry);
-        if spec.php.is_cgi {
-            // php-cgi cannot open fd 3 (php://fd is CLI-only), so the
-            // control channel is its stdin. Without -q, php-cgi does not
-            // count headers as sent, so native sessions work; the CGI
-            // header block it prints at exit goes to /dev/null.
-            cmd.stdin(Stdio::from(theirs)).stdout(Stdio::null());
-        } else {
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-            pass_as_fd3(&mut cmd, &theirs);
-            // The child has its copy; ours closes when `cmd` is dropped.
-            cmd_keep.push(theirs);
-        }
-        let (child, pid, output) = start(cmd, cmd_keep, &label).await?;
-
-        let stream = tokio::net::UnixStream::from_std(ours)?;
-        let (read, mut write) = stream.into_split();
-        let config = serde_json::json!({
-            "type": "config",
-            "listen": listen.to_url(),
-            "trust_master": matches!(listen, Listen::Unix(_)),
-            "bridge": spec.app.bridge,
-            "bootstrap": spec.app.bootstrap,
-            "app_dir": spec.app_dir,
-            "app_env": spec.app.app_env,
-            "debug": spec.app.debug,
-            "slot": slot,
-        });
-        let mut line = config.to_string();
-        line.push('\n');
-        // A worker that died before reading its config shows up as an
-        // early exit; the write error adds nothing.
-        let _ = write.write_all(line.as_bytes()).await;
-
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(read_events(read, tx, label));
-        Ok((
-            Worker {
-                child,
-                pid,
-                control: Some(Control::Json(write)),
-                output,
-                reaped: false,
-            },
-            rx,
-        ))
-    }
-
     /// A worker whose control channel is the frame socket: `control` is
     /// the master's copy, shut down to stop it.
     pub(crate) fn with_frames(
@@ -201,7 +83,7 @@ impl Worker {
         Worker {
             child,
             pid,
-            control: Some(Control::Frames(control)),
+            control: Some(control),
             output,
             reaped: false,
         }
@@ -239,7 +121,7 @@ impl Worker {
     /// if it has not after `grace`, SIGTERM to its process group, and one
     /// second later SIGKILL. Returns how it ended.
     pub async fn stop(&mut self, grace: Duration) -> String {
-        if let Some(Control::Frames(socket)) = self.control.take() {
+        if let Some(socket) = self.control.take() {
             // Other copies of the frame socket (the pool's) stay open:
             // shutting it down is seen through all of them.
             let _ = socket.shutdown(std::net::Shutdown::Both);
@@ -291,18 +173,10 @@ impl Drop for Worker {
     }
 }
 
-/// A worker's control channel.
-enum Control {
-    /// The JSON channel of a php-cgi worker; dropping it is the signal.
-    Json(#[allow(dead_code)] OwnedWriteHalf),
-    /// A native worker's frame socket.
-    Frames(std::os::unix::net::UnixStream),
-}
-
 /// A spawned process: its handle, pid and kept output lines.
 pub(crate) type Started = (Child, u32, Arc<Mutex<VecDeque<String>>>);
 
-/// A worker command with what every runtime shares: the privileges of
+/// A worker command: the privileges of
 /// `--user`, the environment, the working directory, its own process
 /// group, stderr captured.
 pub(crate) fn base_command(spec: &WorkerSpec, program: &std::path::Path) -> Command {
@@ -320,7 +194,8 @@ pub(crate) fn base_command(spec: &WorkerSpec, program: &std::path::Path) -> Comm
         .process_group(0)
         .kill_on_drop(true);
     for var in [
-        // php-cgi switches to CGI or FastCGI mode when it sees these.
+        // CGI request variables in the master's environment (a master
+        // started from a CGI context) describe no request of a worker.
         "REQUEST_METHOD",
         "GATEWAY_INTERFACE",
         "SCRIPT_FILENAME",
@@ -386,26 +261,6 @@ pub(crate) async fn start(
     Ok((child, pid, output))
 }
 
-/// After a worker exited during its bootstrap: the error it reported on
-/// its control channel, if any. The exit and the message race, so the
-/// channel is read to its end (briefly) rather than polled once.
-pub async fn reported_boot_error(
-    events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
-) -> Option<String> {
-    let drain = async {
-        while let Some(event) = events.recv().await {
-            if let WorkerEvent::BootstrapError { message } = event {
-                return Some(message);
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_millis(500), drain)
-        .await
-        .ok()
-        .flatten()
-}
-
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -436,56 +291,5 @@ async fn forward_lines(
             kept.pop_front();
         }
         kept.push_back(line);
-    }
-}
-
-async fn read_events(
-    read: tokio::net::unix::OwnedReadHalf,
-    tx: mpsc::UnboundedSender<WorkerEvent>,
-    label: String,
-) {
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match serde_json::from_str::<WorkerEvent>(&line) {
-            // Never wait for the consumer, so a worker never blocks on its
-            // control channel; and never drop an event: `request_done` is
-            // what makes the worker idle again. The slot task reads them
-            // as they come, so the queue stays short.
-            Ok(event) => {
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
-            Err(err) => tracing::warn!("[{label}] unreadable control message ({err}): {line}"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_messages_parse() {
-        let ready: WorkerEvent =
-            serde_json::from_str(r#"{"type":"ready","pid":12,"sapi":"cgi-fcgi"}"#).unwrap();
-        assert_eq!(
-            ready,
-            WorkerEvent::Ready {
-                pid: 12,
-                memory_limit: None
-            }
-        );
-        let done: WorkerEvent =
-            serde_json::from_str(r#"{"type":"request_done","memory":10,"peak_memory":20}"#)
-                .unwrap();
-        assert_eq!(
-            done,
-            WorkerEvent::RequestDone {
-                memory: 10,
-                peak_memory: 20
-            }
-        );
-        assert!(serde_json::from_str::<WorkerEvent>(r#"{"type":"nonsense"}"#).is_err());
     }
 }

@@ -136,7 +136,6 @@ fn start(via: Via, setup: fn(&Path)) -> Side {
                 bootstrap: "symfony",
                 workers: 2,
                 extra: vec![
-                    "--runtime=native".into(),
                     "--document-root=www".into(),
                     format!("--fastcgi-listen={fastcgi}"),
                 ],
@@ -693,7 +692,6 @@ fn scripts_run_afresh_within_ppms_limits() {
         bootstrap: "symfony",
         workers: 1,
         extra: vec![
-            "--runtime=native".into(),
             "--document-root=www".into(),
             "--max-execution-time=3".into(),
             "--slow-request-time=1".into(),

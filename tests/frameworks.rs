@@ -152,7 +152,6 @@ mod symfony {
             .arg(fixture("symfony"))
             .args(["--bridge", "httpKernel", "--bootstrap", "symfony"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(runtime_arg::<&str>(&[]))
             .env(name, value)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

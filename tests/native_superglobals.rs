@@ -6,7 +6,7 @@
 //! `register_argc_argv`, `getenv()` of the request's variables, and
 //! mbstring's input translation (`mb_http_input()`).
 //!
-//! Every request goes to `ppm worker --runtime native` running the `basic`
+//! Every request goes to `ppm worker` running the `basic`
 //! fixture through the callable bridge, and to nginx + php-fpm8.2 running
 //! the same callable (tests/common/fpm.rs); the fixture's `/dump?full`
 //! answers must be identical. Only the script name differs by nature.

@@ -1,4 +1,4 @@
-//! The native runtime, end to end: `ppm worker --runtime native` hosts PHP
+//! The native runtime, end to end: `ppm worker` hosts PHP
 //! in its own process through ppm's SAPI, and each outcome of a request
 //! (normal, exit(), uncaught exception, fatal error, timeout,
 //! out-of-memory) has its defined answer (doc/bridges.md).
@@ -270,8 +270,6 @@ fn a_boot_failure_is_reported_with_php_s_message() {
         &[
             "worker",
             path_str(&fixture("native")),
-            "--runtime",
-            "native",
             "--bridge",
             "callable",
             "--bootstrap",
@@ -358,7 +356,6 @@ fn a_60_mb_upload_streams_into_php_s_temp_file_without_being_held_in_memory() {
 fn a_60_mb_upload_through_the_master_keeps_the_master_and_the_worker_small() {
     let mut cluster = Cluster::start(
         Setup::callable("native", 1)
-            .arg("--runtime=native")
             .arg("--php-ini=upload_max_filesize=100M")
             .arg("--php-ini=post_max_size=100M")
             .arg("--max-body-size=104857600"),

@@ -542,23 +542,28 @@ fn check_passes_a_good_app_and_shows_the_php_error_of_a_broken_one() {
         err.contains("syntax error") && err.contains("app.php"),
         "{err}"
     );
-    let (code, _, err) = run_ppm(
-        &[
-            "configtest",
-            path_str(&good),
-            "--bridge=callable",
-            "--bootstrap=app.php",
-            // The php-cgi runtime's binary (the native runtime has none).
-            "--runtime=cgi",
-            "--cgi-path=/nonexistent/php-cgi",
-        ],
-        Duration::from_secs(30),
-    );
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("/nonexistent/php-cgi") && err.contains("apt-get install php-cgi"),
-        "{err}"
-    );
+    // The php-cgi runtime's options are gone, and say what replaced them.
+    for (option, says) in [
+        ("--cgi-path=/usr/bin/php-cgi", "php-config"),
+        ("--runtime=cgi", "host PHP in a ppm process"),
+    ] {
+        let (code, _, err) = run_ppm(
+            &[
+                "configtest",
+                path_str(&good),
+                "--bridge=callable",
+                "--bootstrap=app.php",
+                option,
+            ],
+            Duration::from_secs(30),
+        );
+        assert_eq!(code, 2, "{option}: {err}");
+        let name = option.split('=').next().unwrap();
+        assert!(
+            err.contains(&format!("{name} is gone")) && err.contains(says),
+            "{option}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -17,11 +17,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 fn native(workers: u16) -> Cluster {
-    Cluster::start(
-        Setup::callable("native", workers)
-            .arg("--runtime=native")
-            .arg("--php-ini=display_errors=0"),
-    )
+    Cluster::start(Setup::callable("native", workers).arg("--php-ini=display_errors=0"))
 }
 
 fn get(url: &str) -> (u16, String) {

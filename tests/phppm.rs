@@ -97,7 +97,12 @@ fn php_pms_own_ppm_json_starts_ppm_unchanged_and_status_reload_stop_work_by_dire
         "the relative pidfile lives in the application directory"
     );
     let warnings = log_text();
-    for key in ["socket-path", "populate-server-var", "reload-timeout"] {
+    for key in [
+        "socket-path",
+        "populate-server-var",
+        "reload-timeout",
+        "cgi-path",
+    ] {
         assert_eq!(
             warnings.matches(&format!("\"{key}\" is")).count(),
             1,

@@ -87,7 +87,6 @@ impl Master {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ppm"))
             .args(["start", "-c", path_str(&config)])
-            .args(runtime_arg::<&str>(&[]))
             .env("PPM_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

@@ -27,8 +27,8 @@ interface BridgeInterface
     public function scriptName(): string;
 
     /**
-     * Handles one request; the superglobals are filled and the raw body is
-     * \Ppm\Runtime\RequestContext::body(). Returns the response, or null
+     * Handles one request; PHP has filled the superglobals and
+     * php://input, as under PHP-FPM. Returns the response, or null
      * when the application wrote it with echo, header() and
      * http_response_code().
      */

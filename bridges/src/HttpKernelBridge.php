@@ -60,7 +60,7 @@ final class HttpKernelBridge implements BridgeInterface
         $this->kernel = $kernel;
         $this->hooks = $bootstrapper instanceof RequestHooksInterface ? $bootstrapper : null;
         $this->requests = $this->laravel
-            ? new KernelRequestFactory(\Illuminate\Http\Request::class, \Illuminate\Http\UploadedFile::class)
+            ? new KernelRequestFactory(\Illuminate\Http\Request::class)
             : new KernelRequestFactory();
         $this->responses = new KernelResponseMapper();
     }

@@ -18,7 +18,7 @@ use Symfony\Component\HttpFoundation\StreamedResponse;
  * response that produces its body in sendContent() (StreamedResponse,
  * BinaryFileResponse, a subclass overriding sendContent()) has it called
  * while the worker writes the response: what it writes goes out as it is
- * produced (past 64 KiB, or at each ob_flush()), never held whole in PHP
+ * produced (as PHP flushes its output), never held whole in PHP
  * memory. Headers the application set with header() or setcookie() are
  * merged in by the worker.
  */

@@ -8,7 +8,7 @@ namespace Ppm\Runtime;
  * Sends a bridge's Response through PHP's own output: status and headers
  * with http_response_code() and header(), the body with echo. A header
  * named by the Response replaces one set with header() of the same name,
- * except Set-Cookie, which adds (as under the php-cgi runtime).
+ * except Set-Cookie, which adds.
  */
 final class NativeResponse
 {

@@ -57,7 +57,7 @@ final class NativeWorker
                 $documentRoot = is_dir($appDir . '/public') ? $appDir . '/public' : $appDir;
             }
             // What the bootstrap added to $_SERVER (e.g. Dotenv) stays in
-            // every request's $_SERVER, as under the php-cgi runtime.
+            // every request's $_SERVER.
             ppm_configure(
                 RequestGlobals::withoutRequestKeys($_SERVER),
                 rtrim($documentRoot, '/'),

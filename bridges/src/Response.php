@@ -10,8 +10,7 @@ namespace Ppm\Runtime;
  * Immutable. Headers map a name to a list of values. The body is one of:
  * - a string;
  * - an iterable of strings (read lazily, chunk by chunk);
- * - a callable that echoes the body; it runs inside the worker's output
- *   capture, so it may call ob_flush()/flush() to stream.
+ * - a callable that echoes the body; it may call flush() to stream.
  *
  * Headers set with header()/setcookie() are merged in: a header named here
  * replaces a native one of the same name, except Set-Cookie, which adds.
@@ -101,7 +100,7 @@ final class Response
     }
 
     /**
-     * Writes the body to the output (the worker's capture).
+     * Writes the body to PHP's output.
      *
      * @internal called by the worker
      */

@@ -125,6 +125,14 @@ impl ConfigFile {
                 .get_arguments()
                 .find(|a| a.get_long() == Some(key) && !NOT_KEYS.contains(&key));
             let Some(arg) = arg else {
+                if key == "runtime" {
+                    errors.push(self.error(
+                        "key \"runtime\": the php-cgi runtime was removed, workers always host \
+                         PHP in a ppm process; remove the key"
+                            .into(),
+                    ));
+                    continue;
+                }
                 let known: Vec<&str> = command
                     .get_arguments()
                     .filter_map(|a| a.get_long())

@@ -15,7 +15,7 @@ mod validate;
 mod write;
 
 pub use file::{start_options, ConfigFile, CONFIG_FILE};
-pub use options::{AppOptions, PmMode, Runtime, StartOptions};
+pub use options::{AppOptions, PmMode, StartOptions};
 pub use pools::{start_pools, PoolOptions, GLOBAL_KEYS};
 pub use write::{merge, settings, show_option, Outcome};
 

@@ -12,16 +12,6 @@ use serde::Serialize;
 
 use super::phppm::{parse_host, parse_mb_or_off, parse_path, parse_seconds_or_off};
 
-/// How workers run PHP.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Runtime {
-    /// php-cgi running the PHP runtime in bridges/.
-    Cgi,
-    /// PHP hosted in a ppm process through ppm's own SAPI.
-    Native,
-}
-
 /// How many workers run (php-fpm's `pm`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -87,10 +77,6 @@ pub struct AppOptions {
         value_parser = BoolishValueParser::new()
     )]
     pub debug: bool,
-    /// PHP binary for workers; php-cgi on PATH by default, falling back to php.
-    #[arg(long, value_parser = parse_path)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgi_path: Option<PathBuf>,
     /// php.ini setting passed to every worker as KEY=VALUE (repeatable).
     #[arg(long = "php-ini", value_name = "KEY=VALUE")]
     pub php_ini: Vec<String>,
@@ -149,10 +135,6 @@ pub struct StartOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub app: AppOptions,
-    /// How workers run PHP: `native` (PHP hosted in a ppm worker process
-    /// through ppm's own SAPI) or `cgi` (php-cgi running the PHP runtime).
-    #[arg(long, value_enum, default_value_t = Runtime::Native)]
-    pub runtime: Runtime,
     /// Number of worker slots: the most workers that run at once.
     #[arg(long, default_value_t = 8)]
     pub workers: usize,

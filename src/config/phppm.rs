@@ -4,7 +4,7 @@
 //! - `debug`/`logging` as `0`/`1` (the bool options use clap's boolish
 //!   parser, so `--debug=0` works too);
 //! - `memory-limit: -1`, `ttl: null` or below 1, `static-directory: ""`,
-//!   `cgi-path: false` mean "off" / "not set";
+//!   mean "off" / "not set";
 //! - `bridge: "HttpKernel"` or a PHP-PM bridge class name, `bootstrap:
 //!   "PHPPM\\Bootstraps\\Symfony"`, `host: "localhost"` or
 //!   `"tcp://0.0.0.0"`;
@@ -32,7 +32,7 @@ pub fn legacy_key(key: &str) -> Option<Legacy> {
     };
     match key {
         "socket-path" => ignore(
-            "workers talk to the master over private sockets in a run directory of ppm's own",
+            "each worker talks to the master over a socket pair of its own",
         ),
         "populate-server-var" => {
             ignore("$_SERVER is always filled from the request, as under PHP-FPM")
@@ -46,6 +46,10 @@ pub fn legacy_key(key: &str) -> Option<Legacy> {
         "request-body-buffer" => ignore(
             "the master reads whole bodies (memory up to --body-buffer-size, then a temporary file) \
              up to --max-body-size, and answers 413 past it",
+        ),
+        "cgi-path" => ignore(
+            "ppm hosts PHP itself, the PHP it was built against (README, \"Building against \
+             another PHP\")",
         ),
         "reload-timeout" => Some(Legacy::Rename(
             "shutdown-timeout",
@@ -64,12 +68,9 @@ pub fn means_unset(key: &str, value: &serde_json::Value) -> bool {
     match value {
         Value::Null => true,
         Value::String(s) if s.is_empty() => {
-            matches!(
-                key,
-                "static-directory" | "cgi-path" | "pidfile" | "access-log"
-            )
+            matches!(key, "static-directory" | "pidfile" | "access-log")
         }
-        Value::Bool(false) => matches!(key, "cgi-path" | "static-directory"),
+        Value::Bool(false) => key == "static-directory",
         _ => false,
     }
 }
@@ -153,7 +154,6 @@ pub fn normalize(options: &mut super::StartOptions) {
     }
     for path in [
         &mut options.static_directory,
-        &mut options.app.cgi_path,
         &mut options.pidfile,
         &mut options.access_log,
     ] {

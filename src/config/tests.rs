@@ -41,6 +41,18 @@ fn an_unknown_key_is_named_with_a_suggestion() {
 }
 
 #[test]
+fn the_removed_runtime_key_says_why() {
+    let dir = app_with(r#"{"runtime": "cgi"}"#);
+    let err = start_options(&args(&[dir.path().to_str().unwrap()]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"runtime\"") && err.contains("php-cgi runtime was removed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_wrong_type_names_file_and_key() {
     let dir = app_with(r#"{"workers": "many"}"#);
     let err = start_options(&args(&[dir.path().to_str().unwrap()]))
@@ -265,7 +277,10 @@ fn php_pms_own_file_is_understood() {
     let d = dir.path().to_str().unwrap();
     let file = ConfigFile::find(None, dir.path()).unwrap().unwrap();
     let warnings = file.warnings();
-    assert_eq!(warnings.len(), 6, "{warnings:?}");
+    assert_eq!(warnings.len(), 7, "{warnings:?}");
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("cgi-path") && w.contains("built against")));
     assert!(warnings
         .iter()
         .any(|w| w.contains("reload-timeout") && w.contains("shutdown-timeout")));

@@ -13,13 +13,6 @@ impl StartOptions {
         self.problems(&mut errors);
         self.front_door_problems(&mut errors);
         self.port_overlaps(&mut errors);
-        if self.app.runs_scripts() && self.runtime != super::Runtime::Native {
-            errors.push(invalid(
-                "bridge",
-                "--bridge=script runs each request as a full PHP request in ppm's own \
-                 SAPI: it needs --runtime native",
-            ));
-        }
         Error::from_list(errors)
     }
 

@@ -1,5 +1,5 @@
 //! Hosting PHP in this process: checks, settings and the call into the
-//! shim, shared by `ppm php-worker` and `ppm worker --runtime native`.
+//! shim, shared by `ppm php-worker` and `ppm worker`.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! HTTP clients served on PHP's own thread: the [`Link`] of
-//! `ppm worker --runtime native --listen`.
+//! `ppm worker --listen`.
 //!
 //! Theory of operation. A current-thread tokio runtime lives on PHP's
 //! thread and runs only while PHP waits on it: inside

@@ -10,7 +10,7 @@
 //! - [`FrameLink`](super::frame_link::FrameLink): the master's frame
 //!   socket (`ppm php-worker`);
 //! - [`HttpLink`](super::http_link::HttpLink): HTTP clients served on
-//!   PHP's own thread (`ppm worker --runtime native --listen`), with no
+//!   PHP's own thread (`ppm worker --listen`), with no
 //!   hop to another thread per request.
 
 use super::frames::{FrameError, Outcome, ReadError, RequestHead, END_EARLY};

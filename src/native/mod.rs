@@ -15,7 +15,7 @@
 //! - [`script`] and `classic.c`: `--bridge=script`, a full PHP request
 //!   per request running the script the URI or `SCRIPT_FILENAME` names.
 //! - [`host`]: running PHP in this process; [`worker`]: `ppm php-worker`;
-//!   [`standalone`]: `ppm worker --runtime native --listen`, one process
+//!   [`standalone`]: `ppm worker --listen`, one process
 //!   and one thread serving HTTP with PHP.
 //!
 //! The PHP side is `bridges/native.php` and `bridges/src/Native*.php`.

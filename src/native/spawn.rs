@@ -1,8 +1,8 @@
 //! Starting a native worker (`ppm php-worker`) for a slot and waiting for
 //! its bootstrap.
 //!
-//! The worker is this binary, started through the same spawner as php-cgi
-//! workers (parent-death signal, `--user`, `--env`, its own process group,
+//! The worker is this binary, started through the spawner
+//! (parent-death signal, `--user`, `--env`, its own process group,
 //! the guard), with one end of a socket pair as its descriptor 3: the frame
 //! socket, which is its only channel to the master. The bootstrap ends
 //! with the worker's `Ready` frame, or its `BootError` (PHP's error text),
@@ -41,7 +41,7 @@ pub async fn boot(
         .and_then(|c| ours.set_nonblocking(true).map(|()| c))
         .map_err(|err| format!("frame socket: {err}"))?;
     let theirs: OwnedFd = theirs.into();
-    let mut cmd = base_command(spec, &spec.php.path);
+    let mut cmd = base_command(spec, &spec.program);
     cmd.arg("php-worker")
         .arg("--fd")
         .arg("3")
@@ -68,7 +68,7 @@ pub async fn boot(
     pass_as_fd3(&mut cmd, &theirs);
     let started = start(cmd, vec![theirs], &label)
         .await
-        .map_err(|err| format!("cannot run {}: {err}", spec.php.path.display()))?;
+        .map_err(|err| format!("cannot run {}: {err}", spec.program.display()))?;
     let pid = started.1;
     let mut worker = Worker::with_frames(started, control);
     on_started(pid);

@@ -1,4 +1,4 @@
-//! `ppm worker --runtime native --listen ADDR`: one process that serves
+//! `ppm worker --listen ADDR`: one process that serves
 //! HTTP with PHP hosted in it, for debugging an application and as the
 //! benchmark baseline.
 //!

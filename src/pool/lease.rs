@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{CurrentRequest, ExitReason, Pool, SlotCommand, WorkerConn};
+use super::{CurrentRequest, ExitReason, FrameConn, Pool, SlotCommand};
 
 /// Exclusive use of one worker for one request. Dropping it returns the
 /// worker to the pool: reusable if the response was read to its end (or
@@ -13,7 +13,7 @@ pub struct Lease {
     pub(super) pool: Arc<Pool>,
     pub(super) slot: usize,
     pub(super) generation: u64,
-    pub(super) conn: Option<WorkerConn>,
+    pub(super) conn: Option<FrameConn>,
     pub(super) sent: bool,
     pub(super) completed: bool,
     /// The worker reached a recycle limit with this request.
@@ -23,18 +23,13 @@ pub struct Lease {
 impl Lease {
     /// Takes the worker's connection out for an exchange that owns it;
     /// `put_back` returns it. Marks the request as sent.
-    pub fn take_conn(&mut self) -> Option<WorkerConn> {
+    pub fn take_conn(&mut self) -> Option<FrameConn> {
         self.sent = true;
         self.conn.take()
     }
 
-    /// Whether the worker is a native one (frames, not HTTP).
-    pub fn is_native(&self) -> bool {
-        matches!(self.conn, Some(WorkerConn::Native(_)))
-    }
-
     /// Returns the connection `take_conn` took.
-    pub fn put_back(&mut self, conn: WorkerConn) {
+    pub fn put_back(&mut self, conn: FrameConn) {
         self.conn = Some(conn);
     }
 
@@ -52,12 +47,6 @@ impl Lease {
     /// Which of the slot's workers this is.
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// The worker's connection; using it marks the request as sent.
-    pub fn conn(&mut self) -> Option<&mut WorkerConn> {
-        self.sent = true;
-        self.conn.as_mut()
     }
 
     /// Shows the request in `/status` while the worker serves it.

@@ -39,7 +39,7 @@ use crate::worker::WorkerSpec;
 
 /// The request body type sent to workers: always whole, with a length.
 pub type WorkerBody = crate::spool::WorkerBody;
-pub use crate::worker_conn::WorkerConn;
+use crate::native::conn::FrameConn;
 pub use lease::{Lease, SlowTimer};
 pub use pm::{PmSettings, PmStatus};
 
@@ -147,8 +147,9 @@ impl std::fmt::Display for ExitReason {
 /// Commands to a slot's task.
 #[derive(Debug)]
 pub enum SlotCommand {
-    /// The connection to worker `generation` broke; open a new one.
-    Reconnect { generation: u64 },
+    /// The connection to worker `generation` broke off mid-exchange: the
+    /// worker is out of step with it and is replaced.
+    ConnectionBroke { generation: u64 },
     /// Replace the worker surge-first; the reply says whether the
     /// replacement booted (else PHP's error; the old worker keeps serving).
     Replace {
@@ -174,7 +175,6 @@ pub struct SlotStatus {
     pub port: u16,
     pub state: SlotState,
     pub pid: Option<u32>,
-    pub socket: Option<PathBuf>,
     /// Requests served by this slot, all its workers together.
     pub requests: u64,
     /// Requests served by the current worker.
@@ -204,9 +204,8 @@ pub struct SlotStatus {
 
 impl SlotStatus {
     /// Resets the figures of the slot's previous worker for a new one.
-    fn new_worker(&mut self, pid: Option<u32>, socket: Option<PathBuf>) {
+    fn new_worker(&mut self, pid: Option<u32>) {
         self.pid = pid;
-        self.socket = socket;
         self.memory_bytes = 0;
         self.peak_memory_bytes = 0;
         self.rss_bytes = 0;
@@ -242,16 +241,9 @@ pub enum AcquireError {
 struct Slot {
     state: SlotState,
     generation: u64,
-    conn: Option<WorkerConn>,
+    conn: Option<FrameConn>,
     /// A lease on the current worker is out.
     leased: bool,
-    /// Responses read whose `request_done` has not arrived yet (negative
-    /// when it arrived first). The worker runs terminate work and resets
-    /// after its response, so it is idle only once this is back to 0.
-    awaiting_done: i32,
-    /// Since when the worker has been finishing a request whose response
-    /// is read (terminate work); a worker stuck there is killed.
-    finishing_since: Option<std::time::Instant>,
     /// A replaced worker still serving a request, and who to tell when done.
     draining: Vec<(u64, oneshot::Sender<()>)>,
     /// The slot's last boot failed and no worker has been ready since.
@@ -289,7 +281,7 @@ struct Shared {
 /// The worker pool: slot states, idle workers and the request queue.
 pub struct Pool {
     shared: Mutex<Shared>,
-    /// Unbounded, so that no command (a Reconnect, a Kill) is ever dropped.
+    /// Unbounded, so that no command (a ConnectionBroke, a Kill) is ever dropped.
     commands: Vec<mpsc::UnboundedSender<SlotCommand>>,
     max_queue: usize,
     queue_timeout: Duration,
@@ -309,7 +301,6 @@ pub struct Pool {
 /// Where and how the pool runs its workers.
 pub struct PoolConfig {
     pub spec: Arc<WorkerSpec>,
-    pub run_dir: PathBuf,
     /// The public port of each slot, for status only.
     pub slot_ports: Vec<u16>,
     pub max_queue: usize,
@@ -350,8 +341,6 @@ impl Pool {
                 generation: 0,
                 conn: None,
                 leased: false,
-                awaiting_done: 0,
-                finishing_since: None,
                 draining: Vec::new(),
                 boot_failing: false,
                 retiring: false,
@@ -362,7 +351,6 @@ impl Pool {
                     port,
                     state: initial,
                     pid: None,
-                    socket: None,
                     requests: 0,
                     worker_requests: 0,
                     memory_bytes: 0,
@@ -406,9 +394,6 @@ impl Pool {
             pool.demand(&mut pool.lock());
             tokio::spawn(pm::maintain(Arc::downgrade(&pool), config.pm.idle_timeout));
         }
-        if let Some(limit) = config.max_execution_time {
-            tokio::spawn(kill_stuck_finishers(Arc::downgrade(&pool), limit));
-        }
         let tasks = receivers
             .into_iter()
             .enumerate()
@@ -417,7 +402,6 @@ impl Pool {
                     pool.clone(),
                     slot,
                     config.spec.clone(),
-                    config.run_dir.clone(),
                     config.limits.clone(),
                     rx,
                     initial == SlotState::Empty,
@@ -531,7 +515,6 @@ impl Pool {
     /// Gives the now idle slot `s` to the first queued request that can
     /// take it, or puts it on the idle list.
     fn hand_over(self: &Arc<Self>, shared: &mut Shared, s: usize) {
-        shared.slots[s].finishing_since = None;
         if shared.slots[s].state != SlotState::Ready {
             transition(&mut shared.slots[s], SlotState::Ready);
         }
@@ -565,7 +548,7 @@ impl Pool {
         self: &Arc<Self>,
         s: usize,
         generation: u64,
-        conn: WorkerConn,
+        conn: FrameConn,
         reusable: bool,
         sent: bool,
         retire: bool,
@@ -588,45 +571,20 @@ impl Pool {
         slot.status.current_request = None;
         if sent {
             slot.status.worker_requests += 1;
-            // PHP reports `request_done` for every request it read, even
-            // when this connection broke off.
-            if conn.reports_done_apart() {
-                slot.awaiting_done += 1;
-            }
         }
         if retire {
             slot.retiring = true;
         }
         if reusable && !conn.is_closed() {
+            // The exchange read the worker's `Ready` before giving the
+            // lease back: the worker is idle.
             slot.conn = Some(conn);
-            slot.finishing_since = Some(std::time::Instant::now());
-            if slot.awaiting_done <= 0 {
-                slot.awaiting_done = 0;
-                self.idle_again(&mut shared, s);
-            }
+            self.idle_again(&mut shared, s);
         } else {
             // The worker may be fine but this connection is not; the slot
             // stays busy until its task has a new one.
             drop(shared);
-            self.command(s, SlotCommand::Reconnect { generation });
-        }
-    }
-
-    /// Worker `generation` reported `request_done`: its terminate work and
-    /// reset are over, so it may take the next request (unless retiring).
-    pub(crate) fn worker_done(self: &Arc<Self>, s: usize, generation: u64) {
-        let mut shared = self.lock();
-        let slot = &mut shared.slots[s];
-        if slot.generation != generation {
-            return;
-        }
-        slot.awaiting_done -= 1;
-        if slot.awaiting_done == 0
-            && !slot.leased
-            && slot.conn.is_some()
-            && slot.state == SlotState::Busy
-        {
-            self.idle_again(&mut shared, s);
+            self.command(s, SlotCommand::ConnectionBroke { generation });
         }
     }
 
@@ -635,7 +593,6 @@ impl Pool {
     fn idle_again(self: &Arc<Self>, shared: &mut Shared, s: usize) {
         let slot = &mut shared.slots[s];
         if slot.retiring {
-            slot.finishing_since = None;
             if slot.state != SlotState::Draining {
                 transition(slot, SlotState::Draining);
             }
@@ -681,18 +638,16 @@ impl Pool {
     }
 
     /// A cold boot begins (no worker serves the slot).
-    pub(crate) fn worker_starting(&self, s: usize, generation: u64, socket: Option<PathBuf>) {
+    pub(crate) fn worker_starting(&self, s: usize, generation: u64) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         slot.generation = generation;
         slot.conn = None;
         slot.leased = false;
-        slot.awaiting_done = 0;
-        slot.finishing_since = None;
         slot.retiring = false;
         slot.waking = false;
         transition(slot, SlotState::Starting);
-        slot.status.new_worker(None, socket);
+        slot.status.new_worker(None);
     }
 
     /// Worker `generation` is (again) connected and idle.
@@ -701,7 +656,7 @@ impl Pool {
         s: usize,
         generation: u64,
         pid: u32,
-        conn: WorkerConn,
+        conn: FrameConn,
     ) {
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
@@ -712,13 +667,7 @@ impl Pool {
         slot.conn = Some(conn);
         slot.boot_failing = false;
         shared.ever_ready = true;
-        let slot = &mut shared.slots[s];
-        // After a broken connection, the worker may still be finishing
-        // that request: it is idle once its `request_done` has come.
-        if slot.awaiting_done <= 0 {
-            slot.awaiting_done = 0;
-            self.idle_again(&mut shared, s);
-        }
+        self.idle_again(&mut shared, s);
     }
 
     /// Switches slot `s` to a booted replacement in one step. The returned
@@ -728,8 +677,7 @@ impl Pool {
         s: usize,
         generation: u64,
         pid: u32,
-        socket: Option<PathBuf>,
-        conn: WorkerConn,
+        conn: FrameConn,
     ) -> oneshot::Receiver<()> {
         let (done_tx, done_rx) = oneshot::channel();
         let mut shared = self.lock();
@@ -748,10 +696,8 @@ impl Pool {
         }
         slot.generation = generation;
         slot.leased = false;
-        slot.awaiting_done = 0;
-        slot.finishing_since = None;
         slot.conn = Some(conn);
-        slot.status.new_worker(Some(pid), socket);
+        slot.status.new_worker(Some(pid));
         slot.status.replacement_pid = None;
         slot.boot_failing = false;
         slot.retiring = false;
@@ -965,37 +911,6 @@ impl Pool {
     pub async fn stop_all(&self) {
         for tx in &self.commands {
             let _ = tx.send(SlotCommand::Stop);
-        }
-    }
-}
-
-/// Kills workers whose terminate work (after their response was read)
-/// runs past `--max-execution-time`, as PHP-FPM's request_terminate_timeout
-/// would; otherwise such a worker would stay busy for ever.
-async fn kill_stuck_finishers(pool: std::sync::Weak<Pool>, limit: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(limit));
-    loop {
-        tick.tick().await;
-        let Some(pool) = pool.upgrade() else { return };
-        let stuck: Vec<(usize, u64)> = {
-            let shared = pool.lock();
-            shared
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, slot)| slot.finishing_since.is_some_and(|t| t.elapsed() > limit))
-                .map(|(s, slot)| (s, slot.generation))
-                .collect()
-        };
-        for (slot, generation) in stuck {
-            tracing::warn!("[slot {slot}] terminate work passed --max-execution-time");
-            pool.command(
-                slot,
-                SlotCommand::Kill {
-                    generation,
-                    reason: ExitReason::Timeout,
-                },
-            );
         }
     }
 }

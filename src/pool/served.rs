@@ -46,7 +46,8 @@ pub struct PoolInfo {
     pub app_dir: PathBuf,
     pub bridge: String,
     pub bootstrap: String,
-    /// How workers run PHP: `native` or `cgi`.
+    /// How workers run PHP: always `native` (PHP hosted in ppm's worker
+    /// processes); kept for the readers of `/status`.
     #[serde(default)]
     pub runtime: String,
     pub php: PathBuf,
@@ -58,7 +59,6 @@ pub struct Prepared {
     name: Option<String>,
     options: StartOptions,
     spec: Arc<WorkerSpec>,
-    run_dir: PathBuf,
     front_door: FrontDoor,
 }
 
@@ -117,8 +117,7 @@ impl Prepared {
             None => run_dir.to_path_buf(),
         };
         let options = pool.options;
-        let spec =
-            crate::master::worker_spec(&options.app, options.runtime, &dir).map_err(&in_pool)?;
+        let spec = crate::master::worker_spec(&options.app, &dir).map_err(&in_pool)?;
         let front_door = match first {
             None => FrontDoor::new(&options, &spec.app_dir).map_err(&in_pool)?,
             Some(first) => {
@@ -135,7 +134,6 @@ impl Prepared {
             name: pool.name,
             options,
             spec: Arc::new(spec),
-            run_dir: dir,
             front_door,
         })
     }
@@ -196,7 +194,6 @@ impl Bound {
             name,
             options: opts,
             spec,
-            run_dir,
             front_door,
         } = prepared;
         let balancer_addr = balancer_listener.local_addr()?;
@@ -207,7 +204,6 @@ impl Bound {
         let (included_tx, included_rx) = mpsc::unbounded_channel();
         let (pool, slot_tasks) = Pool::start(PoolConfig {
             spec: spec.clone(),
-            run_dir,
             slot_ports,
             max_queue: opts.max_queue,
             queue_timeout: opts.queue_timeout(),
@@ -283,12 +279,8 @@ impl Bound {
             app_dir: spec.app_dir.clone(),
             bridge: opts.app.bridge.clone(),
             bootstrap: opts.app.bootstrap.clone(),
-            runtime: match spec.runtime {
-                crate::config::Runtime::Native => "native",
-                crate::config::Runtime::Cgi => "cgi",
-            }
-            .into(),
-            php: spec.php.path.clone(),
+            runtime: "native".into(),
+            php: spec.program.clone(),
             balancer: balancer_addr,
         };
         let served = Arc::new(ServedPool {

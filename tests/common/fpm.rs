@@ -37,8 +37,8 @@ pub struct Both {
     pub fpm: FpmStack,
 }
 
-/// The ppm side of a comparison: a cluster on the php-cgi runtime, or one
-/// process on the native runtime.
+/// The ppm side of a comparison: a cluster (`ppm start`), or one process
+/// (`ppm worker --listen`).
 pub enum PpmSide {
     Cluster(Cluster),
     Native(NativeServer),
@@ -69,7 +69,7 @@ impl Both {
         Both { ppm, fpm }
     }
 
-    /// ppm's native runtime against php-fpm, both with the same extra
+    /// `ppm worker --listen` against php-fpm, both with the same extra
     /// php.ini settings.
     pub fn native(ini: &[&str]) -> Both {
         let fpm = FpmStack::start(ini);

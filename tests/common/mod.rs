@@ -149,7 +149,6 @@ impl Cluster {
                 "--control-port",
                 &control_port.to_string(),
             ])
-            .args(runtime_arg(&setup.extra))
             .args(&setup.extra)
             .env("PPM_LOG", "info")
             .stdin(Stdio::null())
@@ -517,16 +516,7 @@ pub fn start_args(app: &Path, workers: u16, base: u16, extra: &[&str]) -> Vec<St
         format!("--port={}", base + 1),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
-    args.extend(runtime_arg(&args));
     args
-}
-
-/// `--runtime=X` when `PPM_TEST_RUNTIME=X` chooses the workers' runtime
-/// for the whole suite, unless the test names one itself.
-pub fn runtime_arg<S: AsRef<str>>(args: &[S]) -> Option<String> {
-    let runtime = std::env::var("PPM_TEST_RUNTIME").ok()?;
-    let named = args.iter().any(|a| a.as_ref().starts_with("--runtime"));
-    (!named).then(|| format!("--runtime={runtime}"))
 }
 
 /// Runs a Python `script` with `input` on its stdin and parses the JSON it

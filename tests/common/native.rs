@@ -1,4 +1,4 @@
-//! `ppm worker --runtime native --listen`: one process hosting PHP,
+//! `ppm worker --listen`: one process hosting PHP,
 //! started on a port of its own and stopped (and checked gone) on drop.
 
 use std::fs::File;
@@ -32,7 +32,7 @@ impl NativeServer {
         let child = Command::new(PPM)
             .arg("worker")
             .arg(app)
-            .args(["--runtime", "native", "--listen"])
+            .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)
             .stdin(Stdio::null())
