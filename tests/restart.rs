@@ -335,11 +335,17 @@ fn a_slow_request_leaves_its_php_backtrace_in_the_log() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let log = cluster.log_text();
-    let line = log
-        .lines()
-        .position(|l| l.contains("slow request: GET /slow-function"));
-    let at = line.unwrap_or_else(|| panic!("no slow-request line:\n{log}"));
+    // The master logs the backtrace as it arrives, which may be after the
+    // response has left.
+    let found = wait_until(Duration::from_secs(5), || {
+        let log = cluster.log_text();
+        let at = log
+            .lines()
+            .position(|l| l.contains("slow request: GET /slow-function"))?;
+        Some((log, at))
+    });
+    let (log, at) =
+        found.unwrap_or_else(|| panic!("no slow-request line:\n{}", cluster.log_text()));
     let trace: Vec<&str> = log.lines().skip(at).take(8).collect();
     assert!(
         trace
