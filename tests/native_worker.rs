@@ -218,7 +218,7 @@ fn two_users_interleaving_see_nothing_of_each_other() {
             .unwrap()
     };
     let mut ids = Vec::new();
-    for round in 0..50 {
+    for round in 0..100 {
         let a = session(&alice, &format!("?set=alice{round}"));
         assert_eq!(a["before"], "unset", "round {round}: {a}");
         assert_eq!(a["user"], format!("alice{round}"));
