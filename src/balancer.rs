@@ -66,10 +66,7 @@ const SEND_ATTEMPTS: usize = 3;
 /// The first bytes of every HTTP/2 connection (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The error type of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body of every response the master sends.
-pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+use crate::body::{BoxError, ProxyBody};
 
 /// Which workers a listener serves.
 #[derive(Debug, Clone, Copy)]

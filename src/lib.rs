@@ -12,6 +12,7 @@
 
 pub mod access_log;
 pub mod balancer;
+pub mod body;
 pub mod check;
 pub mod cli;
 pub mod config;

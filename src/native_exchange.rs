@@ -31,9 +31,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::balancer::{
-    error_response, full, timed_out, Chunk, ProxyBody, PumpedBody, RESPONSE_BUFFER,
-};
+use crate::balancer::{error_response, full, timed_out, Chunk, PumpedBody, RESPONSE_BUFFER};
+use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::native::conn::{FrameConn, FrameReader};
 use crate::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};

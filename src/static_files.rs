@@ -26,7 +26,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use percent_encoding::percent_decode_str;
 use tower_http::services::ServeDir;
 
-use crate::balancer::ProxyBody;
+use crate::body::ProxyBody;
 
 /// File extensions PHP would run; their source is never sent.
 const PHP_EXTENSIONS: [&str; 10] = [

@@ -37,7 +37,8 @@ use tokio::time::Instant;
 
 use super::params::{self, CgiVars};
 use super::records::{self, kind, Begin, Malformed, ProtocolStatus, ReadError, Record};
-use crate::balancer::{Balancer, ProxyBody};
+use crate::balancer::Balancer;
+use crate::body::ProxyBody;
 use crate::forwarding::strip_hop_by_hop;
 use crate::http1::{Arrival, Refusal};
 use crate::spool::SpoolWriter;

@@ -15,7 +15,7 @@ use super::chunked::{ChunkedDecoder, Decoded};
 use super::head::{parse_head, Framing, Head, HeadScanner};
 use super::write::write_response;
 use super::{refuse, timed_out, too_large, Arrival, Limits, Received, Refusal};
-use crate::balancer::ProxyBody;
+use crate::body::ProxyBody;
 use crate::linger::Linger;
 use crate::spool::{SpoolConfig, SpoolWriter, Spooled};
 

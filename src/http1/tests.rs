@@ -5,7 +5,7 @@ use hyper::{Method, Response, Version};
 
 use super::write::write_response;
 use super::*;
-use crate::balancer::ProxyBody;
+use crate::body::ProxyBody;
 
 fn parse(bytes: &[u8]) -> Result<Option<(Head, Vec<u8>, usize)>, Refusal> {
     parse_request(bytes, &Limits::default())
@@ -159,7 +159,7 @@ struct Frames(std::collections::VecDeque<&'static [u8]>);
 
 impl Body for Frames {
     type Data = bytes::Bytes;
-    type Error = crate::balancer::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,

@@ -9,7 +9,7 @@ use hyper::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Limits;
-use crate::balancer::ProxyBody;
+use crate::body::ProxyBody;
 
 /// Writes all of `data`, allowing `stall` without progress.
 async fn write<IO: AsyncWrite + Unpin>(
