@@ -123,13 +123,10 @@ impl Exchange {
         match end {
             End::Ready(stats) => {
                 let (memory, peak) = stats.unwrap_or_default();
-                conn.report(WorkerEvent::Finished {
-                    memory,
-                    peak_memory: peak,
-                });
-                if conn.recycle.finished(memory, peak) {
+                if conn.finished(memory, peak) {
                     lease.retire_after();
                 }
+                lease.memory(memory, peak);
                 lease.put_back(conn);
                 lease.complete();
             }
