@@ -63,13 +63,22 @@ fn each_slot_port_reaches_its_own_worker() {
             assert_eq!(body, pids[slot as usize].to_string(), "slot {slot}");
         }
     }
-    let status = cluster.status();
+    // A request's memory figures come with the worker's stats, just after
+    // its response.
+    let status = wait_until(Duration::from_secs(5), || {
+        let status = cluster.status();
+        let workers = status["workers"].as_array()?;
+        workers
+            .iter()
+            .all(|w| w["memory_bytes"].as_u64() > Some(0))
+            .then_some(status)
+    })
+    .expect("every worker reports its memory");
     for w in status["workers"].as_array().unwrap() {
         assert_eq!(w["requests"], 3);
         // A worker's frame socket is a socket pair: no name to show.
         assert!(w.get("socket").is_none(), "{w}");
         assert_eq!(w["state"], "ready");
-        assert!(w["memory_bytes"].as_u64().unwrap() > 0);
     }
 }
 

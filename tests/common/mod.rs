@@ -131,7 +131,20 @@ impl Cluster {
     /// Like `start`, with `configure` adjusting the master's command (its
     /// environment, limits) before it runs. The control token is found in
     /// `--control-token=`, `--control-token-file=` or `PPM_CONTROL_TOKEN`.
-    pub fn start_with(setup: Setup, configure: impl FnOnce(&mut Command)) -> Cluster {
+    pub fn start_with(setup: Setup, configure: impl Fn(&mut Command)) -> Cluster {
+        // Ports are picked free, but another test may take one before the
+        // master binds it: then the master says so and exits, and a new
+        // set of ports is tried.
+        for _ in 0..3 {
+            if let Some(cluster) = Cluster::try_start_with(&setup, &configure) {
+                return cluster;
+            }
+        }
+        panic!("three sets of free ports were taken before the master could bind them");
+    }
+
+    /// One start; None when a port was taken first.
+    fn try_start_with(setup: &Setup, configure: &impl Fn(&mut Command)) -> Option<Cluster> {
         let dir = tempfile::tempdir().unwrap();
         let base = free_ports(setup.workers + 2);
         let (control_port, port) = (base, base + 1);
@@ -188,15 +201,24 @@ impl Cluster {
             0
         };
         let ok = wait_until(Duration::from_secs(30), || {
+            if let Some(child) = cluster.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return Some(false);
+                }
+            }
             let status = cluster.try_status()?;
             let ready = status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?;
-            (ready >= want).then_some(())
+            (ready >= want).then_some(true)
         });
-        if ok.is_none() {
-            panic!("cluster did not come up; log:\n{}", cluster.log_text());
+        if ok != Some(true) {
+            let log = cluster.log_text();
+            if ok == Some(false) && log.contains("Address already in use") {
+                return None;
+            }
+            panic!("cluster did not come up; log:\n{log}");
         }
         cluster.remember_pids();
-        cluster
+        Some(cluster)
     }
 
     pub fn url(&self, path: &str) -> String {
