@@ -289,7 +289,7 @@ fn time_spent_waiting_in_the_queue_does_not_count_as_execution_time() {
         let url = cluster.url("/sleep?ms=1500");
         std::thread::spawn(move || http().get(url).send().unwrap().status().as_u16())
     };
-    std::thread::sleep(Duration::from_millis(100));
+    cluster.wait_request_running();
     // Waits ~1.4 s for the worker, then runs 1.5 s: 2.9 s in all, but only
     // 1.5 s of it in PHP.
     let started = Instant::now();

@@ -74,3 +74,31 @@ pub fn wait_all_gone(pids: &[u32], timeout: Duration) -> Result<(), Vec<u32>> {
         None => Err(alive()),
     }
 }
+
+/// Whether a worker has been running a request for at least `running_for`
+/// (long enough that the request has reached PHP, not just been handed to
+/// the worker), in a `/status` answer.
+pub fn request_running(status: &Value, running_for: Duration) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    status["workers"].as_array().into_iter().flatten().any(|w| {
+        w["current_request"]["started_at_ms"]
+            .as_u64()
+            .is_some_and(|started| now.saturating_sub(started) >= running_for.as_millis() as u64)
+    })
+}
+
+/// The sum of a metric's series (every label set) in a Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}

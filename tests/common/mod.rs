@@ -459,6 +459,58 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Waits (bounded) until a worker is running a request sent on another
+    /// thread, for a moment already: it is in PHP.
+    pub fn wait_request_running(&self) {
+        let running = wait_until(Duration::from_secs(10), || {
+            let status = self.try_status()?;
+            request_running(&status, Duration::from_millis(100)).then_some(())
+        });
+        assert!(
+            running.is_some(),
+            "a worker ran the request; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits (bounded) until `n` requests wait in the queue.
+    pub fn wait_queued(&self, n: u64) {
+        let queued = wait_until(Duration::from_secs(10), || {
+            (self.try_status()?["queue_length"].as_u64()? == n).then_some(())
+        });
+        assert!(queued.is_some(), "{n} requests queued");
+    }
+
+    /// Waits (bounded) until the master holds at least `n` client
+    /// connections (`ppm_client_connections`).
+    pub fn wait_connections(&self, n: u64) {
+        let mut last = String::new();
+        let held = wait_until(Duration::from_secs(10), || {
+            last = match http().get(self.control_url("/metrics")).send() {
+                Ok(r) => r.text().unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            (metric_sum(&last, "ppm_client_connections")? >= n as f64).then_some(())
+        });
+        let line = last
+            .lines()
+            .find(|l| l.starts_with("ppm_client_connections"))
+            .unwrap_or(&last);
+        assert!(held.is_some(), "the master holds {n} connections: {line}");
+    }
+
+    /// Waits (bounded) until the master's log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        let logged = wait_until(Duration::from_secs(10), || {
+            self.log_text().contains(text).then_some(())
+        });
+        assert!(
+            logged.is_some(),
+            "the log says {text:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Waits until the last rolling restart reached `state` ("succeeded",
     /// "failed"); returns the status that showed it.
     pub fn wait_restart(&self, state: &str, timeout: Duration) -> Option<serde_json::Value> {
