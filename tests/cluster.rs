@@ -139,7 +139,7 @@ fn a_request_waits_no_longer_than_the_queue_timeout() {
         let url = cluster.url("/sleep?ms=2000");
         std::thread::spawn(move || http().get(url).send().unwrap().status().as_u16())
     };
-    std::thread::sleep(Duration::from_millis(200));
+    cluster.wait_request_running();
     let started = Instant::now();
     let r = http().get(cluster.url("/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 503);
@@ -197,7 +197,7 @@ fn a_worker_killed_mid_request_gives_502_and_is_replaced() {
         let url = cluster.slot_url(0, "/sleep?ms=3000");
         std::thread::spawn(move || http().get(url).send().unwrap().status().as_u16())
     };
-    std::thread::sleep(Duration::from_millis(500));
+    cluster.wait_request_running();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     assert_eq!(slow.join().unwrap(), 502);
     let replaced = wait_until(Duration::from_secs(10), || {
@@ -284,7 +284,7 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
                 .map(|r| (r.status().as_u16(), r.text().unwrap()))
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
+    cluster.wait_request_running();
     cluster.signal(Signal::SIGTERM);
     assert_eq!(slow.join().unwrap().unwrap(), (200, "slept".to_string()));
     assert_eq!(
