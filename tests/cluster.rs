@@ -63,13 +63,22 @@ fn each_slot_port_reaches_its_own_worker() {
             assert_eq!(body, pids[slot as usize].to_string(), "slot {slot}");
         }
     }
-    let status = cluster.status();
+    // A request's memory figures come with the worker's stats, just after
+    // its response.
+    let status = wait_until(Duration::from_secs(5), || {
+        let status = cluster.status();
+        let workers = status["workers"].as_array()?;
+        workers
+            .iter()
+            .all(|w| w["memory_bytes"].as_u64() > Some(0))
+            .then_some(status)
+    })
+    .expect("every worker reports its memory");
     for w in status["workers"].as_array().unwrap() {
         assert_eq!(w["requests"], 3);
         // A worker's frame socket is a socket pair: no name to show.
         assert!(w.get("socket").is_none(), "{w}");
         assert_eq!(w["state"], "ready");
-        assert!(w["memory_bytes"].as_u64().unwrap() > 0);
     }
 }
 
@@ -130,7 +139,7 @@ fn a_request_waits_no_longer_than_the_queue_timeout() {
         let url = cluster.url("/sleep?ms=2000");
         std::thread::spawn(move || http().get(url).send().unwrap().status().as_u16())
     };
-    std::thread::sleep(Duration::from_millis(200));
+    cluster.wait_request_running();
     let started = Instant::now();
     let r = http().get(cluster.url("/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 503);
@@ -188,7 +197,7 @@ fn a_worker_killed_mid_request_gives_502_and_is_replaced() {
         let url = cluster.slot_url(0, "/sleep?ms=3000");
         std::thread::spawn(move || http().get(url).send().unwrap().status().as_u16())
     };
-    std::thread::sleep(Duration::from_millis(500));
+    cluster.wait_request_running();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     assert_eq!(slow.join().unwrap(), 502);
     let replaced = wait_until(Duration::from_secs(10), || {
@@ -275,7 +284,7 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
                 .map(|r| (r.status().as_u16(), r.text().unwrap()))
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
+    cluster.wait_request_running();
     cluster.signal(Signal::SIGTERM);
     assert_eq!(slow.join().unwrap().unwrap(), (200, "slept".to_string()));
     assert_eq!(

@@ -370,28 +370,19 @@ const READ_PAGE: &str = r##"(() => {
   };
 })()"##;
 
-fn worker_pids_of(status: &Value) -> Vec<u64> {
-    status["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["pid"].as_u64().unwrap_or(0))
-        .collect()
-}
-
-fn page_pids(page: &Value) -> Vec<u64> {
+fn page_pids(page: &Value) -> Vec<u32> {
     page["slots"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["pid"].as_u64().unwrap_or(0))
+        .map(|s| s["pid"].as_u64().unwrap_or(0) as u32)
         .collect()
 }
 
 #[test]
 fn the_dashboard_lists_every_slot_with_live_numbers() {
     let mut cluster = Cluster::start(Setup::callable("basic", 3));
-    let pids: Vec<u64> = cluster.worker_pids().iter().map(|&p| p as u64).collect();
+    let pids = cluster.worker_pids();
     let mut browser = Browser::launch();
     let tab = browser.tab(1280, 800);
     tab.navigate(&mut browser, &cluster.control_url("/"));
@@ -491,7 +482,7 @@ fn the_restart_buttons_roll_the_workers_and_show_the_progress() {
     let mut setup = Setup::callable("basic", 3);
     setup.app = app.path().to_path_buf();
     let mut cluster = Cluster::start(setup);
-    let before: Vec<u64> = cluster.worker_pids().iter().map(|&p| p as u64).collect();
+    let before = cluster.worker_pids();
     let mut browser = Browser::launch();
     let tab = browser.tab(1280, 800);
     tab.navigate(&mut browser, &cluster.control_url("/"));
@@ -533,7 +524,7 @@ fn the_restart_buttons_roll_the_workers_and_show_the_progress() {
         (status["restart"]["state"] == "succeeded").then_some(status)
     })
     .unwrap_or_else(|| panic!("no rolling restart:\n{}", cluster.log_text()));
-    let after = worker_pids_of(&status);
+    let after = worker_pids_in(&status);
     for (old, new) in before.iter().zip(&after) {
         assert_ne!(
             old, new,
@@ -564,7 +555,7 @@ fn the_restart_buttons_roll_the_workers_and_show_the_progress() {
             .then_some(status)
     })
     .unwrap_or_else(|| panic!("no restart of slot 1:\n{}", cluster.log_text()));
-    let again = worker_pids_of(&status);
+    let again = worker_pids_in(&status);
     assert_eq!(again[0], after[0]);
     assert_ne!(again[1], after[1]);
     assert_eq!(again[2], after[2]);
@@ -598,7 +589,7 @@ fn the_restart_buttons_roll_the_workers_and_show_the_progress() {
             .contains("the old workers keep serving"),
         "{shown}"
     );
-    assert_eq!(worker_pids_of(&cluster.status()), again);
+    assert_eq!(worker_pids_in(&cluster.status()), again);
     tab.screenshot(
         &mut browser,
         &artifact("dashboard-restart-failed.png"),
@@ -614,7 +605,7 @@ fn with_a_control_token_the_page_asks_for_it_and_sends_it() {
     let token = "dashboard-test-token";
     let mut cluster =
         Cluster::start(Setup::callable("basic", 2).arg(format!("--control-token={token}")));
-    let before: Vec<u64> = cluster.worker_pids().iter().map(|&p| p as u64).collect();
+    let before = cluster.worker_pids();
     let mut browser = Browser::launch();
     let tab = browser.tab(1280, 800);
 
@@ -660,7 +651,7 @@ fn with_a_control_token_the_page_asks_for_it_and_sends_it() {
         (status["restart"]["state"] == "succeeded").then_some(status)
     })
     .unwrap_or_else(|| panic!("the restart with the token did not happen"));
-    let after = worker_pids_of(&status);
+    let after = worker_pids_in(&status);
     assert_ne!(after[0], before[0]);
     assert_eq!(after[1], before[1]);
 }
@@ -673,7 +664,7 @@ fn with_public_read_a_refused_button_asks_for_the_token() {
             .arg(format!("--control-token={token}"))
             .arg("--control-public-read"),
     );
-    let before: Vec<u64> = cluster.worker_pids().iter().map(|&p| p as u64).collect();
+    let before = cluster.worker_pids();
     let mut browser = Browser::launch();
     let tab = browser.tab(1280, 800);
     tab.navigate(&mut browser, &cluster.control_url("/"));
@@ -727,7 +718,7 @@ fn with_public_read_a_refused_button_asks_for_the_token() {
     .unwrap_or_else(|| panic!("the restart with the token did not happen"));
     // /status reads the slots before the restart's state: the status that
     // first says "succeeded" may show a slot from just before its swap.
-    let after = worker_pids_of(&cluster.status());
+    let after = worker_pids_in(&cluster.status());
     assert!(
         before.iter().zip(&after).all(|(a, b)| a != b),
         "every worker replaced: {before:?} -> {after:?}; log:\n{}",

@@ -127,7 +127,11 @@ fn the_entrypoint_execs_ppm_with_options_from_the_environment_and_sigterm_stops_
         let r = http().get(url).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
     });
-    std::thread::sleep(Duration::from_millis(400));
+    let running = wait_until(Duration::from_secs(10), || {
+        let status = get_status(base, None)?;
+        request_running(&status, Duration::from_millis(100)).then_some(())
+    });
+    assert!(running.is_some(), "the request reached PHP");
     signal_pid(pid, Signal::SIGTERM);
     let exited = proc.wait_exit(Duration::from_secs(30));
     assert_eq!(

@@ -242,12 +242,12 @@ fn an_abort_drops_a_queued_request_and_lets_a_running_one_finish() {
     // The only worker is busy for 1.5 s.
     let mut busy = served.connect();
     busy.send_request(1, false, &get("/sleep?ms=1500"), b"");
-    std::thread::sleep(Duration::from_millis(200));
+    served.cluster.wait_request_running();
 
     // Queued behind it, then aborted: ended at once, never run.
     let mut queued = served.connect();
     queued.send_request(1, true, &get("/queued-then-aborted"), b"");
-    std::thread::sleep(Duration::from_millis(200));
+    served.cluster.wait_queued(1);
     let started = Instant::now();
     queued.send(&record(ABORT_REQUEST, 1, b""));
     let answer = queued.answer(1);
@@ -263,7 +263,7 @@ fn an_abort_drops_a_queued_request_and_lets_a_running_one_finish() {
     // worker finishes it (PHP saw it) and serves the next.
     let mut running = served.connect();
     running.send_request(1, true, &get("/sleep?ms=700"), b"");
-    std::thread::sleep(Duration::from_millis(200));
+    served.cluster.wait_request_running();
     running.send(&record(ABORT_REQUEST, 1, b""));
     let answer = running.answer(1);
     assert!(answer.stdout.is_empty(), "{answer:?}");

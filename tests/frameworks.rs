@@ -579,8 +579,12 @@ fn cookie_values_survive_the_round_trip_and_samesite_strict_reaches_the_client(a
         named("roundtrip").contains("samesite=lax"),
         "{set_cookies:?}"
     );
+    // Laravel derives Max-Age from the expiry time, so a second boundary
+    // crossed in between makes it 3599.
+    let plain = named("plain");
     assert!(
-        named("plain").contains("max-age=3600") && !named("plain").contains("httponly"),
+        (plain.contains("max-age=3600") || plain.contains("max-age=3599"))
+            && !plain.contains("httponly"),
         "{set_cookies:?}"
     );
     let back = json(browser.get(cluster.url("/cookies")).send().unwrap());

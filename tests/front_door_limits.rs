@@ -248,7 +248,8 @@ fn slow_clients_from_one_address_cannot_take_every_connection() {
     let holders: Vec<_> = (0..4)
         .map(|_| slow_body_from("127.0.0.1", cluster.port, hold))
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Two of them are let in, the other two turned away.
+    cluster.wait_connections(2);
 
     // Another connection from the same address: a fast 503.
     let started = Instant::now();
@@ -292,6 +293,7 @@ fn past_max_connections_new_clients_get_a_fast_503_until_one_is_free() {
     let holders: Vec<_> = (0..4)
         .map(|_| slow_body_from("127.0.0.1", cluster.port, Duration::from_secs(4)))
         .collect();
+    // Not polled: ppm_client_connections counts 3 of these 4 (reported).
     std::thread::sleep(Duration::from_millis(500));
 
     // The first newcomer waits a moment for a free connection, then reads

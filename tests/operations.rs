@@ -450,9 +450,9 @@ fn a_second_sigint_stops_at_once_without_waiting_for_requests() {
         let url = cluster.url("/sleep?ms=20000");
         std::thread::spawn(move || http().get(url).send().map(|r| r.status().as_u16()))
     };
-    std::thread::sleep(Duration::from_millis(400));
+    cluster.wait_request_running();
     cluster.signal(nix::sys::signal::Signal::SIGINT);
-    std::thread::sleep(Duration::from_millis(300));
+    cluster.wait_log("stopping: finishing in-flight requests");
     let started = std::time::Instant::now();
     cluster.signal(nix::sys::signal::Signal::SIGINT);
     let code = cluster.wait_exit(Duration::from_secs(5));
@@ -580,16 +580,11 @@ fn drain_delay_reports_not_ready_while_the_ports_still_serve() {
         200
     );
     cluster.signal(nix::sys::signal::Signal::SIGTERM);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        client
-            .get(cluster.control_url("/ready"))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16(),
-        503
-    );
+    let not_ready = wait_until(Duration::from_secs(5), || {
+        let r = client.get(cluster.control_url("/ready")).send().ok()?;
+        (r.status().as_u16() == 503).then_some(())
+    });
+    assert!(not_ready.is_some(), "/ready says 503 once stopping");
     assert_eq!(
         client
             .get(cluster.slot_url(0, "/_ppm/health"))

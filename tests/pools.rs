@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ struct Master {
     ports: Vec<(String, u16)>,
     config: PathBuf,
     log: PathBuf,
-    seen: BTreeSet<u32>,
+    seen: Vec<u32>,
     _dir: tempfile::TempDir,
 }
 
@@ -99,7 +98,7 @@ impl Master {
             ports,
             config,
             log,
-            seen: BTreeSet::new(),
+            seen: Vec::new(),
             _dir: dir,
         };
         if wait_until(Duration::from_secs(30), || master.try_status()).is_none() {
@@ -125,18 +124,8 @@ impl Master {
     }
 
     fn try_status(&mut self) -> Option<serde_json::Value> {
-        let status: serde_json::Value = http()
-            .get(self.control_url("/status"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        for w in status["workers"].as_array()? {
-            if let Some(pid) = w["pid"].as_u64() {
-                self.seen.insert(pid as u32);
-            }
-        }
+        let status = get_status(self.control, None)?;
+        note_worker_pids(&status, &mut self.seen);
         Some(status)
     }
 
@@ -181,21 +170,9 @@ impl Drop for Master {
     fn drop(&mut self) {
         let _ = self.try_status();
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            if wait_until(Duration::from_secs(15), || child.try_wait().ok().flatten()).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            stop_child(&mut child, Duration::from_secs(15));
         }
-        for &pid in &self.seen {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_all(&self.seen);
     }
 }
 

@@ -76,13 +76,7 @@ impl Master {
     }
 
     fn status(&self) -> Option<Json> {
-        http()
-            .get(format!("http://127.0.0.1:{}/status", self.control))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .ok()?
-            .json()
-            .ok()
+        get_status(self.control, None)
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -100,16 +94,7 @@ impl Master {
 
 impl Drop for Master {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        if wait_until(Duration::from_secs(15), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .is_none()
-        {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        stop_child(&mut self.child, Duration::from_secs(15));
     }
 }
 

@@ -289,7 +289,7 @@ fn time_spent_waiting_in_the_queue_does_not_count_as_execution_time() {
         let url = cluster.url("/sleep?ms=1500");
         std::thread::spawn(move || http().get(url).send().unwrap().status().as_u16())
     };
-    std::thread::sleep(Duration::from_millis(100));
+    cluster.wait_request_running();
     // Waits ~1.4 s for the worker, then runs 1.5 s: 2.9 s in all, but only
     // 1.5 s of it in PHP.
     let started = Instant::now();
@@ -454,5 +454,70 @@ fn a_restart_during_a_recycle_boot_still_gets_a_fresh_worker() {
     assert_eq!(
         http().get(cluster.url("/")).send().unwrap().text().unwrap(),
         "v2"
+    );
+}
+
+#[test]
+fn a_long_request_on_the_old_worker_finishes_with_its_200_across_a_rolling_restart() {
+    let app = fixture_copy("versioned");
+    std::fs::write(app.path().join("VERSION"), "v1").unwrap();
+    let mut cluster = Cluster::start(Setup {
+        app: app.path().to_path_buf(),
+        ..Setup::callable("versioned", 1)
+    });
+    let old = cluster.worker_pids()[0];
+    let url = cluster.url("/sleep?ms=4000");
+    let long = std::thread::spawn(move || {
+        let r = http().get(url).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    });
+    let running = wait_until(Duration::from_secs(10), || {
+        let status = cluster.try_status()?;
+        (!status["workers"][0]["current_request"].is_null()).then_some(())
+    });
+    assert!(running.is_some(), "the long request reached the worker");
+
+    std::fs::write(app.path().join("VERSION"), "v2").unwrap();
+    let r = http().post(cluster.control_url("/restart")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // The replacement takes the slot over while the old worker still
+    // serves the long request.
+    let swapped = wait_until(Duration::from_secs(30), || {
+        let status = cluster.try_status()?;
+        let slot = &status["workers"][0];
+        let draining = slot["draining_pids"].as_array()?;
+        (slot["pid"].as_u64()? != old as u64 && draining.contains(&old.into())).then_some(())
+    });
+    assert!(
+        swapped.is_some(),
+        "the new worker took over, the old one drains; log:\n{}",
+        cluster.log_text()
+    );
+    let r = http().get(cluster.url("/")).send().unwrap();
+    assert_eq!(r.text().unwrap(), "v2", "new requests go to the new worker");
+    assert!(
+        !long.is_finished(),
+        "the new request did not wait for the long one"
+    );
+
+    let (status, body) = long.join().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "v1"),
+        "the long request ended where it began"
+    );
+    assert!(cluster
+        .wait_restart("succeeded", Duration::from_secs(30))
+        .is_some());
+    if let Err(left) = wait_all_gone(&[old], Duration::from_secs(10)) {
+        panic!("the old worker stopped once its request ended: {left:?}");
+    }
+    let forgotten = wait_until(Duration::from_secs(5), || {
+        let status = cluster.try_status()?;
+        (status["workers"][0]["draining_pids"] == serde_json::json!([])).then_some(())
+    });
+    assert!(
+        forgotten.is_some(),
+        "/status no longer lists the old worker"
     );
 }

@@ -14,8 +14,6 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -40,25 +38,9 @@ impl Master {
         }
     }
 
-    fn control_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.control_port)
-    }
-
     fn status(&mut self) -> Option<serde_json::Value> {
-        let status: serde_json::Value = http()
-            .get(self.control_url("/status"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        for w in status["workers"].as_array().into_iter().flatten() {
-            if let Some(pid) = w["pid"].as_u64() {
-                if !self.workers_seen.contains(&(pid as u32)) {
-                    self.workers_seen.push(pid as u32);
-                }
-            }
-        }
+        let status = get_status(self.control_port, None)?;
+        note_worker_pids(&status, &mut self.workers_seen);
         Some(status)
     }
 
@@ -93,10 +75,9 @@ impl Master {
     }
 
     fn assert_no_workers_left(&self) {
-        let gone = wait_until(Duration::from_secs(15), || {
-            (!self.workers_seen.iter().any(|&p| pid_alive(p))).then_some(())
-        });
-        assert!(gone.is_some(), "workers left: {:?}", self.workers_seen);
+        if let Err(left) = wait_all_gone(&self.workers_seen, Duration::from_secs(15)) {
+            panic!("workers left: {left:?}");
+        }
     }
 }
 
@@ -368,61 +349,6 @@ fn systemd_socket_activate_starts_ppm_on_the_first_connection_and_it_answers() {
     master.terminate();
 }
 
-/// One response seen by a client that opens a new connection per request.
-struct RawSeen {
-    status: u16,
-    body: String,
-    started: Instant,
-    took: Duration,
-}
-
-/// Clients opening one connection per request (`Connection: close`), so
-/// that every request is a new connection the kernel has to queue.
-struct RawLoad {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Vec<RawSeen>>>,
-}
-
-impl RawLoad {
-    fn start(addr: SocketAddr, path: &str, clients: usize) -> RawLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let stop = stop.clone();
-                let request =
-                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-                std::thread::spawn(move || {
-                    let until = Instant::now() + Duration::from_secs(120);
-                    let mut seen = Vec::new();
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                        let started = Instant::now();
-                        let (status, body) = match raw_get(addr, &request) {
-                            Ok(answer) => answer,
-                            Err(e) => (0, e.to_string()),
-                        };
-                        seen.push(RawSeen {
-                            status,
-                            body,
-                            started,
-                            took: started.elapsed(),
-                        });
-                    }
-                    seen
-                })
-            })
-            .collect();
-        RawLoad { stop, threads }
-    }
-
-    fn stop(self) -> Vec<RawSeen> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect()
-    }
-}
-
 fn raw_get(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -461,11 +387,14 @@ fn a_new_ppm_takes_over_the_passed_sockets_without_refusing_a_connection() {
     );
     first.wait_ready(2);
     let began = Instant::now();
-    let load = RawLoad::start(
-        SocketAddr::from(([127, 0, 0, 1], base + 1)),
-        "/sleep?ms=20",
-        4,
-    );
+    // One connection per request (`Connection: close`), so that every
+    // request is a new connection the kernel has to queue.
+    let addr = SocketAddr::from(([127, 0, 0, 1], base + 1));
+    let request = format!("GET /sleep?ms=20 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let load = Load::start_with(4, || {
+        let request = request.clone();
+        move || raw_get(addr, &request).unwrap_or_else(|e| (0, e.to_string()))
+    });
     std::thread::sleep(Duration::from_millis(500));
 
     // The old ppm stops (SIGTERM, as systemctl stop/restart sends); the

@@ -319,21 +319,63 @@ impl Pool {
     /// Creates the pool and starts one task per slot. The returned handles
     /// end when the slots have stopped (after `stop_all`).
     pub fn start(config: PoolConfig) -> (Arc<Pool>, Vec<tokio::task::JoinHandle<()>>) {
+        let (pool, receivers) = Pool::new(
+            &config.slot_ports,
+            config.max_queue,
+            config.queue_timeout,
+            config.max_surge,
+            config.included_files.clone(),
+            config.pm.clone(),
+        );
+        let initial = pool.lock().slots.first().map(|s| s.state);
+        if pool.is_elastic() {
+            // A dynamic pool's first spare workers.
+            pool.demand(&mut pool.lock());
+            tokio::spawn(pm::maintain(Arc::downgrade(&pool), config.pm.idle_timeout));
+        }
+        let tasks = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(slot, rx)| {
+                let task = SlotTask::new(
+                    pool.clone(),
+                    slot,
+                    config.spec.clone(),
+                    config.limits.clone(),
+                    rx,
+                    initial == Some(SlotState::Empty),
+                );
+                tokio::spawn(task.run())
+            })
+            .collect();
+        (pool, tasks)
+    }
+
+    /// The pool's bookkeeping alone, with the receiving end of each slot's
+    /// command channel: `start` gives those to the slot tasks, the unit
+    /// tests play the slot tasks' part themselves.
+    fn new(
+        slot_ports: &[u16],
+        max_queue: usize,
+        queue_timeout: Duration,
+        max_surge: usize,
+        included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+        pm: PmSettings,
+    ) -> (Arc<Pool>, Vec<mpsc::UnboundedReceiver<SlotCommand>>) {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
-        for _ in &config.slot_ports {
+        for _ in slot_ports {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
             receivers.push(rx);
         }
         // Slots of a dynamic or ondemand pool start empty; the process
         // manager wakes the ones it wants.
-        let initial = match config.pm.mode {
+        let initial = match pm.mode {
             crate::config::PmMode::Static => SlotState::Exited,
             _ => SlotState::Empty,
         };
-        let slots = config
-            .slot_ports
+        let slots = slot_ports
             .iter()
             .enumerate()
             .map(|(slot, &port)| Slot {
@@ -380,36 +422,16 @@ impl Pool {
                 pm: pm::PmState::new(),
             }),
             commands: senders,
-            max_queue: config.max_queue,
-            queue_timeout: config.queue_timeout,
+            max_queue,
+            queue_timeout,
             closed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            surge: Arc::new(Semaphore::new(config.max_surge.max(1))),
-            included_files: config.included_files.clone(),
-            fpm: crate::fpm_status::PoolCounters::new(config.max_queue),
-            pm: config.pm.clone(),
+            surge: Arc::new(Semaphore::new(max_surge.max(1))),
+            included_files,
+            fpm: crate::fpm_status::PoolCounters::new(max_queue),
+            pm,
         });
-        if pool.is_elastic() {
-            // A dynamic pool's first spare workers.
-            pool.demand(&mut pool.lock());
-            tokio::spawn(pm::maintain(Arc::downgrade(&pool), config.pm.idle_timeout));
-        }
-        let tasks = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(slot, rx)| {
-                let task = SlotTask::new(
-                    pool.clone(),
-                    slot,
-                    config.spec.clone(),
-                    config.limits.clone(),
-                    rx,
-                    initial == SlotState::Empty,
-                );
-                tokio::spawn(task.run())
-            })
-            .collect();
-        (pool, tasks)
+        (pool, receivers)
     }
 
     /// Number of slots.
@@ -977,45 +999,4 @@ impl Drop for WaiterGuard<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use SlotState::*;
-
-    #[test]
-    fn a_worker_boots_serves_and_exits() {
-        for (from, to) in [
-            (Exited, Starting),
-            (Starting, Ready),
-            (Ready, Busy),
-            (Busy, Ready),
-            (Busy, Exited),
-        ] {
-            assert!(from.can_become(to), "{from:?} -> {to:?}");
-        }
-    }
-
-    #[test]
-    fn a_booting_worker_cannot_take_requests() {
-        assert!(!Starting.can_become(Busy));
-        assert!(!Backoff.can_become(Ready));
-        assert!(!Exited.can_become(Ready));
-        assert!(!Stopping.can_become(Ready));
-    }
-
-    #[test]
-    fn an_empty_slot_only_boots_or_stops_and_only_an_idle_retirement_empties_one() {
-        assert!(Empty.can_become(Starting));
-        assert!(Empty.can_become(Stopping));
-        assert!(!Empty.can_become(Ready));
-        assert!(!Empty.can_become(Busy));
-        assert!(Ready.can_become(Stopping) && Stopping.can_become(Empty));
-        assert!(!Busy.can_become(Empty));
-        assert!(!Ready.can_become(Empty));
-    }
-
-    #[test]
-    fn exit_reasons_read_like_the_options() {
-        assert_eq!(ExitReason::MaxRequests.to_string(), "max-requests");
-        assert_eq!(ExitReason::Ttl.to_string(), "ttl");
-    }
-}
+mod tests;

@@ -2,8 +2,11 @@
 //! of its own, and checks that nothing is left running afterwards.
 #![allow(dead_code)]
 
+pub mod control;
 pub mod fpm;
 pub mod native;
+
+pub use control::*;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -131,7 +134,20 @@ impl Cluster {
     /// Like `start`, with `configure` adjusting the master's command (its
     /// environment, limits) before it runs. The control token is found in
     /// `--control-token=`, `--control-token-file=` or `PPM_CONTROL_TOKEN`.
-    pub fn start_with(setup: Setup, configure: impl FnOnce(&mut Command)) -> Cluster {
+    pub fn start_with(setup: Setup, configure: impl Fn(&mut Command)) -> Cluster {
+        // Ports are picked free, but another test may take one before the
+        // master binds it: then the master says so and exits, and a new
+        // set of ports is tried.
+        for _ in 0..3 {
+            if let Some(cluster) = Cluster::try_start_with(&setup, &configure) {
+                return cluster;
+            }
+        }
+        panic!("three sets of free ports were taken before the master could bind them");
+    }
+
+    /// One start; None when a port was taken first.
+    fn try_start_with(setup: &Setup, configure: &impl Fn(&mut Command)) -> Option<Cluster> {
         let dir = tempfile::tempdir().unwrap();
         let base = free_ports(setup.workers + 2);
         let (control_port, port) = (base, base + 1);
@@ -188,15 +204,24 @@ impl Cluster {
             0
         };
         let ok = wait_until(Duration::from_secs(30), || {
+            if let Some(child) = cluster.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return Some(false);
+                }
+            }
             let status = cluster.try_status()?;
             let ready = status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?;
-            (ready >= want).then_some(())
+            (ready >= want).then_some(true)
         });
-        if ok.is_none() {
-            panic!("cluster did not come up; log:\n{}", cluster.log_text());
+        if ok != Some(true) {
+            let log = cluster.log_text();
+            if ok == Some(false) && log.contains("Address already in use") {
+                return None;
+            }
+            panic!("cluster did not come up; log:\n{log}");
         }
         cluster.remember_pids();
-        cluster
+        Some(cluster)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -212,46 +237,24 @@ impl Cluster {
     }
 
     pub fn try_status(&self) -> Option<serde_json::Value> {
-        let mut request = http()
-            .get(self.control_url("/status"))
-            .timeout(Duration::from_secs(5));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        request.send().ok()?.json().ok()
+        get_status(self.control_port, self.token.as_deref())
     }
 
     pub fn status(&mut self) -> serde_json::Value {
         let status = self.try_status().expect("GET /status answers");
-        self.note_pids(&status);
+        note_worker_pids(&status, &mut self.seen_pids);
         status
-    }
-
-    fn note_pids(&mut self, status: &serde_json::Value) {
-        for w in status["workers"].as_array().into_iter().flatten() {
-            if let Some(pid) = w["pid"].as_u64() {
-                if !self.seen_pids.contains(&(pid as u32)) {
-                    self.seen_pids.push(pid as u32);
-                }
-            }
-        }
     }
 
     pub fn remember_pids(&mut self) {
         if let Some(status) = self.try_status() {
-            self.note_pids(&status);
+            note_worker_pids(&status, &mut self.seen_pids);
         }
     }
 
     /// The pid of each slot's worker.
     pub fn worker_pids(&mut self) -> Vec<u32> {
-        let status = self.status();
-        status["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["pid"].as_u64().unwrap_or(0) as u32)
-            .collect()
+        worker_pids_in(&self.status())
     }
 
     pub fn master_pid(&self) -> u32 {
@@ -276,24 +279,12 @@ impl Cluster {
 
     /// Asserts every worker this cluster ever had is gone within `timeout`.
     pub fn assert_no_workers_left(&self, timeout: Duration) {
-        let left = wait_until(timeout, || {
-            let alive: Vec<u32> = self
-                .seen_pids
-                .iter()
-                .copied()
-                .filter(|&p| pid_alive(p))
-                .collect();
-            alive.is_empty().then_some(())
-        });
-        assert!(
-            left.is_some(),
-            "worker processes left behind: {:?}\nlog:\n{}",
-            self.seen_pids
-                .iter()
-                .filter(|&&p| pid_alive(p))
-                .collect::<Vec<_>>(),
-            self.log_text()
-        );
+        if let Err(alive) = wait_all_gone(&self.seen_pids, timeout) {
+            panic!(
+                "worker processes left behind: {alive:?}\nlog:\n{}",
+                self.log_text()
+            );
+        }
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -305,27 +296,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.remember_pids();
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(&mut child, Duration::from_secs(15));
         }
         // Leave nothing behind even if a test failed half-way.
-        for &pid in &self.seen_pids {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_all(&self.seen_pids);
     }
 }
 
@@ -386,36 +360,51 @@ pub struct Seen {
     pub status: u16,
     pub body: String,
     pub started: Instant,
+    pub took: Duration,
 }
 
-/// A steady load of concurrent clients looping over one URL until stopped
-/// (bounded by a maximum duration), counting every response.
+/// A steady load of concurrent clients looping over one request until
+/// stopped (bounded by a maximum duration), counting every response.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<Vec<Seen>>>,
 }
 
 impl Load {
+    /// `clients` reqwest clients (keeping their connections) GETting `url`.
     pub fn start(url: String, clients: usize) -> Load {
+        Load::start_with(clients, move || {
+            let client = http();
+            let url = url.clone();
+            move || match client.get(&url).send() {
+                Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            }
+        })
+    }
+
+    /// `clients` threads, each calling the request function `client()`
+    /// made for it (status and body; 0 and the error if it failed).
+    pub fn start_with<F>(clients: usize, client: impl Fn() -> F) -> Load
+    where
+        F: FnMut() -> (u16, String) + Send + 'static,
+    {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..clients)
             .map(|_| {
-                let url = url.clone();
+                let mut request = client();
                 let stop = stop.clone();
                 std::thread::spawn(move || {
-                    let client = http();
                     let until = Instant::now() + Duration::from_secs(120);
                     let mut seen = Vec::new();
                     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                         let started = Instant::now();
-                        let (status, body) = match client.get(&url).send() {
-                            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
-                            Err(e) => (0, e.to_string()),
-                        };
+                        let (status, body) = request();
                         seen.push(Seen {
                             status,
                             body,
                             started,
+                            took: started.elapsed(),
                         });
                     }
                     seen
@@ -479,20 +468,71 @@ impl Cluster {
     /// workers were stopped.
     pub fn assert_pids_alive_are_current(&mut self) {
         let current = self.worker_pids();
-        let stale = wait_until(Duration::from_secs(10), || {
-            let stale: Vec<u32> = self
-                .seen_pids
-                .iter()
-                .copied()
-                .filter(|p| !current.contains(p) && pid_alive(*p))
-                .collect();
-            stale.is_empty().then_some(())
-        });
-        assert!(stale.is_some(), "replaced workers still running");
+        let replaced: Vec<u32> = self
+            .seen_pids
+            .iter()
+            .copied()
+            .filter(|p| !current.contains(p))
+            .collect();
+        if let Err(alive) = wait_all_gone(&replaced, Duration::from_secs(10)) {
+            panic!("replaced workers still running: {alive:?}");
+        }
     }
 }
 
 impl Cluster {
+    /// Waits (bounded) until a worker is running a request sent on another
+    /// thread, for a moment already: it is in PHP.
+    pub fn wait_request_running(&self) {
+        let running = wait_until(Duration::from_secs(10), || {
+            let status = self.try_status()?;
+            request_running(&status, Duration::from_millis(100)).then_some(())
+        });
+        assert!(
+            running.is_some(),
+            "a worker ran the request; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits (bounded) until `n` requests wait in the queue.
+    pub fn wait_queued(&self, n: u64) {
+        let queued = wait_until(Duration::from_secs(10), || {
+            (self.try_status()?["queue_length"].as_u64()? == n).then_some(())
+        });
+        assert!(queued.is_some(), "{n} requests queued");
+    }
+
+    /// Waits (bounded) until the master holds at least `n` client
+    /// connections (`ppm_client_connections`).
+    pub fn wait_connections(&self, n: u64) {
+        let mut last = String::new();
+        let held = wait_until(Duration::from_secs(10), || {
+            last = match http().get(self.control_url("/metrics")).send() {
+                Ok(r) => r.text().unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            (metric_sum(&last, "ppm_client_connections")? >= n as f64).then_some(())
+        });
+        let line = last
+            .lines()
+            .find(|l| l.starts_with("ppm_client_connections"))
+            .unwrap_or(&last);
+        assert!(held.is_some(), "the master holds {n} connections: {line}");
+    }
+
+    /// Waits (bounded) until the master's log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        let logged = wait_until(Duration::from_secs(10), || {
+            self.log_text().contains(text).then_some(())
+        });
+        assert!(
+            logged.is_some(),
+            "the log says {text:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Waits until the last rolling restart reached `state` ("succeeded",
     /// "failed"); returns the status that showed it.
     pub fn wait_restart(&self, state: &str, timeout: Duration) -> Option<serde_json::Value> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-use super::common::{http, pid_alive, root, wait_until, Seen};
+use super::common::{http, root, wait_until, Seen};
 
 pub mod nginx;
 
@@ -211,15 +211,4 @@ pub fn summary(seen: &[Seen], elapsed: Duration) -> String {
 /// Kills a process (of this test) by pid with `signal`.
 pub fn signal_pid(pid: u32, signal: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), signal);
-}
-
-/// Kills every process in `pids` that is still alive, and their groups
-/// (PHP workers run in groups of their own); for teardown paths.
-pub fn kill_all(pids: &[u32]) {
-    for &pid in pids {
-        if pid_alive(pid) {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
 }
