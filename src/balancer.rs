@@ -759,28 +759,23 @@ impl Balancer {
                 request.extensions_mut().insert(vars.clone());
             }
             lease.begin(parts.method.as_str(), path);
-            let exchange = Exchange {
+            // The exchange with the worker runs in a task of its own from
+            // its first write (`native_exchange::run`), so a client that
+            // hangs up cannot cancel it half-way: the worker would be left
+            // without the request it was counted as having, and its slot
+            // would wait for ever for it to finish.
+            match crate::native_exchange::run(
                 lease,
                 request,
-                slow_request_time: self.slow_request_time,
-                max_execution_time: self.max_execution_time,
-                metrics: self.metrics.clone(),
-                what: format!("{} {path}", parts.method),
-            };
-            // The exchange with the worker runs in a task of its own, so a
-            // client that hangs up cannot cancel it half-way: the worker
-            // would be left without the request it was counted as having,
-            // and its slot would wait for ever for it to finish.
-            match tokio::spawn(exchange.run()).await {
-                Ok(Some(response)) => return response,
-                Ok(None) => continue,
-                Err(err) => {
-                    tracing::error!("bug: a worker exchange ended abnormally: {err}");
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "The PHP worker exchange failed\n",
-                    );
-                }
+                self.slow_request_time,
+                self.max_execution_time,
+                self.metrics.clone(),
+                format!("{} {path}", parts.method),
+            )
+            .await
+            {
+                Some(response) => return response,
+                None => continue,
             }
         }
         outcome.slot = None;
@@ -791,34 +786,6 @@ impl Balancer {
     }
 }
 
-/// One request's exchange with its worker: from writing the request to
-/// the last byte of the response read from the worker.
-struct Exchange {
-    lease: Lease,
-    request: Request<crate::pool::WorkerBody>,
-    slow_request_time: Option<Duration>,
-    max_execution_time: Option<Duration>,
-    metrics: Arc<Metrics>,
-    /// "METHOD /path", for the log.
-    what: String,
-}
-
-impl Exchange {
-    /// The response, or None when nothing reached the worker (its
-    /// connection had closed): the request may then go to another one.
-    async fn run(self) -> Option<Response<ProxyBody>> {
-        let Exchange {
-            lease,
-            request,
-            slow_request_time,
-            max_execution_time,
-            metrics,
-            what,
-        } = self;
-        let _slow = slow_request_time.map(|after| lease.slow_log(after));
-        crate::native_exchange::run(lease, request, max_execution_time, metrics, what).await
-    }
-}
 /// The streams of one HTTP/2 connection.
 struct Activity {
     /// (streams in progress, when the last one ended)

@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::native::conn::{FrameConn, FrameReader};
 use crate::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
 use crate::native::http_head::{canonical_name, parse_header_line};
-use crate::pool::{Lease, WorkerBody};
+use crate::pool::{Lease, SlowTimer, WorkerBody};
 use crate::worker::WorkerEvent;
 
 /// How long frames are still read from a worker being killed, so that the
@@ -51,6 +51,7 @@ const LAST_FRAMES: Duration = Duration::from_secs(2);
 pub(crate) async fn run(
     mut lease: Lease,
     request: Request<WorkerBody>,
+    slow_request_time: Option<Duration>,
     max_execution_time: Option<Duration>,
     metrics: Arc<Metrics>,
     what: String,
@@ -68,6 +69,7 @@ pub(crate) async fn run(
     let (respond, response) = oneshot::channel();
     let exchange = Exchange {
         respond: Some(respond),
+        slow: slow_request_time.map(|after| lease.slow_log(after)),
         limit: max_execution_time,
         metrics,
         what,
@@ -81,6 +83,9 @@ pub(crate) async fn run(
 struct Exchange {
     /// Where the response goes once known.
     respond: Option<oneshot::Sender<Response<ProxyBody>>>,
+    /// The pending `--slow-request-time` backtrace, cancelled once the
+    /// response is known.
+    slow: Option<SlowTimer>,
     limit: Option<Duration>,
     metrics: Arc<Metrics>,
     what: String,
@@ -118,13 +123,10 @@ impl Exchange {
         match end {
             End::Ready(stats) => {
                 let (memory, peak) = stats.unwrap_or_default();
-                conn.report(WorkerEvent::Finished {
-                    memory,
-                    peak_memory: peak,
-                });
-                if conn.recycle.finished(memory, peak) {
+                if conn.finished(memory, peak) {
                     lease.retire_after();
                 }
+                lease.memory(memory, peak);
                 lease.put_back(conn);
                 lease.complete();
             }
@@ -369,6 +371,7 @@ impl Exchange {
 
     fn send(&mut self, response: Response<ProxyBody>) {
         if let Some(respond) = self.respond.take() {
+            self.slow = None;
             let _ = respond.send(response);
         }
     }

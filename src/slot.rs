@@ -82,7 +82,8 @@ struct Running {
     generation: u64,
     pid: u32,
     ready_at: Instant,
-    requests: u64,
+    /// Requests it has finished, counted by the exchanges (`Recycle`).
+    requests: Arc<std::sync::atomic::AtomicU64>,
     max_requests: u64,
     ttl_deadline: Option<Instant>,
     /// Why it will exit, when that is known before it does.
@@ -93,6 +94,12 @@ struct Running {
     /// The slow request a backtrace was asked for, as it was then: the
     /// answer may arrive after the request has ended.
     slow_request: Option<String>,
+}
+
+impl Running {
+    fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A booted worker and its connection.
@@ -300,7 +307,7 @@ impl SlotTask {
             "[{}] retiring idle worker {} ({} requests served)",
             self.label(),
             old.pid,
-            old.requests
+            old.requests()
         );
         let slot = self.slot;
         self.stoppers.push(tokio::spawn(async move {
@@ -436,7 +443,6 @@ impl SlotTask {
                 memory,
                 peak_memory,
             } => {
-                running.requests += 1;
                 // A worker past a limit takes no further request, not even
                 // while its replacement boots: a limit is a limit. Decided
                 // before it is idle again, from what is known at once.
@@ -488,7 +494,7 @@ impl SlotTask {
         {
             return None;
         }
-        if running.max_requests > 0 && running.requests >= running.max_requests {
+        if running.max_requests > 0 && running.requests() >= running.max_requests {
             return Some(ExitReason::MaxRequests);
         }
         let mb = |bytes: u64| bytes as f64 / 1048576.0;
@@ -578,7 +584,7 @@ impl SlotTask {
                 "[{}] replacing worker {} ({reason}, {} requests served)",
                 self.label(),
                 running.pid,
-                running.requests
+                running.requests()
             );
         }
         *replacing = Some(Replacing {
@@ -870,7 +876,7 @@ async fn boot(
     conn.recycle = crate::native::conn::Recycle {
         max_requests: running.max_requests,
         memory_limit: limits.memory_limit,
-        served: 0,
+        served: running.requests.clone(),
     };
     Ok(Booted { running, conn })
 }
@@ -899,7 +905,7 @@ fn running(
         generation,
         pid,
         ready_at: Instant::now(),
-        requests: 0,
+        requests: Arc::default(),
         max_requests,
         ttl_deadline,
         exit_reason: None,

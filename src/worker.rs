@@ -47,7 +47,8 @@ pub enum WorkerEvent {
     /// Debug mode: files the application loaded since the last report.
     IncludedFiles { files: Vec<std::path::PathBuf> },
     /// The worker finished a request (it is idle again already), with
-    /// PHP's memory figures after it.
+    /// PHP's memory figures after it: sent when it reached a recycle limit
+    /// and otherwise at most every quarter second (`FrameConn::finished`).
     Finished { memory: u64, peak_memory: u64 },
     /// The worker's script restarted in-process after a request ended
     /// this way (`exit()`, a fatal error, PHP's timeout, out of memory):

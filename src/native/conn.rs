@@ -5,9 +5,15 @@
 //! exchange, which writes the request frames and reads every frame up to
 //! the worker's `Ready`: only that task reads the socket while a request
 //! runs. Frames that concern the slot rather than the request (log lines,
-//! backtraces, per-request stats, the reason a script restarted) go on to
+//! backtraces, finished requests, the reason a script restarted) go on to
 //! the slot task through an unbounded channel, so they never hold the
-//! exchange up.
+//! exchange up. Finished requests are told only when the worker reached a
+//! recycle limit and otherwise every `REPORT_EVERY`: the exchange counts
+//! them and checks the request and memory limits itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -30,21 +36,22 @@ pub enum ConnError {
 
 /// When the worker must take no further request, decided by the exchange
 /// from the stats it read, before the worker is idle again.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Recycle {
     /// Requests after which the worker is recycled; 0 = unlimited.
     pub max_requests: u64,
     /// Zend memory (bytes) after which it is recycled.
     pub memory_limit: Option<u64>,
-    /// Requests it has finished.
-    pub served: u64,
+    /// Requests it has finished, shared with the slot task (its logs and
+    /// limits), which hears of finished requests only now and then.
+    pub served: Arc<AtomicU64>,
 }
 
 impl Recycle {
     /// Counts one finished request; whether the worker reached a limit.
     pub fn finished(&mut self, memory: u64, peak: u64) -> bool {
-        self.served += 1;
-        (self.max_requests > 0 && self.served >= self.max_requests)
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.max_requests > 0 && served >= self.max_requests)
             || self
                 .memory_limit
                 .is_some_and(|limit| memory.max(peak) >= limit)
@@ -58,7 +65,14 @@ pub struct FrameConn {
     pub(crate) recycle: Recycle,
     /// PHP's `memory_limit` setting, as the worker reported it at boot.
     pub(crate) php_memory_limit: Option<String>,
+    /// When the slot task last heard of a finished request.
+    reported_at: Option<Instant>,
 }
+
+/// How often the slot task hears of finished requests (for the worker's
+/// RSS, sampled about once a second) when no limit was reached: waking it
+/// for every request cost the master more CPU than the rest of the hop.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
 
 /// The reading half of a worker's frame socket.
 pub struct FrameReader {
@@ -89,6 +103,7 @@ impl FrameConn {
             write,
             recycle: Recycle::default(),
             php_memory_limit: None,
+            reported_at: None,
         }
     }
 
@@ -111,6 +126,22 @@ impl FrameConn {
     /// Tells the slot task about a finished request or a script restart.
     pub fn report(&self, event: WorkerEvent) {
         self.reader.report(event);
+    }
+
+    /// Counts a finished request with the worker's memory after it; tells
+    /// the slot task when the worker reached a recycle limit (returns
+    /// true), and otherwise now and then (`REPORT_EVERY`).
+    pub fn finished(&mut self, memory: u64, peak: u64) -> bool {
+        let retire = self.recycle.finished(memory, peak);
+        let now = Instant::now();
+        if retire || self.reported_at.is_none_or(|at| now - at >= REPORT_EVERY) {
+            self.reported_at = Some(now);
+            self.report(WorkerEvent::Finished {
+                memory,
+                peak_memory: peak,
+            });
+        }
+        retire
     }
 }
 
@@ -200,14 +231,14 @@ mod tests {
         let mut r = Recycle {
             max_requests: 2,
             memory_limit: Some(100),
-            served: 0,
+            served: Arc::default(),
         };
         assert!(!r.finished(10, 20));
         assert!(r.finished(10, 20), "second request reaches max-requests");
         let mut r = Recycle {
             max_requests: 0,
             memory_limit: Some(100),
-            served: 0,
+            served: Arc::default(),
         };
         assert!(!r.finished(10, 99));
         assert!(r.finished(10, 100), "peak memory at the limit");

@@ -18,6 +18,9 @@ pub struct Lease {
     pub(super) completed: bool,
     /// The worker reached a recycle limit with this request.
     pub(super) retire: bool,
+    /// The worker's PHP memory after the request (current, peak), for
+    /// `/status`.
+    pub(super) memory: Option<(u64, u64)>,
 }
 
 impl Lease {
@@ -37,6 +40,12 @@ impl Lease {
     /// takes no other request, even before the slot task hears of it.
     pub fn retire_after(&mut self) {
         self.retire = true;
+    }
+
+    /// The worker's PHP memory after the request, shown in `/status` once
+    /// the lease is released.
+    pub fn memory(&mut self, memory: u64, peak: u64) {
+        self.memory = Some((memory, peak));
     }
 
     /// The slot this worker serves.
@@ -113,15 +122,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.pool.fpm.released();
         if let Some(conn) = self.conn.take() {
-            let reusable = self.completed || !self.sent;
-            self.pool.release(
-                self.slot,
-                self.generation,
-                conn,
-                reusable,
-                self.sent,
-                self.retire,
-            );
+            self.pool.release(self, conn);
         }
     }
 }

@@ -531,6 +531,7 @@ impl Pool {
             sent: false,
             completed: false,
             retire: false,
+            memory: None,
         }
     }
 
@@ -566,19 +567,22 @@ impl Pool {
         shared.idle.push_back(s);
     }
 
-    fn release(
-        self: &Arc<Self>,
-        s: usize,
-        generation: u64,
-        conn: FrameConn,
-        reusable: bool,
-        sent: bool,
-        retire: bool,
-    ) {
+    /// Takes back the worker of `lease`, which is being dropped, with its
+    /// connection: reusable if the response was read to its end (or
+    /// nothing was sent).
+    fn release(self: &Arc<Self>, lease: &Lease, conn: FrameConn) {
+        let (s, generation, sent, retire) =
+            (lease.slot, lease.generation, lease.sent, lease.retire);
+        let reusable = lease.completed || !sent;
+        let memory = lease.memory;
         let mut shared = self.lock();
         let slot = &mut shared.slots[s];
         if sent {
             slot.status.requests += 1;
+        }
+        if let Some((memory, peak)) = memory.filter(|_| slot.generation == generation) {
+            slot.status.memory_bytes = memory;
+            slot.status.peak_memory_bytes = peak;
         }
         if let Some(pos) = slot.draining.iter().position(|(g, _)| *g == generation) {
             // A replaced worker finished its last request.
