@@ -1000,11 +1000,17 @@ impl Framework {
                 nginx: None,
             };
         };
-        let fastcgi = format!("127.0.0.1:{}", free_ports(1));
-        let mut args = vec![format!("--fastcgi-listen={fastcgi}")];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let cluster = self.cluster(&args);
+        // The FastCGI port is picked here, so a start that finds it taken
+        // by another test is retried with a new one.
+        let (fastcgi, cluster) = (0..3)
+            .find_map(|_| {
+                let fastcgi = format!("127.0.0.1:{}", free_ports(1));
+                let mut args = vec![format!("--fastcgi-listen={fastcgi}")];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Some((fastcgi, Cluster::try_start(&self.setup(&args))?))
+            })
+            .expect("three FastCGI ports were taken before the master could bind them");
         let public = fixture(self.name()).join("public");
         let nginx = deploy::nginx::Nginx::fastcgi(&fastcgi, &public, keep_conn);
         Served {
@@ -1015,6 +1021,10 @@ impl Framework {
     }
 
     fn cluster(self, extra: &[&str]) -> Cluster {
+        Cluster::start(self.setup(extra))
+    }
+
+    fn setup(self, extra: &[&str]) -> Setup<'static> {
         let mut args: Vec<String> = [
             "--php-ini",
             "upload_max_filesize=16M",
@@ -1027,14 +1037,14 @@ impl Framework {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        Cluster::start(Setup {
+        Setup {
             app: fixture(self.name()),
             bridge: "httpKernel",
             bootstrap: self.name(),
             workers: 2,
             extra: args,
             wait_ready: true,
-        })
+        }
     }
 }
 
