@@ -58,23 +58,7 @@ read -r ppm_rps ppm_p99 ppm_failed ppm_cpu < <(measure "$url" "$ppm_pid")
 wait "$ppm_pid" 2>/dev/null || true
 
 # --- nginx → php-fpm ------------------------------------------------------------
-cat >"$work/php-fpm.conf" <<CONF
-[global]
-error_log = $work/php-fpm.log
-daemonize = no
-
-[bench]
-listen = $work/php-fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = $workers
-pm.max_requests = 0
-catch_workers_output = yes
-php_admin_flag[opcache.enable] = on
-CONF
-"$php_fpm" -F -R -y "$work/php-fpm.conf" 2>"$work/php-fpm.out" &
-pids+=($!)
-fpm_pid=$!
+start_php_fpm "$workers"
 port=$(free_ports 1)
 dir="$work/nginx"
 mkdir -p "$dir"
@@ -82,28 +66,7 @@ cp /etc/nginx/fastcgi_params "$dir/"
 PPM_FASTCGI="unix:$work/php-fpm.sock" PROXY_LISTEN=127.0.0.1:$port PUBLIC_DIR=$app/www \
   sh docker/render.sh docker/nginx-classic.conf >"$dir/site.conf"
 sed -i 's/fastcgi_keep_conn on;/fastcgi_keep_conn off;/' "$dir/site.conf"
-user=""
-[ "$(id -u)" -eq 0 ] && user="user root;"
-cat >"$dir/nginx.conf" <<CONF
-$user
-worker_processes auto;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    include $dir/site.conf;
-}
-CONF
-"$nginx" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" 2>"$dir/nginx.out" &
-pids+=($!)
-nginx_pid=$!
+start_nginx "$dir" "$dir/site.conf"
 url="http://127.0.0.1:$port/hello.php"
 wait_http "$url"
 [ "$(curl -fsS "$url")" = "$expected" ] || { echo "php-fpm: unexpected answer from $url" >&2; exit 1; }

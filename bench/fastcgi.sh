@@ -38,28 +38,7 @@ nginx_for() {
   PPM_FASTCGI=$1 PROXY_LISTEN=127.0.0.1:$port PUBLIC_DIR=$app/public \
     sh docker/render.sh docker/nginx-fastcgi.conf >"$dir/site.conf"
   [ "$2" = on ] || sed -i 's/fastcgi_keep_conn on;/fastcgi_keep_conn off;/' "$dir/site.conf"
-  local user=""
-  [ "$(id -u)" -eq 0 ] && user="user root;"
-  cat >"$dir/nginx.conf" <<CONF
-$user
-worker_processes auto;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    include $dir/site.conf;
-}
-CONF
-  "$nginx" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" 2>"$dir/nginx.out" &
-  pids+=($!)
-  nginx_pid=$!
+  start_nginx "$dir" "$dir/site.conf"
 }
 
 # measure URL PID... -> "requests/s p99 failed cpu_us_per_request"
@@ -89,23 +68,7 @@ kill -TERM "$nginx_pid"
 wait "$ppm_pid" "$nginx_pid" 2>/dev/null || true
 
 # --- nginx → php-fpm ------------------------------------------------------------
-cat >"$work/php-fpm.conf" <<EOF
-[global]
-error_log = $work/php-fpm.log
-daemonize = no
-
-[bench]
-listen = $work/php-fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = $workers
-pm.max_requests = 0
-catch_workers_output = yes
-php_admin_flag[opcache.enable] = on
-EOF
-"$php_fpm" -F -R -y "$work/php-fpm.conf" 2>"$work/php-fpm.out" &
-pids+=($!)
-fpm_pid=$!
+start_php_fpm "$workers"
 nginx_for "unix:$work/php-fpm.sock" off
 url="http://127.0.0.1:$port/hello"
 wait_http "$url"

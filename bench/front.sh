@@ -82,41 +82,22 @@ kill -TERM "$haproxy_pid"; wait "$haproxy_pid" 2>/dev/null || true
 
 # --- nginx -----------------------------------------------------------------------
 nport=$(free_ports 1)
-mkdir -p "$work/nginx"
-user=""
-[ "$(id -u)" -eq 0 ] && user="user root;"
-cat >"$work/nginx.conf" <<EOF
-$user
-worker_processes auto;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/client_body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    upstream workers {
-        server 127.0.0.1:$w1;
-        server 127.0.0.1:$w2;
-        keepalive 32;
-    }
-    server {
-        listen 127.0.0.1:$nport;
-        location / {
-            proxy_pass http://workers;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+cat >"$work/site.conf" <<EOF
+upstream workers {
+    server 127.0.0.1:$w1;
+    server 127.0.0.1:$w2;
+    keepalive 32;
+}
+server {
+    listen 127.0.0.1:$nport;
+    location / {
+        proxy_pass http://workers;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
     }
 }
 EOF
-"$nginx" -p "$work/nginx" -e "$work/nginx-error.log" -c "$work/nginx.conf" 2>"$work/nginx.out" &
-pids+=($!)
-nginx_pid=$!
+start_nginx "$work/nginx" "$work/site.conf"
 wait_http "http://127.0.0.1:$nport/"
 read -r ng_rps ng_p99 ng_failed ng_cpu < <(measure "http://127.0.0.1:$nport/" cpu_ticks "$nginx_pid")
 kill -TERM "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true

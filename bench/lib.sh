@@ -134,3 +134,54 @@ for pid in tree:
 print(f"{total / 1024:.1f}")
 PY
 }
+
+# start_php_fpm WORKERS -> php-fpm (master and a static pool of WORKERS
+# children, opcache on, no recycling) on the socket $work/php-fpm.sock;
+# sets $fpm_pid
+start_php_fpm() {
+  cat >"$work/php-fpm.conf" <<CONF
+[global]
+error_log = $work/php-fpm.log
+daemonize = no
+
+[bench]
+listen = $work/php-fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = $1
+pm.max_requests = 0
+catch_workers_output = yes
+php_admin_flag[opcache.enable] = on
+CONF
+  "${php_fpm:-/usr/sbin/php-fpm8.2}" -F -R -y "$work/php-fpm.conf" 2>"$work/php-fpm.out" &
+  pids+=($!)
+  fpm_pid=$!
+}
+
+# start_nginx DIR SITE -> nginx with its pid, logs and temporary files in
+# DIR, its http block including the file SITE (server blocks); sets $nginx_pid
+start_nginx() {
+  local dir=$1 site=$2 user=""
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && user="user root;"
+  cat >"$dir/nginx.conf" <<CONF
+$user
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    include $site;
+}
+CONF
+  "${nginx:-/usr/sbin/nginx}" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" 2>"$dir/nginx.out" &
+  pids+=($!)
+  nginx_pid=$!
+}

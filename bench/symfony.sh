@@ -45,75 +45,43 @@ wait "${pids[-1]}" 2>/dev/null || true
 # --- nginx + php-fpm ----------------------------------------------------------
 port=$(free_ports 1)
 mkdir -p "$work/nginx"
-cat >"$work/php-fpm.conf" <<EOF
-[global]
-error_log = $work/php-fpm.log
-daemonize = no
-
-[bench]
-listen = $work/php-fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = $workers
-pm.max_requests = 0
-catch_workers_output = yes
-EOF
-user=""
-[ "$(id -u)" -eq 0 ] && user="user root;"
-cat >"$work/nginx.conf" <<EOF
-$user
-worker_processes auto;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/client_body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    server {
-        listen 127.0.0.1:$port;
-        root $app/public;
-        location / { try_files \$uri /index.php\$is_args\$args; }
-        location = /index.php {
-            internal;
-            # no upstream keepalive: with fastcgi_keep_conn a php-fpm child
-            # stays tied to one nginx worker's connection and requests of the
-            # other nginx workers wait behind it (seconds of p99 latency)
-            fastcgi_pass unix:$work/php-fpm.sock;
-            # upstream nginx's fastcgi_params (Debian's rewrites HTTP_HOST)
-            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-            fastcgi_param QUERY_STRING \$query_string;
-            fastcgi_param REQUEST_METHOD \$request_method;
-            fastcgi_param CONTENT_TYPE \$content_type;
-            fastcgi_param CONTENT_LENGTH \$content_length;
-            fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
-            fastcgi_param REQUEST_URI \$request_uri;
-            fastcgi_param DOCUMENT_URI \$document_uri;
-            fastcgi_param DOCUMENT_ROOT \$document_root;
-            fastcgi_param SERVER_PROTOCOL \$server_protocol;
-            fastcgi_param REQUEST_SCHEME \$scheme;
-            fastcgi_param HTTPS \$https if_not_empty;
-            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
-            fastcgi_param SERVER_SOFTWARE nginx;
-            fastcgi_param REMOTE_ADDR \$remote_addr;
-            fastcgi_param REMOTE_PORT \$remote_port;
-            fastcgi_param SERVER_ADDR \$server_addr;
-            fastcgi_param SERVER_PORT \$server_port;
-            fastcgi_param SERVER_NAME \$server_name;
-            fastcgi_param REDIRECT_STATUS 200;
-        }
+cat >"$work/site.conf" <<EOF
+server {
+    listen 127.0.0.1:$port;
+    root $app/public;
+    location / { try_files \$uri /index.php\$is_args\$args; }
+    location = /index.php {
+        internal;
+        # no upstream keepalive: with fastcgi_keep_conn a php-fpm child
+        # stays tied to one nginx worker's connection and requests of the
+        # other nginx workers wait behind it (seconds of p99 latency)
+        fastcgi_pass unix:$work/php-fpm.sock;
+        # upstream nginx's fastcgi_params (Debian's rewrites HTTP_HOST)
+        fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+        fastcgi_param QUERY_STRING \$query_string;
+        fastcgi_param REQUEST_METHOD \$request_method;
+        fastcgi_param CONTENT_TYPE \$content_type;
+        fastcgi_param CONTENT_LENGTH \$content_length;
+        fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
+        fastcgi_param REQUEST_URI \$request_uri;
+        fastcgi_param DOCUMENT_URI \$document_uri;
+        fastcgi_param DOCUMENT_ROOT \$document_root;
+        fastcgi_param SERVER_PROTOCOL \$server_protocol;
+        fastcgi_param REQUEST_SCHEME \$scheme;
+        fastcgi_param HTTPS \$https if_not_empty;
+        fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+        fastcgi_param SERVER_SOFTWARE nginx;
+        fastcgi_param REMOTE_ADDR \$remote_addr;
+        fastcgi_param REMOTE_PORT \$remote_port;
+        fastcgi_param SERVER_ADDR \$server_addr;
+        fastcgi_param SERVER_PORT \$server_port;
+        fastcgi_param SERVER_NAME \$server_name;
+        fastcgi_param REDIRECT_STATUS 200;
     }
 }
 EOF
-"$php_fpm" -F -R -y "$work/php-fpm.conf" 2>"$work/php-fpm.out" &
-pids+=($!)
-fpm_pid=$!
-"$nginx" -p "$work/nginx" -e "$work/nginx-error.log" -c "$work/nginx.conf" 2>"$work/nginx.out" &
-pids+=($!)
+start_php_fpm "$workers"
+start_nginx "$work/nginx" "$work/site.conf"
 url="http://127.0.0.1:$port/hello"
 wait_http "$url"
 [ "$(curl -fsS "$url")" = "Hello from $name" ] || { echo "php-fpm: unexpected answer from $url" >&2; exit 1; }
