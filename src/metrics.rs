@@ -1,13 +1,14 @@
-//! Request metrics, and their Prometheus text form for `GET /metrics`.
+//! Request metrics: the counters the request path and the pool bump.
+//! Their Prometheus text form for `GET /metrics` is `control::prometheus`.
 //!
 //! Counters and histograms live here as atomics the request path updates
 //! without locks; everything that is state (workers, memory, restarts) is
 //! read from the pool when scraped, so nothing is counted twice.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +153,7 @@ impl Metrics {
                 recent.pop_front();
             }
             recent.push_back(RecentError {
-                at: crate::workers::pool::unix_now(),
+                at: unix_now(),
                 status,
                 method: method.to_string(),
                 path: path.chars().take(200).collect(),
@@ -201,20 +202,77 @@ pub async fn process_rss(pid: u32) -> Option<u64> {
     .flatten()
 }
 
-/// Fills in the RSS of workers that have not reported it yet (it is
-/// sampled after requests), so a worker's RSS is known from its boot.
-pub async fn fill_missing_rss(slots: &mut [crate::workers::pool::SlotStatus]) {
-    for slot in slots.iter_mut().filter(|s| s.rss_bytes == 0) {
-        if let Some(pid) = slot.pid {
-            slot.rss_bytes = process_rss(pid).await.unwrap_or(0);
+/// What a pool counts for `/fpm-status` besides its slots' states.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    /// Leases out now (requests holding a worker).
+    pub(crate) leased: AtomicUsize,
+    pub(crate) max_leased: AtomicUsize,
+    pub(crate) max_queue: AtomicUsize,
+    pub(crate) queued_all_busy: AtomicU64,
+    pub(crate) slow: AtomicU64,
+    /// The queue's bound, `--max-queue`.
+    pub(crate) queue_bound: usize,
+}
+
+impl PoolCounters {
+    /// Counters of a pool whose queue holds at most `queue_bound` requests.
+    pub fn new(queue_bound: usize) -> Self {
+        Self {
+            queue_bound,
+            ..Self::default()
         }
     }
+
+    /// A request joined the wait queue, which is now `len` long; `all_busy`
+    /// when no worker at all was idle and none could be started.
+    pub fn queued(&self, len: usize, all_busy: bool) {
+        self.max_queue.fetch_max(len, Ordering::Relaxed);
+        if all_busy {
+            self.queued_all_busy.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The process manager wanted a worker and every slot had one.
+    pub fn children_maxed(&self) {
+        self.queued_all_busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// php-fpm's `max children reached`.
+    pub fn max_children_reached(&self) -> u64 {
+        self.queued_all_busy.load(Ordering::Relaxed)
+    }
+
+    /// A worker was leased to a request.
+    pub fn leased(&self) {
+        let now = self.leased.fetch_add(1, Ordering::Relaxed) + 1;
+        if now > self.max_leased.load(Ordering::Relaxed) {
+            self.max_leased.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A lease ended.
+    pub fn released(&self) {
+        self.leased.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request ran past `--slow-request-time`.
+    pub fn slow_request(&self) {
+        self.slow.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::prometheus::{render, Scrape};
 
     #[test]
     fn quantiles_interpolate_within_buckets() {
@@ -241,39 +299,5 @@ mod tests {
         }
         let p99 = h.quantile(0.99).unwrap();
         assert!((300.0..=400.0).contains(&p99), "{p99}");
-    }
-
-    #[test]
-    fn requests_are_counted_by_slot_and_class() {
-        let m = Metrics::new(2);
-        m.request(Some(1), 200, Duration::from_millis(1), "GET", "/");
-        m.request(None, 503, Duration::from_millis(1), "GET", "/x");
-        let pm = crate::workers::pool::PmStatus::default();
-        let scrape = |pool| Scrape {
-            pool,
-            metrics: &m,
-            slots: &[],
-            queue_length: 0,
-            pm: &pm,
-        };
-        let text = render(&[scrape(None)], None);
-        assert!(
-            text.contains("ppm_requests_total{slot=\"1\",code=\"2xx\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ppm_requests_total{slot=\"none\",code=\"5xx\"} 1"),
-            "{text}"
-        );
-        assert_eq!(m.requests_total(), 2);
-        // Several pools: one HELP and TYPE per family, each series labelled.
-        let text = render(&[scrape(Some("a")), scrape(Some("b"))], None);
-        assert_eq!(text.matches("# TYPE ppm_requests_total counter").count(), 1);
-        assert!(
-            text.contains("ppm_requests_total{pool=\"b\",slot=\"1\",code=\"2xx\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("ppm_queue_length{pool=\"a\"} 0"), "{text}");
-        assert_eq!(m.recent_errors().len(), 1);
     }
 }

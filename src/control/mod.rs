@@ -186,7 +186,7 @@ async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     let mut figures = Vec::with_capacity(state.pools.len());
     for pool in &state.pools {
         let mut slots = pool.pool.status();
-        crate::metrics::fill_missing_rss(&mut slots).await;
+        status::fill_missing_rss(&mut slots).await;
         figures.push((pool, slots, pool.pool.pm_status()));
     }
     let scrapes: Vec<_> = figures

@@ -282,3 +282,44 @@ fn histogram(out: &mut String, name: &str, help: &str, series: &[(Option<&str>, 
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_slot_and_class() {
+        let m = Metrics::new(2);
+        m.request(Some(1), 200, Duration::from_millis(1), "GET", "/");
+        m.request(None, 503, Duration::from_millis(1), "GET", "/x");
+        let pm = PmStatus::default();
+        let scrape = |pool| Scrape {
+            pool,
+            metrics: &m,
+            slots: &[],
+            queue_length: 0,
+            pm: &pm,
+        };
+        let text = render(&[scrape(None)], None);
+        assert!(
+            text.contains("ppm_requests_total{slot=\"1\",code=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ppm_requests_total{slot=\"none\",code=\"5xx\"} 1"),
+            "{text}"
+        );
+        assert_eq!(m.requests_total(), 2);
+        // Several pools: one HELP and TYPE per family, each series labelled.
+        let text = render(&[scrape(Some("a")), scrape(Some("b"))], None);
+        assert_eq!(text.matches("# TYPE ppm_requests_total counter").count(), 1);
+        assert!(
+            text.contains("ppm_requests_total{pool=\"b\",slot=\"1\",code=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ppm_queue_length{pool=\"a\"} 0"), "{text}");
+        assert_eq!(m.recent_errors().len(), 1);
+    }
+}

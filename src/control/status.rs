@@ -141,7 +141,7 @@ pub async fn cluster_status(state: &ControlState, pools: &[Arc<ServedPool>]) -> 
         // then comes with the slots it replaced.
         let restart = pool.restarts.last();
         let mut slots = pool.pool.status();
-        crate::metrics::fill_missing_rss(&mut slots).await;
+        fill_missing_rss(&mut slots).await;
         let counts = Counts::of(&slots);
         let metrics = &pool.balancer.metrics;
         restarts.extend(restart.clone());
@@ -228,4 +228,14 @@ fn last_restart(restarts: Vec<RestartStatus>) -> Option<RestartStatus> {
     restarts
         .into_iter()
         .max_by_key(|r| (r.state == RestartState::Running, r.started_at, r.id))
+}
+
+/// Fills in the RSS of workers that have not reported it yet (it is
+/// sampled after requests), so a worker's RSS is known from its boot.
+pub(crate) async fn fill_missing_rss(slots: &mut [SlotStatus]) {
+    for slot in slots.iter_mut().filter(|s| s.rss_bytes == 0) {
+        if let Some(pid) = slot.pid {
+            slot.rss_bytes = crate::metrics::process_rss(pid).await.unwrap_or(0);
+        }
+    }
 }

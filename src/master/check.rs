@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::StartOptions;
-use crate::master::{make_run_dir, worker_spec};
+use crate::workers::process::worker_spec;
+use crate::workers::rundir::RunDir;
 use crate::Error;
 
 /// `check` of every pool: one line per pool, or every pool's problem.
@@ -35,7 +36,7 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
         crate::master::pidfile::check(path)?;
     }
     check_ports(opts).await?;
-    let run_dir = make_run_dir()?;
+    let run_dir = RunDir::create()?;
     let spec = worker_spec(&opts.app, run_dir.path())?;
     let started = Instant::now();
     let booted = crate::workers::native::spawn::boot(

@@ -8,7 +8,7 @@ pub mod reload;
 pub mod served;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,12 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{AppOptions, PoolOptions};
+use crate::config::PoolOptions;
 use crate::control::{self, ControlState};
 use crate::master::pidfile::PidFile;
 use crate::master::served::{Prepared, ServedPool};
 use crate::systemd::{Inherited, Notifier};
-use crate::workers::process::WorkerSpec;
+
 use crate::workers::rundir::RunDir;
 use crate::Error;
 
@@ -45,41 +45,6 @@ pub(crate) async fn bind(
     }
 }
 
-/// The private directory for the PHP worker files.
-pub(crate) fn make_run_dir() -> Result<RunDir, Error> {
-    RunDir::create()
-}
-
-/// The application directory, absolute.
-pub(crate) fn app_dir(app: &AppOptions) -> Result<PathBuf, Error> {
-    app.dir
-        .canonicalize()
-        .ok()
-        .filter(|d| d.is_dir())
-        .ok_or_else(|| Error::AppDir(app.dir.clone()))
-}
-
-/// What starting a worker of `app` takes: the worker is this binary
-/// (`ppm php-worker`) hosting the PHP it was built against, running the
-/// runtime script installed into `run_dir`.
-pub(crate) fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
-    let run_as = crate::workers::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
-    let app_dir = app_dir(app)?;
-    let program = std::env::current_exe()?;
-    let entry = crate::workers::native::host::install_entry(run_dir)?;
-    if let Some(run_as) = run_as {
-        let lock = run_dir.join(crate::workers::rundir::LOCK);
-        crate::workers::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
-    }
-    Ok(WorkerSpec {
-        program,
-        entry,
-        run_as,
-        app: app.clone(),
-        app_dir,
-    })
-}
-
 /// Runs the master in the foreground until it is told to stop: one pool
 /// per entry of `pools` (validated by `config::start_pools`).
 pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
@@ -99,7 +64,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     global.max_connections =
         crate::workers::fdlimit::connections_allowed(global.max_connections, fd_limit, all_workers);
     let pidfile = global.pidfile.as_deref().map(PidFile::create).transpose()?;
-    let run_dir = make_run_dir()?;
+    let run_dir = RunDir::create()?;
     let mut prepared: Vec<Prepared> = Vec::with_capacity(pools.len());
     let mut errors = Vec::new();
     for mut pool in pools {

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::config::AppOptions;
+use crate::Error;
 
 /// How many of a worker's last output lines are kept to explain a failure.
 const KEPT_LINES: usize = 20;
@@ -293,4 +294,25 @@ async fn forward_lines(
         }
         kept.push_back(line);
     }
+}
+
+/// What starting a worker of `app` takes: the worker is this binary
+/// (`ppm php-worker`) hosting the PHP it was built against, running the
+/// runtime script installed into `run_dir`.
+pub fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+    let run_as = crate::workers::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
+    let app_dir = crate::workers::native::host::app_dir(app)?;
+    let program = std::env::current_exe()?;
+    let entry = crate::workers::native::host::install_entry(run_dir)?;
+    if let Some(run_as) = run_as {
+        let lock = run_dir.join(crate::workers::rundir::LOCK);
+        crate::workers::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
+    }
+    Ok(WorkerSpec {
+        program,
+        entry,
+        run_as,
+        app: app.clone(),
+        app_dir,
+    })
 }

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::metrics::unix_now;
 use crate::systemd::Notifier;
-use crate::workers::pool::{unix_now, ExitReason, Pool, SlotCommand};
+use crate::workers::pool::{ExitReason, Pool, SlotCommand};
 
 /// Progress of a rolling restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,11 +32,11 @@
 //!   single pool of a command line is php-fpm's default `www`.
 //!
 //! The counters the pool keeps for this page are a few atomics
-//! (`PoolCounters`), touched once per request at most.
+//! (`crate::metrics::PoolCounters`), touched once per request at most.
 
 mod render;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
@@ -45,67 +45,8 @@ use axum::response::IntoResponse;
 
 use crate::control::guard::{sees_everything, without_query};
 use crate::control::ControlState;
+use crate::metrics::PoolCounters;
 use crate::workers::pool::{SlotState, SlotStatus};
-
-/// What the pool counts for the page besides its slots' states.
-#[derive(Debug, Default)]
-pub struct PoolCounters {
-    /// Leases out now (requests holding a worker).
-    leased: AtomicUsize,
-    max_leased: AtomicUsize,
-    max_queue: AtomicUsize,
-    queued_all_busy: AtomicU64,
-    slow: AtomicU64,
-    /// The queue's bound, `--max-queue`.
-    queue_bound: usize,
-}
-
-impl PoolCounters {
-    /// Counters of a pool whose queue holds at most `queue_bound` requests.
-    pub fn new(queue_bound: usize) -> Self {
-        Self {
-            queue_bound,
-            ..Self::default()
-        }
-    }
-
-    /// A request joined the wait queue, which is now `len` long; `all_busy`
-    /// when no worker at all was idle and none could be started.
-    pub fn queued(&self, len: usize, all_busy: bool) {
-        self.max_queue.fetch_max(len, Ordering::Relaxed);
-        if all_busy {
-            self.queued_all_busy.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The process manager wanted a worker and every slot had one.
-    pub fn children_maxed(&self) {
-        self.queued_all_busy.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// php-fpm's `max children reached`.
-    pub fn max_children_reached(&self) -> u64 {
-        self.queued_all_busy.load(Ordering::Relaxed)
-    }
-
-    /// A worker was leased to a request.
-    pub fn leased(&self) {
-        let now = self.leased.fetch_add(1, Ordering::Relaxed) + 1;
-        if now > self.max_leased.load(Ordering::Relaxed) {
-            self.max_leased.fetch_max(now, Ordering::Relaxed);
-        }
-    }
-
-    /// A lease ended.
-    pub fn released(&self) {
-        self.leased.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// A request ran past `--slow-request-time`.
-    pub fn slow_request(&self) {
-        self.slow.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// The pool's line of the page.
 #[derive(Debug, Clone, PartialEq)]

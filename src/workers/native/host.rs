@@ -16,12 +16,21 @@ pub fn install_entry(run_dir: &Path) -> Result<PathBuf, Error> {
     Ok(worker.with_file_name("native.php"))
 }
 
+/// The application directory, absolute.
+pub fn app_dir(app: &AppOptions) -> Result<PathBuf, Error> {
+    app.dir
+        .canonicalize()
+        .ok()
+        .filter(|d| d.is_dir())
+        .ok_or_else(|| Error::AppDir(app.dir.clone()))
+}
+
 /// Runs the application's worker script on this thread, answering the
 /// requests that arrive on `link`, until it says stop. Returns the process
 /// exit status: 0 after a stop, 1 when the application could not boot
 /// (the error went to the link).
 pub fn run(link: Box<dyn Link>, app: &AppOptions, entry: &Path, slot: usize) -> Result<i32, Error> {
-    let app_dir = crate::master::app_dir(app)?;
+    let app_dir = app_dir(app)?;
     std::env::set_current_dir(&app_dir)?;
     let config = serde_json::json!({
         "bridge": app.bridge,

@@ -27,7 +27,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Serves `app` on `listen` until SIGTERM or SIGINT; returns the exit status.
 pub fn run(app: AppOptions, listen: SocketAddr) -> Result<i32, Error> {
     app.validate()?;
-    let run_dir = crate::master::make_run_dir()?;
+    let run_dir = crate::workers::rundir::RunDir::create()?;
     let entry = host::install_entry(run_dir.path())?;
     let listener = std::net::TcpListener::bind(listen).map_err(|source| Error::Bind {
         what: "worker".into(),

@@ -34,7 +34,7 @@ pub fn run(fd: RawFd, app: &AppOptions, entry: Option<PathBuf>, slot: usize) -> 
     let (_run_dir, entry) = match entry {
         Some(entry) => (None, entry),
         None => {
-            let dir = crate::master::make_run_dir()?;
+            let dir = crate::workers::rundir::RunDir::create()?;
             let entry = host::install_entry(dir.path())?;
             (Some(dir), entry)
         }

@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::metrics::unix_now;
 use crate::workers::process::WorkerSpec;
 use crate::workers::slot::{Limits, SlotTask};
 
@@ -292,7 +293,7 @@ pub struct Pool {
     /// Debug mode: where files workers report as included go.
     included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
     /// What php-fpm's status page counts (`/fpm-status`).
-    pub(crate) fpm: crate::control::fpm_status::PoolCounters,
+    pub(crate) fpm: crate::metrics::PoolCounters,
     /// The process manager's settings.
     pm: PmSettings,
 }
@@ -427,7 +428,7 @@ impl Pool {
             draining: AtomicBool::new(false),
             surge: Arc::new(Semaphore::new(max_surge.max(1))),
             included_files,
-            fpm: crate::control::fpm_status::PoolCounters::new(max_queue),
+            fpm: crate::metrics::PoolCounters::new(max_queue),
             pm,
         });
         (pool, receivers)
@@ -966,13 +967,6 @@ fn count_restart(status: &mut SlotStatus, reason: ExitReason) {
         .restarts_by_reason
         .entry(reason.to_string())
         .or_default() += 1;
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 impl Shared {
