@@ -6,12 +6,13 @@
 //! for [`PROBE_PATH`]: the control plane answers it, and every control
 //! plane answer carries [`CONTROL_HEADER`]. The path is also the
 //! balancer's default health path, which the master answers itself on the
-//! balancer and slot ports (with [`LISTENER_HEADER`]), so by default the
+//! balancer and slot ports (with [`crate::front::LISTENER_HEADER`]), so by default the
 //! probe never reaches PHP either.
 
 use hyper::header::{HeaderName, HeaderValue};
 
 use crate::control::ControlClient;
+use crate::front::LISTENER_HEADER;
 use crate::Error;
 
 /// The path the CLI probes; answered by the control plane like `/health`.
@@ -19,10 +20,6 @@ pub const PROBE_PATH: &str = "/_ppm/health";
 
 /// Marks every control plane response; its value is ppm's version.
 pub const CONTROL_HEADER: HeaderName = HeaderName::from_static("x-ppm-control");
-
-/// Marks the master's own health answers on the balancer (`balancer`) and
-/// slot ports (`slot`).
-pub const LISTENER_HEADER: HeaderName = HeaderName::from_static("x-ppm-listener");
 
 /// Adds [`CONTROL_HEADER`] to a control plane response.
 pub async fn mark_control(mut response: axum::response::Response) -> axum::response::Response {

@@ -11,6 +11,7 @@ pub mod fpm_status;
 pub mod guard;
 pub mod identify;
 pub mod prometheus;
+pub mod served;
 mod status;
 pub mod status_table;
 
@@ -26,7 +27,7 @@ use axum::{Json, Router};
 use tokio::sync::watch;
 
 use crate::control::guard::{guard, sees_everything, without_query};
-use crate::master::served::ServedPool;
+use crate::control::served::ServedPool;
 
 pub use crate::control::status_table::render_table;
 pub(crate) use client::call;

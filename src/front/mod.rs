@@ -12,3 +12,9 @@ pub mod linger;
 pub mod spool;
 pub mod static_files;
 pub mod tls;
+
+/// Marks the master's own health answers on the balancer (`balancer`) and
+/// slot ports (`slot`), so `ppm status 8080` can tell them from PHP's and
+/// from the control plane's.
+pub const LISTENER_HEADER: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-ppm-listener");

@@ -17,9 +17,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::PoolOptions;
+use crate::control::served::ServedPool;
 use crate::control::{self, ControlState};
 use crate::master::pidfile::PidFile;
-use crate::master::served::{Prepared, ServedPool};
+use crate::master::served::Prepared;
 use crate::systemd::{Inherited, Notifier};
 
 use crate::workers::rundir::RunDir;

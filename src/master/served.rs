@@ -4,8 +4,9 @@
 //!
 //! # Theory of operation
 //!
-//! The master owns a list of `ServedPool`s (one, unnamed, for a command
-//! line; one per entry of `ppm.json`'s `pools`). Nothing is shared
+//! The master owns a list of `ServedPool`s (defined in
+//! `control/served.rs`, the control plane reads them): one, unnamed, for a
+//! command line; one per entry of `ppm.json`'s `pools`. Nothing is shared
 //! between two pools but what belongs to the master: the run directory
 //! (each named pool has its own subdirectory, owned by its `--user`),
 //! the client connection limit and the access log. So a restart, a
@@ -17,17 +18,16 @@
 //! front door) and `bind` (balancer, slot ports, `--fastcgi-listen`), then
 //! `start`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{PoolOptions, StartOptions};
+use crate::control::served::{PoolInfo, ServedPool, DEFAULT_POOL};
 use crate::front::forwarding::TrustedProxies;
 use crate::proxy::{Balancer, FrontDoor, Target};
 use crate::systemd::{Inherited, Notifier};
@@ -35,24 +35,6 @@ use crate::workers::pool::{Pool, PoolConfig};
 use crate::workers::process::WorkerSpec;
 use crate::workers::rolling::Restarts;
 use crate::Error;
-
-/// php-fpm's name of its default pool: the name of the single pool of a
-/// command line, as `/fpm-status` shows it.
-pub const DEFAULT_POOL: &str = "www";
-
-/// Fixed facts about a pool, for `/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PoolInfo {
-    pub app_dir: PathBuf,
-    pub bridge: String,
-    pub bootstrap: String,
-    /// How workers run PHP: always `native` (PHP hosted in ppm's worker
-    /// processes); kept for the readers of `/status`.
-    #[serde(default)]
-    pub runtime: String,
-    pub php: PathBuf,
-    pub balancer: SocketAddr,
-}
 
 /// A pool whose workers can be described but have not started.
 pub struct Prepared {
@@ -69,20 +51,6 @@ pub struct Bound {
     slots: Vec<TcpListener>,
     /// `--fastcgi-listen`: the pool's FastCGI listeners.
     fastcgi: Vec<crate::front::fastcgi::Listener>,
-}
-
-/// One running pool.
-pub struct ServedPool {
-    /// The pool's name (`DEFAULT_POOL` for an unnamed one).
-    pub name: String,
-    /// Whether it came from `pools` (then it shows its name everywhere).
-    pub named: bool,
-    pub options: StartOptions,
-    pub spec: Arc<WorkerSpec>,
-    pub pool: Arc<Pool>,
-    pub balancer: Arc<Balancer>,
-    pub restarts: Arc<Restarts>,
-    pub info: PoolInfo,
 }
 
 /// The tasks of a running pool, which the master waits for on stop.
@@ -300,21 +268,5 @@ impl Bound {
                 slots: slot_tasks,
             },
         ))
-    }
-}
-
-impl ServedPool {
-    /// Whether this pool starts workers before any request comes.
-    pub fn boots_at_start(&self) -> bool {
-        self.options.pm != crate::config::PmMode::Ondemand
-    }
-
-    /// How the log names this pool: empty for an unnamed one.
-    pub fn label(&self) -> String {
-        if self.named {
-            format!("pool {}: ", self.name)
-        } else {
-            String::new()
-        }
     }
 }

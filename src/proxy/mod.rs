@@ -249,7 +249,7 @@ impl Balancer {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // So that `ppm stop <this port>` can say it is no control plane.
         response.headers_mut().insert(
-            crate::control::identify::LISTENER_HEADER,
+            crate::front::LISTENER_HEADER,
             HeaderValue::from_static(match target {
                 Target::Any => "balancer",
                 Target::Slot(_) => "slot",
