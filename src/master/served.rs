@@ -224,9 +224,15 @@ impl Bound {
                 grace,
             )));
         }
-        let capacity = crate::front::fastcgi::Capacity {
-            max_conns: opts.max_connections,
-        };
+        let fastcgi_settings = Arc::new(crate::front::fastcgi::Settings {
+            limits: balancer.limits.clone(),
+            spool: balancer.spool.clone(),
+            connections: balancer.connections.clone(),
+            metrics: balancer.metrics.clone(),
+            capacity: crate::front::fastcgi::Capacity {
+                max_conns: opts.max_connections,
+            },
+        });
         for listener in fastcgi {
             tracing::info!(
                 "{}FastCGI listening on {}",
@@ -235,10 +241,15 @@ impl Bound {
                     .unwrap_or_default(),
                 listener.describe()
             );
+            let balancer = balancer.clone();
+            let handler = move |arrival, conn| {
+                let balancer = balancer.clone();
+                async move { balancer.arrived(arrival, conn).await }
+            };
             servers.push(tokio::spawn(crate::front::fastcgi::serve(
                 listener,
-                balancer.clone(),
-                capacity,
+                fastcgi_settings.clone(),
+                handler,
                 closing.clone(),
                 grace,
             )));

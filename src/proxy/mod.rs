@@ -32,7 +32,6 @@ pub mod exchange;
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +49,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+
+pub use crate::front::{ConnInfo, Target};
 
 use crate::front::conn_limit::{Admitted, ConnLimit};
 use crate::front::forwarding::{client_ip, worker_headers, Origin, TrustedProxies};
@@ -70,24 +71,6 @@ const SEND_ATTEMPTS: usize = 3;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 use crate::body::{BoxError, ProxyBody};
-
-/// Which workers a listener serves.
-#[derive(Debug, Clone, Copy)]
-pub enum Target {
-    /// The balancer: any idle worker.
-    Any,
-    /// A slot port: only that slot's worker.
-    Slot(usize),
-}
-
-/// What the master knows about one client connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub tls: bool,
-    pub target: Target,
-}
 
 /// The front door's settings, made from the options before any worker
 /// starts: every file they name (certificate, key, static directory,

@@ -1,6 +1,7 @@
 //! The FastCGI front door (`--fastcgi-listen`): nginx's `fastcgi_pass`,
 //! Apache's `mod_proxy_fcgi` and `cgi-fcgi` talk to ppm as they talk to
-//! php-fpm, and their requests take the balancer's request path.
+//! php-fpm, and their requests take the balancer's request path (the
+//! master passes it in as the listener's handler).
 //!
 //! `records` is the wire format, `server` one connection in the responder
 //! role, `params` how the web server's parameters become the worker's
@@ -17,6 +18,7 @@ pub mod params;
 pub mod records;
 pub mod server;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -24,15 +26,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Response;
+
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 
-use crate::proxy::Balancer;
+use crate::body::ProxyBody;
+use crate::front::http1::Arrival;
+use crate::front::ConnInfo;
 use crate::systemd::Inherited;
 use crate::Error;
 
 pub use params::{add_worker_header, CgiVars};
-pub use server::Capacity;
+pub use server::{Capacity, Settings};
 
 /// Mode of a FastCGI Unix socket.
 const SOCKET_MODE: u32 = 0o660;
@@ -163,19 +169,23 @@ fn bind_unix(path: &Path) -> Result<Listener, Error> {
 
 /// Accepts connections until `shutdown` turns true, then lets open
 /// connections finish their current request, for at most `grace`.
-pub async fn serve(
+/// `handler` answers every request (the master passes the balancer's).
+pub async fn serve<H, F>(
     listener: Listener,
-    balancer: Arc<Balancer>,
-    capacity: Capacity,
+    settings: Arc<Settings>,
+    handler: H,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-) {
+) where
+    H: Fn(Arrival, ConnInfo) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send,
+{
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         // The web server is one peer for many clients: only the total of
         // --max-connections applies, not the per-address share.
         let permit = tokio::select! {
-            permit = balancer.connections.permit() => match permit {
+            permit = settings.connections.permit() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
@@ -193,18 +203,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let balancer = balancer.clone();
+        let settings = settings.clone();
+        let handler = handler.clone();
         let shutdown = shutdown.clone();
         let alive = alive.clone();
-        balancer
+        settings
             .metrics
             .open_connections
             .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _alive = alive;
             let _permit = permit;
-            server::serve(balancer.clone(), capacity, reader, writer, shutdown).await;
-            balancer
+            server::serve(settings.clone(), handler, reader, writer, shutdown).await;
+            settings
                 .metrics
                 .open_connections
                 .fetch_sub(1, Ordering::Relaxed);

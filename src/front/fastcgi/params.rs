@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use crate::front::http1::{Limits, Received, Refusal};
 use crate::front::spool::Spooled;
-use crate::proxy::{ConnInfo, Target};
+use crate::front::{ConnInfo, Target};
 
 /// The master-only header carrying the parameters to the worker.
 pub const X_PPM_CGI: HeaderName = HeaderName::from_static("x-ppm-cgi");

@@ -7,9 +7,9 @@
 //! `--max-header-size` bytes, `--max-headers` `HTTP_*` parameters, within
 //! `--header-timeout`) and the STDIN stream (spooled like an HTTP body, up
 //! to `--max-body-size`, with `--body-timeout` and `--request-timeout`),
-//! then hands the complete request to the balancer (`Balancer::arrived`),
-//! exactly as an HTTP request: same queue, workers, limits, metrics and
-//! access log. The response goes back as STDOUT records, CGI style
+//! then hands the complete request to the handler the listener was given
+//! (the master passes the balancer's `arrived`), exactly as an HTTP
+//! request: same queue, workers, limits, metrics and access log. The response goes back as STDOUT records, CGI style
 //! (`Status:` and the headers, a blank line, the body as it streams),
 //! then END_REQUEST. Without `FCGI_KEEP_CONN` the connection closes after
 //! it, as the web server expects; with it the next BEGIN_REQUEST follows.
@@ -24,6 +24,7 @@
 //! twin (431, 413, 408) and the connection closed; a malformed record
 //! closes the connection with a log line, and nothing of it reaches PHP.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,16 +39,28 @@ use tokio::time::Instant;
 use super::params::{self, CgiVars};
 use super::records::{self, kind, Begin, Malformed, ProtocolStatus, ReadError, Record};
 use crate::body::ProxyBody;
+use crate::front::conn_limit::ConnLimit;
 use crate::front::forwarding::strip_hop_by_hop;
-use crate::front::http1::{Arrival, Refusal};
-use crate::front::spool::SpoolWriter;
-use crate::proxy::Balancer;
+use crate::front::http1::{Arrival, Limits, Refusal};
+use crate::front::spool::{SpoolConfig, SpoolWriter};
+use crate::front::ConnInfo;
+use crate::metrics::Metrics;
 
 /// What the master answers to FCGI_GET_VALUES.
 #[derive(Debug, Clone, Copy)]
 pub struct Capacity {
     /// `FCGI_MAX_CONNS` and `FCGI_MAX_REQS` (one request per connection).
     pub max_conns: usize,
+}
+
+/// What every connection of a listener shares, besides its handler: the
+/// front door's limits and spool, the connection limit and the metrics.
+pub struct Settings {
+    pub limits: Limits,
+    pub spool: Arc<SpoolConfig>,
+    pub connections: Arc<ConnLimit>,
+    pub metrics: Arc<Metrics>,
+    pub capacity: Capacity,
 }
 
 /// How a request read from the connection ended.
@@ -82,9 +95,9 @@ impl From<ReadError> for Close {
 }
 
 /// One connection's state.
-struct Conn<R, W> {
-    balancer: Arc<Balancer>,
-    capacity: Capacity,
+struct Conn<R, W, H> {
+    settings: Arc<Settings>,
+    handler: H,
     reader: records::RecordReader<R>,
     writer: W,
     out: BytesMut,
@@ -95,19 +108,22 @@ struct Conn<R, W> {
 /// Serves one connection until the web server closes it, a request
 /// without `FCGI_KEEP_CONN` ends, or `shutdown` turns true between
 /// requests.
-pub async fn serve<R, W>(
-    balancer: Arc<Balancer>,
-    capacity: Capacity,
+/// `handler` answers each request, refused ones included.
+pub async fn serve<R, W, H, F>(
+    settings: Arc<Settings>,
+    handler: H,
     reader: R,
     writer: W,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    H: Fn(Arrival, ConnInfo) -> F,
+    F: Future<Output = Response<ProxyBody>>,
 {
     let mut conn = Conn {
-        balancer,
-        capacity,
+        settings,
+        handler,
         reader: records::RecordReader::new(reader),
         writer,
         out: BytesMut::with_capacity(16 * 1024),
@@ -122,10 +138,12 @@ pub async fn serve<R, W>(
     let _ = conn.writer.shutdown().await;
 }
 
-impl<R, W> Conn<R, W>
+impl<R, W, H, Fut> Conn<R, W, H>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    H: Fn(Arrival, ConnInfo) -> Fut,
+    Fut: Future<Output = Response<ProxyBody>>,
 {
     async fn requests(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), Close> {
         loop {
@@ -157,8 +175,7 @@ where
                 }
             };
             let refused = matches!(arrival, Arrival::Refused { .. });
-            let balancer = self.balancer.clone();
-            let handling = balancer.arrived(arrival, conn_info);
+            let handling = (self.handler)(arrival, conn_info);
             // A refused request's remaining records are not read: the
             // connection closes after the answer.
             let watched = if refused {
@@ -196,7 +213,7 @@ where
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<(u16, bool)>, Close> {
-        let idle = self.balancer.limits.idle_timeout;
+        let idle = self.settings.limits.idle_timeout;
         loop {
             let record = tokio::select! {
                 record = tokio::time::timeout(idle, self.reader.next()) => match record {
@@ -227,7 +244,7 @@ where
 
     /// Reads PARAMS and STDIN of request `id`.
     async fn read_request(&mut self, id: u16, received: Instant) -> Result<Read, Close> {
-        let limits = self.balancer.limits.clone();
+        let limits = self.settings.limits.clone();
         let max_params = limits.max_request_line + limits.max_header_size;
         let head_deadline = received + limits.header_timeout.min(limits.request_timeout);
         let mut raw = BytesMut::new();
@@ -266,7 +283,7 @@ where
                 None => {}
             }
         };
-        let mut body = SpoolWriter::new(self.balancer.spool.clone());
+        let mut body = SpoolWriter::new(self.settings.spool.clone());
         let deadline = received + limits.request_timeout;
         loop {
             let until = deadline.min(Instant::now() + limits.body_timeout);
@@ -337,7 +354,7 @@ where
         match record.kind {
             kind::GET_VALUES if record.request_id == 0 => {
                 let asked = records::parse_pairs(&record.content)?;
-                let max = self.capacity.max_conns.to_string();
+                let max = self.settings.capacity.max_conns.to_string();
                 let mut answer = BytesMut::new();
                 for (name, _) in asked {
                     let value = match name.as_ref() {
@@ -506,7 +523,7 @@ where
     /// `--idle-timeout` is given up on.
     async fn flush(&mut self) -> Result<(), Close> {
         let out = self.out.split().freeze();
-        write(&mut self.writer, out, self.balancer.limits.idle_timeout).await
+        write(&mut self.writer, out, self.settings.limits.idle_timeout).await
     }
 
     /// After an early refusal: stop writing, then read and drop what the
