@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::StartOptions;
-use crate::workers::process::worker_spec;
+use crate::workers::native::spawn::worker_spec;
 use crate::workers::rundir::RunDir;
 use crate::Error;
 

@@ -85,7 +85,8 @@ impl Prepared {
             None => run_dir.to_path_buf(),
         };
         let options = pool.options;
-        let spec = crate::workers::process::worker_spec(&options.app, &dir).map_err(&in_pool)?;
+        let spec =
+            crate::workers::native::spawn::worker_spec(&options.app, &dir).map_err(&in_pool)?;
         let front_door = match first {
             None => FrontDoor::new(&options, &spec.app_dir).map_err(&in_pool)?,
             Some(first) => {

@@ -35,10 +35,10 @@ use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::proxy::{error_response, full, timed_out, Chunk, PumpedBody, RESPONSE_BUFFER};
 use crate::workers::native::conn::{FrameConn, FrameReader};
+use crate::workers::native::event::WorkerEvent;
 use crate::workers::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
 use crate::workers::native::http_head::{canonical_name, parse_header_line};
 use crate::workers::pool::{Lease, SlowTimer, WorkerBody};
-use crate::workers::process::WorkerEvent;
 
 /// How long frames are still read from a worker being killed, so that the
 /// backtrace it was asked for reaches the log.

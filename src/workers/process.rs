@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::config::AppOptions;
-use crate::Error;
 
 /// How many of a worker's last output lines are kept to explain a failure.
 const KEPT_LINES: usize = 20;
@@ -38,28 +37,6 @@ pub struct WorkerSpec {
     pub app_dir: PathBuf,
     /// The user and group workers run as (`--user`), if not the master's.
     pub run_as: Option<crate::workers::privileges::RunAs>,
-}
-
-/// What a worker's exchanges and frame connection pass on to its slot.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WorkerEvent {
-    /// The PHP backtrace of the running request, asked for with SIGUSR1.
-    Backtrace { trace: String },
-    /// Debug mode: files the application loaded since the last report.
-    IncludedFiles { files: Vec<std::path::PathBuf> },
-    /// The worker finished a request (it is idle again already), with
-    /// PHP's memory figures after it: sent when it reached a recycle limit
-    /// and otherwise at most every quarter second (`FrameConn::finished`).
-    Finished { memory: u64, peak_memory: u64 },
-    /// The worker's script restarted in-process after a request ended
-    /// this way (`exit()`, a fatal error, PHP's timeout, out of memory):
-    /// counted like a worker restart.
-    ScriptRestarted {
-        outcome: crate::workers::native::frames::Outcome,
-    },
-    /// A request ended with an uncaught exception (the app's handler or
-    /// PHP's 500 answered; the script goes on).
-    UncaughtException,
 }
 
 /// A running PHP worker process.
@@ -294,25 +271,4 @@ async fn forward_lines(
         }
         kept.push_back(line);
     }
-}
-
-/// What starting a worker of `app` takes: the worker is this binary
-/// (`ppm php-worker`) hosting the PHP it was built against, running the
-/// runtime script installed into `run_dir`.
-pub fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
-    let run_as = crate::workers::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
-    let app_dir = crate::workers::native::host::app_dir(app)?;
-    let program = std::env::current_exe()?;
-    let entry = crate::workers::native::host::install_entry(run_dir)?;
-    if let Some(run_as) = run_as {
-        let lock = run_dir.join(crate::workers::rundir::LOCK);
-        crate::workers::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
-    }
-    Ok(WorkerSpec {
-        program,
-        entry,
-        run_as,
-        app: app.clone(),
-        app_dir,
-    })
 }

@@ -33,9 +33,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::workers::native::conn::FrameConn;
+use crate::workers::native::event::WorkerEvent;
 use crate::workers::native::frames::Outcome;
 use crate::workers::pool::{ExitReason, Pool, SlotCommand, SlotState};
-use crate::workers::process::{Worker, WorkerEvent, WorkerSpec};
+use crate::workers::process::{Worker, WorkerSpec};
 
 /// Backoff after the first failed boot; doubles per failure.
 const BACKOFF_START: Duration = Duration::from_millis(500);

@@ -20,8 +20,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
+use super::event::WorkerEvent;
 use super::frames::{split, FrameError, ToMaster};
-use crate::workers::process::WorkerEvent;
 
 /// Why a frame connection failed.
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,7 @@
 //! The PHP side is `bridges/native.php` and `bridges/src/Native*.php`.
 
 pub mod conn;
+pub mod event;
 pub mod ffi;
 pub mod frame_link;
 pub mod frames;

@@ -9,13 +9,17 @@
 //! or its exit.
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::conn::{ConnError, FrameConn};
+use super::event::WorkerEvent;
 use super::frames::ToMaster;
-use crate::workers::process::{base_command, pass_as_fd3, start, Worker, WorkerEvent, WorkerSpec};
+use crate::config::AppOptions;
+use crate::workers::process::{base_command, pass_as_fd3, start, Worker, WorkerSpec};
+use crate::Error;
 
 /// A booted native worker: the process, its connection, the slot events
 /// its exchanges pass on.
@@ -128,4 +132,25 @@ async fn wait_ready(conn: &mut FrameConn) -> Result<Option<String>, ConnError> {
             _ => {}
         }
     }
+}
+
+/// What starting a worker of `app` takes: the worker is this binary
+/// (`ppm php-worker`) hosting the PHP it was built against, running the
+/// runtime script installed into `run_dir`.
+pub fn worker_spec(app: &AppOptions, run_dir: &Path) -> Result<WorkerSpec, Error> {
+    let run_as = crate::workers::privileges::resolve(app.user.as_deref(), app.group.as_deref())?;
+    let app_dir = super::host::app_dir(app)?;
+    let program = std::env::current_exe()?;
+    let entry = super::host::install_entry(run_dir)?;
+    if let Some(run_as) = run_as {
+        let lock = run_dir.join(crate::workers::rundir::LOCK);
+        crate::workers::privileges::hand_over(run_dir, run_as, &lock).map_err(Error::RunDir)?;
+    }
+    Ok(WorkerSpec {
+        program,
+        entry,
+        run_as,
+        app: app.clone(),
+        app_dir,
+    })
 }

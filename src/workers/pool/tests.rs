@@ -50,7 +50,7 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::workers::process::WorkerEvent;
+use crate::workers::native::event::WorkerEvent;
 
 const LONG: Duration = Duration::from_secs(30);
 
