@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use super::{render_table, ClusterStatus};
+use crate::control::status::ClusterStatus;
+use crate::control::status_table::render_table;
 use crate::workers::rolling::{RestartState, RestartStatus};
 use crate::Error;
 

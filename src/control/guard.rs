@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
-use crate::control::ControlState;
+use crate::control::state::ControlState;
 
 /// Outermost layer, before routing: without a token, a request must name
 /// this control plane in `Host` by a loopback name or address.

@@ -11,7 +11,7 @@
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use crate::control::ControlClient;
+use crate::control::client::{call, ControlClient};
 use crate::front::LISTENER_HEADER;
 use crate::Error;
 
@@ -48,7 +48,7 @@ pub async fn ensure_control_plane(
     client: &ControlClient,
     expected: &Expected,
 ) -> Result<(), Error> {
-    let (code, headers, _) = crate::control::call(&client.addr, None, "GET", PROBE_PATH).await?;
+    let (code, headers, _) = call(&client.addr, None, "GET", PROBE_PATH).await?;
     if headers.contains_key(CONTROL_HEADER) {
         return Ok(());
     }

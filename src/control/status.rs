@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::ControlState;
 use crate::control::served::{PoolInfo, ServedPool};
+use crate::control::state::ControlState;
 use crate::metrics::{quantile_of, RecentError};
 use crate::workers::pool::{PmStatus, SlotState, SlotStatus};
 use crate::workers::rolling::{RestartState, RestartStatus};

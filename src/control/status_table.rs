@@ -2,7 +2,7 @@
 //! terminal, and the slots' last errors in full below it when they do not
 //! fit their column.
 
-use crate::control::ClusterStatus;
+use crate::control::status::ClusterStatus;
 
 /// The human-readable form of a status.
 pub fn render_table(status: &ClusterStatus, colour: bool) -> String {

@@ -44,7 +44,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 
 use crate::control::guard::{sees_everything, without_query};
-use crate::control::ControlState;
+use crate::control::state::ControlState;
 use crate::metrics::PoolCounters;
 use crate::workers::pool::{SlotState, SlotStatus};
 
