@@ -1,14 +1,14 @@
 //! ppm: a process manager and load balancer for long-lived PHP workers.
 //!
-//! The master (`master`) binds every public socket, starts one PHP worker
-//! per slot (`worker`, `pool`), forwards HTTP requests to idle workers
-//! (`balancer`) and answers the control plane (`control`). What clients
-//! send is read by the front door: `http1` (the strict HTTP/1 reader),
-//! `spool` (request bodies), `linger` (closing after an early answer),
-//! `conn_limit` (connections per address and in all), `tls`,
-//! `static_files` and `access_log`; `fastcgi` is the FastCGI front door. The
-//! PHP side of a worker ships in `bridges/` and is embedded in the binary
-//! (`runtime`).
+//! The folders are layers, top to bottom, and a layer imports only the
+//! layers below it (`doc/architecture.md`, checked by `scripts/layers`):
+//! `cli`; `master` (binds every public socket, wires the pools, shuts
+//! down); `control` (the HTTP API, dashboard, status pages and the CLI's
+//! client); `proxy` (a request to a response); `workers` (the PHP-hosting
+//! worker processes, the slot tasks and the dispatcher); `front` (bytes
+//! to a request: HTTP/1, FastCGI, TLS, limits, spooling, static files);
+//! `config`; and the leaves (`body`, `error`, `logging`, `metrics`,
+//! `systemd`, `target`, `token`).
 
 pub mod body;
 pub mod cli;
