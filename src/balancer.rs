@@ -50,9 +50,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, Record};
 use crate::conn_limit::{Admitted, ConnLimit};
-use crate::forwarding::{client_ip, worker_headers, Origin, TrustedProxies};
+use crate::forwarding::{client_ip, Forwarding, Origin, TrustedProxies};
 use crate::http1::{self, Arrival, Limits, Received, Refusal};
 use crate::metrics::Metrics;
+use crate::native::frames::HeadFrame;
 use crate::pool::{AcquireError, ExitReason, Lease, Pool};
 use crate::spool::{SpoolConfig, SpoolWriter, Spooled};
 use crate::static_files::StaticFiles;
@@ -714,23 +715,50 @@ impl Balancer {
             tls: conn.tls,
             uri: &parts.uri,
         };
-        let (mut headers, effective_id) = worker_headers(
+        let forwarding = Forwarding::new(
             &parts.headers,
             &origin,
-            has_body.then_some(body.len() as usize),
             &self.trusted,
             std::mem::take(request_id),
         );
-        *request_id = effective_id;
-        crate::fastcgi::add_worker_header(&parts.extensions, &mut headers);
         let path = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let Ok(uri) = path.parse::<hyper::Uri>() else {
-            return error_response(StatusCode::BAD_REQUEST, "Bad request target\n");
-        };
+        // The request head frame, encoded once from the parsed request:
+        // the target as sent (it may hold bytes above 0x7F, see
+        // target.rs), and the headers as the forwarding rules leave them.
+        let raw_target = crate::target::raw_for(&parts.headers, path);
+        let body_len = has_body.then_some(body.len() as usize);
+        let cgi = parts
+            .extensions
+            .get::<crate::fastcgi::CgiVars>()
+            .map_or(&[][..], |vars| vars.pairs());
+        let mut head = Vec::with_capacity(1024);
+        HeadFrame {
+            method: parts.method.as_str(),
+            target: raw_target
+                .as_ref()
+                .map_or(path.as_bytes(), |raw| raw.as_bytes()),
+            protocol: "HTTP/1.1",
+            remote_addr: &crate::text::ip_text(forwarding.remote_addr),
+            remote_port: forwarding.remote_port,
+            server_addr: &crate::text::ip_text(forwarding.server_addr),
+            server_port: forwarding.server_port,
+            tls: forwarding.https,
+            content_length: body_len.map(|len| len as u64),
+        }
+        .encode(
+            &mut head,
+            |sink| {
+                forwarding.headers(&parts.headers, body_len, |name, value| {
+                    sink.lower(name, value)
+                })
+            },
+            cgi.iter().map(|(name, value)| (&name[..], &value[..])),
+        );
+        *request_id = forwarding.request_id;
 
         let slot = match conn.target {
             Target::Any => None,
@@ -749,24 +777,11 @@ impl Balancer {
             self.metrics.queue_wait.observe(waited);
             outcome.queue_time = Some(outcome.queue_time.unwrap_or_default() + waited);
             outcome.slot = Some(lease.slot());
-            let mut request = Request::new(body.body());
-            *request.method_mut() = parts.method.clone();
-            *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = headers.clone();
-            *request.uri_mut() = uri.clone();
-            if let Some(vars) = parts.extensions.get::<crate::fastcgi::CgiVars>() {
-                // Native workers take the parameters from here.
-                request.extensions_mut().insert(vars.clone());
-            }
             lease.begin(parts.method.as_str(), path);
-            // The exchange with the worker runs in a task of its own from
-            // its first write (`native_exchange::run`), so a client that
-            // hangs up cannot cancel it half-way: the worker would be left
-            // without the request it was counted as having, and its slot
-            // would wait for ever for it to finish.
             match crate::native_exchange::run(
                 lease,
-                request,
+                head,
+                body.body(),
                 self.slow_request_time,
                 self.max_execution_time,
                 self.metrics.clone(),
@@ -774,8 +789,9 @@ impl Balancer {
             )
             .await
             {
-                Some(response) => return response,
-                None => continue,
+                Ok(response) => return response,
+                // Nothing reached that worker: the same head goes to another.
+                Err(unsent) => head = unsent,
             }
         }
         outcome.slot = None;
@@ -1102,11 +1118,10 @@ impl RequestIds {
     }
 
     fn next(&self) -> String {
-        format!(
-            "{:016x}{:016x}",
-            self.prefix,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        )
+        let mut id = Vec::with_capacity(32);
+        crate::text::push_hex16(&mut id, self.prefix);
+        crate::text::push_hex16(&mut id, self.counter.fetch_add(1, Ordering::Relaxed));
+        String::from_utf8(id).unwrap_or_default()
     }
 }
 

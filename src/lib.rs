@@ -48,6 +48,7 @@ pub mod static_files;
 pub mod status_table;
 pub mod systemd;
 pub mod target;
+pub mod text;
 pub mod tls;
 pub mod token;
 pub mod worker;
