@@ -113,11 +113,26 @@ pub async fn serve<IO, H, F>(
         };
         let keep = keep_alive && !*shutdown.borrow();
         let mut response = response;
-        let tail = response.extensions_mut().remove::<Tail>();
-        let kept = matches!(
-            write_response(&mut io, response, &method, version, keep, limits).await,
-            Ok(true)
-        );
+        let (kept, tail) = match response.extensions_mut().remove::<Tail>() {
+            None => {
+                let written = write_response(&mut io, response, &method, version, keep, limits);
+                (matches!(written.await, Ok(true)), None)
+            }
+            // The tail runs while the response is written: a streamed
+            // body is what it feeds.
+            Some(mut tail) => {
+                let writing = write_response(&mut io, response, &method, version, keep, limits);
+                tokio::pin!(writing);
+                let mut finished = false;
+                let written = loop {
+                    tokio::select! {
+                        written = &mut writing => break written,
+                        () = &mut tail, if !finished => finished = true,
+                    }
+                };
+                (matches!(written, Ok(true)), (!finished).then_some(tail))
+            }
+        };
         let Some(mut tail) = tail else {
             if kept {
                 continue;
