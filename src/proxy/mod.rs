@@ -555,7 +555,12 @@ impl Balancer {
         }
         parts.extensions.insert(Received(received));
         let request = Request::from_parts(parts, spooled);
-        self.arrived(Arrival::Request(request), conn).await
+        let mut response = self.arrived(Arrival::Request(request), conn).await;
+        // hyper writes the response in tasks of its own: the worker's side
+        // of the exchange goes on in one too (a streamed body is what it
+        // feeds).
+        drop(response.extensions_mut().remove::<crate::body::Tail>());
+        response
     }
 
     /// The answer to a request (or to a refused one), logged.
