@@ -8,7 +8,7 @@
 //! worker processes, the slot tasks and the dispatcher); `front` (bytes
 //! to a request: HTTP/1, FastCGI, TLS, limits, spooling, static files);
 //! `config`; and the leaves (`body`, `error`, `logging`, `metrics`,
-//! `systemd`, `target`, `token`).
+//! `systemd`, `target`, `text`, `token`).
 
 pub mod body;
 pub mod cli;
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod systemd;
 pub mod target;
+pub mod text;
 pub mod token;
 pub mod workers;
 

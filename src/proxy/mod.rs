@@ -53,12 +53,13 @@ use tokio_rustls::TlsAcceptor;
 pub use crate::front::{ConnInfo, Target};
 
 use crate::front::conn_limit::{Admitted, ConnLimit};
-use crate::front::forwarding::{client_ip, worker_headers, Origin, TrustedProxies};
+use crate::front::forwarding::{client_ip, Forwarding, Origin, TrustedProxies};
 use crate::front::http1::{self, Arrival, Limits, Received, Refusal};
 use crate::front::spool::{SpoolConfig, SpoolWriter, Spooled};
 use crate::front::static_files::StaticFiles;
 use crate::metrics::Metrics;
 use crate::proxy::access_log::{AccessLog, Record};
+use crate::workers::native::frames::HeadFrame;
 use crate::workers::pool::{AcquireError, ExitReason, Lease, Pool};
 
 /// Responses up to this size are read whole from the worker before the
@@ -537,7 +538,12 @@ impl Balancer {
         }
         parts.extensions.insert(Received(received));
         let request = Request::from_parts(parts, spooled);
-        self.arrived(Arrival::Request(request), conn).await
+        let mut response = self.arrived(Arrival::Request(request), conn).await;
+        // hyper writes the response in tasks of its own: the worker's side
+        // of the exchange goes on in one too (a streamed body is what it
+        // feeds).
+        drop(response.extensions_mut().remove::<crate::body::Tail>());
+        response
     }
 
     /// The answer to a request (or to a refused one), logged.
@@ -703,23 +709,50 @@ impl Balancer {
             tls: conn.tls,
             uri: &parts.uri,
         };
-        let (mut headers, effective_id) = worker_headers(
+        let forwarding = Forwarding::new(
             &parts.headers,
             &origin,
-            has_body.then_some(body.len() as usize),
             &self.trusted,
             std::mem::take(request_id),
         );
-        *request_id = effective_id;
-        crate::front::fastcgi::add_worker_header(&parts.extensions, &mut headers);
         let path = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let Ok(uri) = path.parse::<hyper::Uri>() else {
-            return error_response(StatusCode::BAD_REQUEST, "Bad request target\n");
-        };
+        // The request head frame, encoded once from the parsed request:
+        // the target as sent (it may hold bytes above 0x7F, see
+        // target.rs), and the headers as the forwarding rules leave them.
+        let raw_target = crate::target::raw_for(&parts.headers, path);
+        let body_len = has_body.then_some(body.len() as usize);
+        let cgi = parts
+            .extensions
+            .get::<crate::front::fastcgi::CgiVars>()
+            .map_or(&[][..], |vars| vars.pairs());
+        let mut head = Vec::with_capacity(1024);
+        HeadFrame {
+            method: parts.method.as_str(),
+            target: raw_target
+                .as_ref()
+                .map_or(path.as_bytes(), |raw| raw.as_bytes()),
+            protocol: "HTTP/1.1",
+            remote_addr: &crate::text::ip_text(forwarding.remote_addr),
+            remote_port: forwarding.remote_port,
+            server_addr: &crate::text::ip_text(forwarding.server_addr),
+            server_port: forwarding.server_port,
+            tls: forwarding.https,
+            content_length: body_len.map(|len| len as u64),
+        }
+        .encode(
+            &mut head,
+            |sink| {
+                forwarding.headers(&parts.headers, body_len, |name, value| {
+                    sink.lower(name, value)
+                })
+            },
+            cgi.iter().map(|(name, value)| (&name[..], &value[..])),
+        );
+        *request_id = forwarding.request_id;
 
         let slot = match conn.target {
             Target::Any => None,
@@ -738,24 +771,11 @@ impl Balancer {
             self.metrics.queue_wait.observe(waited);
             outcome.queue_time = Some(outcome.queue_time.unwrap_or_default() + waited);
             outcome.slot = Some(lease.slot());
-            let mut request = Request::new(body.body());
-            *request.method_mut() = parts.method.clone();
-            *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = headers.clone();
-            *request.uri_mut() = uri.clone();
-            if let Some(vars) = parts.extensions.get::<crate::front::fastcgi::CgiVars>() {
-                // Native workers take the parameters from here.
-                request.extensions_mut().insert(vars.clone());
-            }
             lease.begin(parts.method.as_str(), path);
-            // The exchange with the worker runs in a task of its own from
-            // its first write (`native_exchange::run`), so a client that
-            // hangs up cannot cancel it half-way: the worker would be left
-            // without the request it was counted as having, and its slot
-            // would wait for ever for it to finish.
             match crate::proxy::exchange::run(
                 lease,
-                request,
+                head,
+                body.body(),
                 self.slow_request_time,
                 self.max_execution_time,
                 self.metrics.clone(),
@@ -763,8 +783,9 @@ impl Balancer {
             )
             .await
             {
-                Some(response) => return response,
-                None => continue,
+                Ok(response) => return response,
+                // Nothing reached that worker: the same head goes to another.
+                Err(unsent) => head = unsent,
             }
         }
         outcome.slot = None;
@@ -1091,11 +1112,10 @@ impl RequestIds {
     }
 
     fn next(&self) -> String {
-        format!(
-            "{:016x}{:016x}",
-            self.prefix,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        )
+        let mut id = Vec::with_capacity(32);
+        crate::text::push_hex16(&mut id, self.prefix);
+        crate::text::push_hex16(&mut id, self.counter.fetch_add(1, Ordering::Relaxed));
+        String::from_utf8(id).unwrap_or_default()
     }
 }
 

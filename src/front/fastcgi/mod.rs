@@ -37,7 +37,7 @@ use crate::front::ConnInfo;
 use crate::systemd::Inherited;
 use crate::Error;
 
-pub use params::{add_worker_header, CgiVars};
+pub use params::CgiVars;
 pub use server::{Capacity, Settings};
 
 /// Mode of a FastCGI Unix socket.

@@ -453,6 +453,9 @@ where
         watch: bool,
     ) -> Result<bool, Close> {
         let (mut parts, mut body) = response.into_parts();
+        // The worker's side of the exchange goes on in a task of its own
+        // (a streamed body is what it feeds).
+        drop(parts.extensions.remove::<crate::body::Tail>());
         strip_hop_by_hop(&mut parts.headers);
         let mut head = BytesMut::with_capacity(512);
         head.extend_from_slice(b"Status: ");

@@ -15,7 +15,7 @@ use super::chunked::{ChunkedDecoder, Decoded};
 use super::head::{parse_head, Framing, Head, HeadScanner};
 use super::write::write_response;
 use super::{refuse, timed_out, too_large, Arrival, Limits, Received, Refusal};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, Tail};
 use crate::front::linger::Linger;
 use crate::front::spool::{SpoolConfig, SpoolWriter, Spooled};
 
@@ -112,9 +112,48 @@ pub async fn serve<IO, H, F>(
             }
         };
         let keep = keep_alive && !*shutdown.borrow();
-        match write_response(&mut io, response, &method, version, keep, limits).await {
-            Ok(true) => {}
-            _ => return,
+        let mut response = response;
+        let (kept, tail) = match response.extensions_mut().remove::<Tail>() {
+            None => {
+                let written = write_response(&mut io, response, &method, version, keep, limits);
+                (matches!(written.await, Ok(true)), None)
+            }
+            // The tail runs while the response is written: a streamed
+            // body is what it feeds.
+            Some(mut tail) => {
+                let writing = write_response(&mut io, response, &method, version, keep, limits);
+                tokio::pin!(writing);
+                let mut finished = false;
+                let written = loop {
+                    tokio::select! {
+                        written = &mut writing => break written,
+                        () = &mut tail, if !finished => finished = true,
+                    }
+                };
+                (matches!(written, Ok(true)), (!finished).then_some(tail))
+            }
+        };
+        let Some(mut tail) = tail else {
+            if kept {
+                continue;
+            }
+            return;
+        };
+        if !kept {
+            drop(io);
+            tail.await;
+            return;
+        }
+        // The worker's clean-up after the response: this task sees it to
+        // the worker's `Ready` unless the client's next request (or its
+        // leaving) comes first; then the tail goes on in a task of its own.
+        tokio::select! {
+            biased;
+            () = &mut tail => {}
+            read = io.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
         }
     }
 }
