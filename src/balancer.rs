@@ -148,8 +148,7 @@ impl FrontDoor {
             connections: Arc::new(ConnLimit::new(
                 opts.max_connections,
                 opts.connections_per_ip(),
-                TrustedProxies::parse(&opts.trusted_proxies)
-                    .map_err(|message| invalid("trusted-proxies", message))?,
+                opts.trusted_proxies(),
             )),
             tls,
             static_files,

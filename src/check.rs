@@ -39,7 +39,7 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
     let spec = worker_spec(&opts.app, run_dir.path())?;
     let started = Instant::now();
     let booted =
-        crate::native::spawn::boot(&spec, 0, "check".into(), opts.bootstrap_timeout(), |_| {})
+        crate::native::spawn::boot(&spec, 0, "check".into(), opts.bootstrap_timeout, |_| {})
             .await
             .map_err(Error::Bootstrap)?;
     let booted_in = started.elapsed();

@@ -146,7 +146,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     // the ports stop accepting, after --drain-delay.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (closing_tx, closing_rx) = watch::channel(false);
-    let grace = global.shutdown_timeout();
+    let grace = global.shutdown_timeout;
     let mut served = Vec::with_capacity(bound.len());
     let mut servers = Vec::new();
     let mut slot_tasks = Vec::new();
@@ -173,7 +173,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     let never_booted = (watched.len() == served.len()).then(|| {
         tokio::spawn(stop_unless_booted(
             watched,
-            global.bootstrap_timeout(),
+            global.bootstrap_timeout,
             shutdown_tx.clone(),
         ))
     });
@@ -223,7 +223,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     notifier.notify("STOPPING=1");
     shutdown_tx.send_replace(true);
     let mut at_once = false;
-    if let Some(delay) = global.drain_delay() {
+    if let Some(delay) = global.drain_delay {
         // Load balancers see /ready and the health path fail while the
         // ports still serve, and take this host out before it closes.
         for pool in &served {
@@ -295,7 +295,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     if let Some(task) = never_booted {
         if task.is_finished() && task.await.unwrap_or(false) {
             tracing::info!("ppm stopped: no worker ever became ready");
-            return Err(Error::NeverBooted(global.bootstrap_timeout()));
+            return Err(Error::NeverBooted(global.bootstrap_timeout));
         }
     }
     tracing::info!("ppm stopped");
@@ -316,7 +316,7 @@ async fn stop_unless_booted(
     // ends by this time.
     let longest = pools
         .iter()
-        .map(|p| p.options.bootstrap_timeout())
+        .map(|p| p.options.bootstrap_timeout)
         .max()
         .unwrap_or(bootstrap_timeout);
     tokio::time::sleep(longest + Duration::from_secs(1)).await;
@@ -327,7 +327,7 @@ async fn stop_unless_booted(
                 "{}no PHP worker became ready within {:?} (--bootstrap-timeout); its workers keep \
                  being retried while the other pools serve",
                 pool.label(),
-                pool.options.bootstrap_timeout()
+                pool.options.bootstrap_timeout
             );
         }
         return false;

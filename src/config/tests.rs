@@ -1,4 +1,5 @@
 use std::ffi::OsString;
+use std::time::Duration;
 
 use super::file::{closest, edit_distance};
 use super::*;
@@ -290,9 +291,9 @@ fn php_pms_own_file_is_understood() {
     assert!(o.app.debug && o.logging());
     assert_eq!(
         (o.port, o.workers, o.memory_limit, o.ttl),
-        (8080, 2, 0, 0.0)
+        (8080, 2, None, None)
     );
-    assert_eq!(o.shutdown_timeout, 30.0);
+    assert_eq!(o.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(o.static_directory, None);
     assert_eq!(o.pidfile, Some(dir.path().join(".ppm/ppm.pid")));
     let (o, _) = start_options(&args(&[

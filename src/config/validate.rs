@@ -34,28 +34,6 @@ impl StartOptions {
         if self.max_queue == 0 {
             errors.push(invalid("max-queue", "must be at least 1"));
         }
-        for (name, value) in [
-            ("queue-timeout", self.queue_timeout),
-            ("shutdown-timeout", self.shutdown_timeout),
-            ("bootstrap-timeout", self.bootstrap_timeout),
-        ] {
-            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-                errors.push(invalid(name, "must be a number of seconds above 0"));
-            }
-        }
-        for (name, value) in [
-            ("drain-delay", self.drain_delay),
-            ("ttl", self.ttl),
-            ("max-execution-time", self.max_execution_time),
-            ("slow-request-time", self.slow_request_time),
-        ] {
-            if !(value.is_finite() && (0.0..=31_536_000.0).contains(&value)) {
-                errors.push(invalid(
-                    name,
-                    "must be a number of seconds, 0 to turn it off",
-                ));
-            }
-        }
         if !(self.recycle_jitter.is_finite() && (0.0..=90.0).contains(&self.recycle_jitter)) {
             errors.push(invalid(
                 "recycle-jitter",
@@ -100,34 +78,16 @@ impl StartOptions {
             }
             _ => {}
         }
-        if let Err(message) = crate::forwarding::TrustedProxies::parse(&self.trusted_proxies) {
-            errors.push(invalid("trusted-proxies", message));
-        }
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
             errors.push(invalid(
                 "health-path",
                 "must start with / (or be empty to turn it off)",
             ));
         }
-        if self.memory_limit > 1024 * 1024 {
-            errors.push(invalid("memory-limit", "is in MB; at most 1048576"));
-        }
-        if self.rss_limit > 1024 * 1024 {
-            errors.push(invalid("rss-limit", "is in MB; at most 1048576"));
-        }
     }
 
     /// Adds the problems of the process manager's options.
     fn pm_problems(&self, errors: &mut Vec<Error>) {
-        if !(self.worker_idle_timeout.is_finite()
-            && self.worker_idle_timeout > 0.0
-            && self.worker_idle_timeout <= 86_400.0)
-        {
-            errors.push(invalid(
-                "worker-idle-timeout",
-                "must be a number of seconds above 0",
-            ));
-        }
         if self.max_spawn_rate == 0 || self.max_spawn_rate > 1024 {
             errors.push(invalid("max-spawn-rate", "must be between 1 and 1024"));
         }
@@ -178,16 +138,6 @@ impl StartOptions {
         ] {
             if !(min..=max).contains(&value) {
                 errors.push(invalid(name, format!("must be between {min} and {max}")));
-            }
-        }
-        for (name, value) in [
-            ("header-timeout", self.header_timeout),
-            ("body-timeout", self.body_timeout),
-            ("request-timeout", self.request_timeout),
-            ("idle-timeout", self.idle_timeout),
-        ] {
-            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-                errors.push(invalid(name, "must be a number of seconds above 0"));
             }
         }
         match (&self.tls_cert, &self.tls_key) {
@@ -268,11 +218,7 @@ impl AppOptions {
                 _ => errors.push(invalid("php-ini", format!("{setting:?} is not KEY=VALUE"))),
             }
         }
-        for bad in self
-            .env
-            .iter()
-            .filter(|s| crate::worker_env::parse(s).is_none())
-        {
+        for bad in self.env.iter().filter(|s| env_setting(s).is_none()) {
             errors.push(invalid("env", format!("{bad:?} is not KEY=VALUE")));
         }
     }
@@ -329,6 +275,14 @@ fn describe(range: &(&'static str, std::net::IpAddr, u32, u32)) -> String {
         "workers" | "worker-port" => format!("the slot port {start}"),
         _ => format!("--{option} {start}"),
     }
+}
+
+/// Splits a `--env` setting into name and value; None when it is not
+/// `KEY=VALUE` with a name the environment can hold.
+pub fn env_setting(setting: &str) -> Option<(&str, &str)> {
+    let (key, value) = setting.split_once('=')?;
+    let valid = !key.is_empty() && !key.contains('\0') && !value.contains('\0');
+    valid.then_some((key, value))
 }
 
 fn invalid(option: &'static str, message: impl Into<String>) -> Error {

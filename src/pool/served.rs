@@ -30,7 +30,6 @@ use tokio::task::JoinHandle;
 use super::{Pool, PoolConfig};
 use crate::balancer::{Balancer, FrontDoor, Target};
 use crate::config::{PoolOptions, StartOptions};
-use crate::forwarding::TrustedProxies;
 use crate::rolling::Restarts;
 use crate::systemd::{Inherited, Notifier};
 use crate::worker::WorkerSpec;
@@ -206,10 +205,10 @@ impl Bound {
             spec: spec.clone(),
             slot_ports,
             max_queue: opts.max_queue,
-            queue_timeout: opts.queue_timeout(),
+            queue_timeout: opts.queue_timeout,
             max_surge: opts.max_surge,
             limits: opts.limits(),
-            max_execution_time: opts.max_execution_time(),
+            max_execution_time: opts.max_execution_time,
             included_files: opts.app.debug.then_some(included_tx),
             pm: opts.pm(),
         });
@@ -226,20 +225,14 @@ impl Bound {
                 included_rx,
             ));
         }
-        let trusted = TrustedProxies::parse(&opts.trusted_proxies).map_err(|message| {
-            Error::InvalidOption {
-                option: "trusted-proxies",
-                message,
-            }
-        })?;
         let mut balancer = Balancer::new(
             pool.clone(),
             opts.max_body_size,
-            opts.max_execution_time(),
-            (!opts.health_path.is_empty()).then(|| opts.health_path.clone()),
-            trusted,
+            opts.max_execution_time,
+            opts.health_path(),
+            opts.trusted_proxies(),
         );
-        balancer.slow_request_time = opts.slow_request_time();
+        balancer.slow_request_time = opts.slow_request_time;
         balancer.set_front_door(front_door);
         let balancer = Arc::new(balancer);
         let mut servers = vec![tokio::spawn(balancer.clone().serve(
