@@ -44,7 +44,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -67,6 +67,7 @@ const SEND_ATTEMPTS: usize = 3;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 use crate::body::{BoxError, ProxyBody};
+use crate::shutdown::ShutdownWatch;
 
 /// Which workers a listener serves.
 #[derive(Debug, Clone, Copy)]
@@ -261,7 +262,7 @@ impl Balancer {
         self: Arc<Self>,
         listener: TcpListener,
         target: Target,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: ShutdownWatch,
         grace: Duration,
     ) {
         // Every connection task holds a clone of `alive`; once the last
@@ -284,7 +285,7 @@ impl Balancer {
                         Err(_) => break,
                     },
                     _ = tokio::time::sleep(crate::conn_limit::FULL_WAIT) => None,
-                    _ = crate::until_true(&mut shutdown) => break,
+                    _ = shutdown.closing() => break,
                 },
             };
             at_limit = permit.is_none();
@@ -298,7 +299,7 @@ impl Balancer {
                         continue;
                     }
                 },
-                _ = crate::until_true(&mut shutdown) => break,
+                _ = shutdown.closing() => break,
             };
             let _ = stream.set_nodelay(true);
             let admitted = match permit {
@@ -355,12 +356,12 @@ impl Balancer {
         stream: TcpStream,
         conn: ConnInfo,
         tls: Option<TlsAcceptor>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: ShutdownWatch,
     ) {
         if let Some(acceptor) = tls {
             let handshake = tokio::select! {
                 handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)) => handshake,
-                _ = crate::until_true(&mut shutdown) => return,
+                _ = shutdown.closing() => return,
             };
             let Ok(Ok(stream)) = handshake else {
                 return;
@@ -380,7 +381,7 @@ impl Balancer {
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-                _ = crate::until_true(&mut shutdown), if buf.is_empty() => return,
+                _ = shutdown.closing(), if buf.is_empty() => return,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
@@ -405,7 +406,7 @@ impl Balancer {
         io: IO,
         buf: BytesMut,
         conn: ConnInfo,
-        shutdown: watch::Receiver<bool>,
+        shutdown: ShutdownWatch,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -424,12 +425,8 @@ impl Balancer {
         .await;
     }
 
-    async fn serve_h2<IO>(
-        self: &Arc<Self>,
-        io: IO,
-        conn: ConnInfo,
-        mut shutdown: watch::Receiver<bool>,
-    ) where
+    async fn serve_h2<IO>(self: &Arc<Self>, io: IO, conn: ConnInfo, mut shutdown: ShutdownWatch)
+    where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // Streams in progress, and when the last one ended: an HTTP/2
@@ -466,7 +463,7 @@ impl Balancer {
         loop {
             tokio::select! {
                 _ = connection.as_mut() => return,
-                _ = crate::until_true(&mut shutdown) => break,
+                _ = shutdown.closing() => break,
                 _ = tick.tick() => if activity.idle_for() > Some(idle) {
                     break;
                 },

@@ -41,6 +41,7 @@ pub mod reload;
 pub mod rolling;
 pub mod rundir;
 pub mod runtime;
+pub mod shutdown;
 pub mod slot;
 pub mod spawner;
 pub mod spool;
@@ -54,9 +55,3 @@ pub mod worker;
 pub mod worker_env;
 
 pub use error::Error;
-
-/// Waits until a stop flag turns true (or its sender is gone).
-pub(crate) async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send; drop it here.
-    let _ = flag.wait_for(|stop| *stop).await.map(|_| ());
-}

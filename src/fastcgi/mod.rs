@@ -24,9 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::balancer::Balancer;
+use crate::shutdown::ShutdownWatch;
 use crate::systemd::Inherited;
 use crate::Error;
 
@@ -132,7 +133,7 @@ pub async fn serve(
     listener: Listener,
     balancer: Arc<Balancer>,
     capacity: Capacity,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
     grace: Duration,
 ) {
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -144,11 +145,11 @@ pub async fn serve(
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            _ = crate::until_true(&mut shutdown) => break,
+            _ = shutdown.closing() => break,
         };
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = crate::until_true(&mut shutdown) => break,
+            _ = shutdown.closing() => break,
         };
         let (reader, writer) = match accepted {
             Ok(halves) => halves,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::chunked::{ChunkedDecoder, Decoded};
@@ -17,6 +16,7 @@ use super::write::write_response;
 use super::{refuse, timed_out, too_large, Arrival, Limits, Received, Refusal};
 use crate::body::ProxyBody;
 use crate::linger::Linger;
+use crate::shutdown::ShutdownWatch;
 use crate::spool::{SpoolConfig, SpoolWriter, Spooled};
 
 /// How a connection read ended, when it did not produce a request.
@@ -55,7 +55,7 @@ pub async fn serve<IO, H, F>(
     mut buf: BytesMut,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
     mut handler: H,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -111,7 +111,7 @@ pub async fn serve<IO, H, F>(
                 },
             }
         };
-        let keep = keep_alive && !*shutdown.borrow();
+        let keep = keep_alive && !shutdown.phase().is_closing();
         match write_response(&mut io, response, &method, version, keep, limits).await {
             Ok(true) => {}
             _ => return,
@@ -133,7 +133,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     wait: Duration,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut ShutdownWatch,
 ) -> Option<Arrival> {
     // The head: `wait` for its first byte, then --header-timeout for the rest.
     let silent_until = Instant::now() + wait;
@@ -153,7 +153,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
         });
         let read = tokio::select! {
             read = fill(io, buf, deadline) => read,
-            _ = crate::until_true(shutdown), if buf.is_empty() => return None,
+            _ = shutdown.closing(), if buf.is_empty() => return None,
         };
         match read {
             Ok(true) => {}

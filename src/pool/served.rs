@@ -24,13 +24,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Pool, PoolConfig};
 use crate::balancer::{Balancer, FrontDoor, Target};
 use crate::config::{PoolOptions, StartOptions};
 use crate::rolling::Restarts;
+use crate::shutdown::ShutdownWatch;
 use crate::systemd::{Inherited, Notifier};
 use crate::worker::WorkerSpec;
 use crate::Error;
@@ -175,12 +176,12 @@ impl Prepared {
 }
 
 impl Bound {
-    /// Starts the pool's slots and serves its ports until `closing` turns
-    /// true.
+    /// Starts the pool's slots and serves its ports until the master's
+    /// shutdown reaches `Closing`.
     pub fn start(
         self,
         notifier: Arc<Notifier>,
-        closing: watch::Receiver<bool>,
+        shutdown: ShutdownWatch,
         grace: Duration,
     ) -> Result<(Arc<ServedPool>, Tasks), Error> {
         let Bound {
@@ -211,6 +212,7 @@ impl Bound {
             max_execution_time: opts.max_execution_time,
             included_files: opts.app.debug.then_some(included_tx),
             pm: opts.pm(),
+            shutdown: shutdown.clone(),
         });
         let restarts = Arc::new(Restarts::new(
             pool.clone(),
@@ -238,14 +240,14 @@ impl Bound {
         let mut servers = vec![tokio::spawn(balancer.clone().serve(
             balancer_listener,
             Target::Any,
-            closing.clone(),
+            shutdown.clone(),
             grace,
         ))];
         for (slot, listener) in slot_listeners.into_iter().enumerate() {
             servers.push(tokio::spawn(balancer.clone().serve(
                 listener,
                 Target::Slot(slot),
-                closing.clone(),
+                shutdown.clone(),
                 grace,
             )));
         }
@@ -264,7 +266,7 @@ impl Bound {
                 listener,
                 balancer.clone(),
                 capacity,
-                closing.clone(),
+                shutdown.clone(),
                 grace,
             )));
         }
