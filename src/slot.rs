@@ -877,9 +877,10 @@ fn running(
     limits: &Limits,
 ) -> Running {
     let seed = random_fraction(slot, generation);
+    // 0: unlimited, as `Recycle` counts.
     let max_requests = match limits.max_requests {
-        0 => 0,
-        n => (n - (n as f64 * limits.jitter * seed) as u64).max(1),
+        None => 0,
+        Some(n) => (n - (n as f64 * limits.jitter * seed) as u64).max(1),
     };
     let ttl_deadline = limits
         .ttl

@@ -48,8 +48,8 @@ impl Default for RequestLimits {
 #[derive(Debug, Clone)]
 pub struct RecycleLimits {
     pub bootstrap_timeout: Duration,
-    /// Requests per worker; 0 = unlimited.
-    pub max_requests: u64,
+    /// Requests per worker; None = unlimited.
+    pub max_requests: Option<u64>,
     /// Lifetime of a worker.
     pub ttl: Option<Duration>,
     /// Bytes of PHP memory after which a worker is recycled.

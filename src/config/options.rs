@@ -427,7 +427,7 @@ impl StartOptions {
     pub fn limits(&self) -> RecycleLimits {
         RecycleLimits {
             bootstrap_timeout: self.bootstrap_timeout,
-            max_requests: self.max_requests,
+            max_requests: (self.max_requests > 0).then_some(self.max_requests),
             ttl: self.ttl,
             memory_limit: self.memory_limit,
             rss_limit: self.rss_limit,
