@@ -23,7 +23,7 @@ mod write;
 
 pub use file::{start_options, ConfigFile, CONFIG_FILE};
 pub use limits::{PmSettings, RecycleLimits, RequestLimits};
-pub use options::{AppOptions, PmMode, StartOptions};
+pub use options::{AppOptions, LogFormat, PmMode, StartOptions};
 pub use phppm::parse_host;
 pub use pools::{start_pools, PoolOptions, GLOBAL_KEYS};
 pub use token::read_token_file;

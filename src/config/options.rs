@@ -43,6 +43,15 @@ impl PmMode {
     }
 }
 
+/// The access log's line format (`--log-format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// nginx `combined` plus `rt= qt= slot= id=`.
+    Combined,
+    Json,
+}
+
 /// What every PHP worker needs to know about the application.
 #[derive(Args, Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -365,8 +374,8 @@ pub struct StartOptions {
     pub access_log: Option<PathBuf>,
     /// Access log format: combined (nginx's, plus request time, queue
     /// time, slot and request id) or json.
-    #[arg(long, default_value = "combined", value_parser = ["combined", "json"])]
-    pub log_format: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Combined)]
+    pub log_format: LogFormat,
 }
 
 impl StartOptions {

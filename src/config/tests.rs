@@ -221,7 +221,7 @@ fn logging_is_on_by_default_and_turned_off_by_flag_value_or_file() {
     let d = dir.path().to_str().unwrap();
     let (o, _) = start_options(&args(&[d])).unwrap();
     assert!(!o.logging());
-    assert_eq!(o.log_format, "json");
+    assert_eq!(o.log_format, LogFormat::Json);
     let (o, _) = start_options(&args(&[d, "--logging"])).unwrap();
     assert!(o.logging(), "command line beats file");
 }

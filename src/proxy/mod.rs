@@ -131,14 +131,11 @@ impl FrontDoor {
             None => None,
         };
         let access_log = if opts.logging() {
-            let format = opts
-                .log_format
-                .parse()
-                .map_err(|message| invalid("log-format", message))?;
-            let log = AccessLog::start(opts.access_log.clone(), format).map_err(|err| {
-                let file = opts.access_log.as_deref().unwrap_or("stdout".as_ref());
-                invalid("access-log", format!("{}: {err}", file.display()))
-            })?;
+            let log =
+                AccessLog::start(opts.access_log.clone(), opts.log_format).map_err(|err| {
+                    let file = opts.access_log.as_deref().unwrap_or("stdout".as_ref());
+                    invalid("access-log", format!("{}: {err}", file.display()))
+                })?;
             Some(Arc::new(log))
         } else {
             None
