@@ -397,13 +397,16 @@ fn durations_sizes_and_proxies_reach_the_rest_of_ppm_typed() {
     assert_eq!(shown("ttl"), "0.0");
     assert_eq!(shown("trusted-proxies"), "10.0.0.0/8, ::1");
 
-    let bad = app_with(r#"{"drain-delay": -1, "idle-timeout": 0, "trusted-proxies": "nope"}"#);
+    let bad = app_with(
+        r#"{"drain-delay": -1, "idle-timeout": 0, "ttl": 1e9, "trusted-proxies": "nope"}"#,
+    );
     let err = start_options(&args(&[bad.path().to_str().unwrap()]))
         .unwrap_err()
         .to_string();
     for (key, why) in [
         ("drain-delay", "0 to turn it off"),
         ("idle-timeout", "above 0"),
+        ("ttl", "0 to turn it off"),
         ("trusted-proxies", "\"nope\" is not an IP address or CIDR"),
     ] {
         assert!(

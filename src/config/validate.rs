@@ -3,6 +3,7 @@
 
 use crate::Error;
 
+use super::values::{MAX_MB, MAX_OFF_ABLE, MAX_TIMEOUT, OFF_ABLE_RANGE, TIMEOUT_RANGE};
 use super::{AppOptions, StartOptions};
 
 impl StartOptions {
@@ -33,6 +34,38 @@ impl StartOptions {
         }
         if self.max_queue == 0 {
             errors.push(invalid("max-queue", "must be at least 1"));
+        }
+        for (name, value) in [
+            ("queue-timeout", self.queue_timeout),
+            ("shutdown-timeout", self.shutdown_timeout),
+            ("bootstrap-timeout", self.bootstrap_timeout),
+            ("worker-idle-timeout", self.worker_idle_timeout),
+            ("header-timeout", self.header_timeout),
+            ("body-timeout", self.body_timeout),
+            ("request-timeout", self.request_timeout),
+            ("idle-timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() || value > MAX_TIMEOUT {
+                errors.push(invalid(name, TIMEOUT_RANGE));
+            }
+        }
+        for (name, value) in [
+            ("drain-delay", self.drain_delay),
+            ("ttl", self.ttl),
+            ("max-execution-time", self.max_execution_time),
+            ("slow-request-time", self.slow_request_time),
+        ] {
+            if value.is_some_and(|d| d > MAX_OFF_ABLE) {
+                errors.push(invalid(name, OFF_ABLE_RANGE));
+            }
+        }
+        for (name, value) in [
+            ("memory-limit", self.memory_limit),
+            ("rss-limit", self.rss_limit),
+        ] {
+            if value.is_some_and(|bytes| bytes > MAX_MB * 1024 * 1024) {
+                errors.push(invalid(name, format!("is in MB; at most {MAX_MB}")));
+            }
         }
         if !(self.recycle_jitter.is_finite() && (0.0..=90.0).contains(&self.recycle_jitter)) {
             errors.push(invalid(
