@@ -140,10 +140,8 @@ async fn ready(State(state): State<Arc<ControlState>>, RawQuery(query): RawQuery
         Ok(pools) => pools,
         Err(response) => return response,
     };
-    let up = pools
-        .iter()
-        .all(|p| p.pool.available() && !p.pool.is_going_away());
-    if up && !*state.shutdown.borrow() {
+    let up = pools.iter().all(|p| p.pool.available());
+    if up && !state.shutdown.phase().is_going_away() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -152,7 +150,7 @@ async fn ready(State(state): State<Arc<ControlState>>, RawQuery(query): RawQuery
 
 async fn stop(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     tracing::info!("stop requested through the control plane");
-    state.shutdown.send_replace(true);
+    state.shutdown.request();
     (StatusCode::ACCEPTED, "stopping\n")
 }
 
@@ -164,7 +162,7 @@ async fn restart(State(state): State<Arc<ControlState>>, RawQuery(query): RawQue
         Ok(pools) => pools,
         Err(response) => return response,
     };
-    if *state.shutdown.borrow() {
+    if state.shutdown.phase().is_going_away() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
     let started: Vec<_> = pools.iter().map(|p| p.restarts.start(None)).collect();
@@ -190,7 +188,7 @@ async fn restart_slot(
         );
         return (StatusCode::NOT_FOUND, message).into_response();
     };
-    if *state.shutdown.borrow() {
+    if state.shutdown.phase().is_going_away() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
     (

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::watch;
 
 use crate::control::served::ServedPool;
+use crate::shutdown::Shutdown;
 
 /// What the control plane knows: the pools and the master's facts.
 pub struct ControlState {
@@ -18,8 +18,9 @@ pub struct ControlState {
     /// The token mutating (and, unless `public_read`, reading) requests need.
     pub token: Option<String>,
     pub public_read: bool,
-    /// Set to true to stop the master.
-    pub shutdown: watch::Sender<bool>,
+    /// The master's shutdown: `POST /stop` asks for it, and nothing is
+    /// restarted once it was asked for.
+    pub shutdown: Arc<Shutdown>,
     pub started: Instant,
     pub master_pid: u32,
     /// The control plane's own address.

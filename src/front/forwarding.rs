@@ -11,7 +11,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use ipnet::IpNet;
 
 /// Headers whose meaning is limited to one connection (RFC 9110 7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -60,37 +59,8 @@ fn is_reserved(name: &HeaderName) -> bool {
         || name == "x-request-id"
 }
 
-/// The addresses whose forwarding headers are believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-impl TrustedProxies {
-    /// Parses addresses and CIDRs (`10.0.0.0/8`, `127.0.0.1`, `::1`).
-    pub fn parse(items: &[String]) -> Result<Self, String> {
-        let mut nets = Vec::new();
-        for item in items
-            .iter()
-            .flat_map(|i| i.split(','))
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-        {
-            let net = item
-                .parse::<IpNet>()
-                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
-            nets.push(net);
-        }
-        Ok(Self(nets))
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-}
+/// The addresses whose forwarding headers are believed (parsed by config).
+pub use crate::config::TrustedProxies;
 
 /// What the master knows about one request's connection.
 pub struct Origin<'a> {

@@ -24,25 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// before it blocks (see the writer loop).
 const GATHER: Duration = Duration::from_millis(5);
 
-/// Line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// nginx `combined` plus `rt= qt= slot= id=`.
-    Combined,
-    Json,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "combined" => Ok(Format::Combined),
-            "json" => Ok(Format::Json),
-            other => Err(format!("{other:?} is not a log format (combined or json)")),
-        }
-    }
-}
+/// Line format (parsed by config).
+pub use crate::config::LogFormat as Format;
 
 /// One request, as logged.
 #[derive(Debug, Clone)]

@@ -46,7 +46,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -72,6 +72,7 @@ const SEND_ATTEMPTS: usize = 3;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 use crate::body::{BoxError, ProxyBody};
+use crate::shutdown::ShutdownWatch;
 
 /// The front door's settings, made from the options before any worker
 /// starts: every file they name (certificate, key, static directory,
@@ -114,14 +115,11 @@ impl FrontDoor {
             None => None,
         };
         let access_log = if opts.logging() {
-            let format = opts
-                .log_format
-                .parse()
-                .map_err(|message| invalid("log-format", message))?;
-            let log = AccessLog::start(opts.access_log.clone(), format).map_err(|err| {
-                let file = opts.access_log.as_deref().unwrap_or("stdout".as_ref());
-                invalid("access-log", format!("{}: {err}", file.display()))
-            })?;
+            let log =
+                AccessLog::start(opts.access_log.clone(), opts.log_format).map_err(|err| {
+                    let file = opts.access_log.as_deref().unwrap_or("stdout".as_ref());
+                    invalid("access-log", format!("{}: {err}", file.display()))
+                })?;
             Some(Arc::new(log))
         } else {
             None
@@ -135,8 +133,7 @@ impl FrontDoor {
             connections: Arc::new(ConnLimit::new(
                 opts.max_connections,
                 opts.connections_per_ip(),
-                TrustedProxies::parse(&opts.trusted_proxies)
-                    .map_err(|message| invalid("trusted-proxies", message))?,
+                opts.trusted_proxies(),
             )),
             tls,
             static_files,
@@ -249,7 +246,7 @@ impl Balancer {
         self: Arc<Self>,
         listener: TcpListener,
         target: Target,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: ShutdownWatch,
         grace: Duration,
     ) {
         // Every connection task holds a clone of `alive`; once the last
@@ -272,7 +269,7 @@ impl Balancer {
                         Err(_) => break,
                     },
                     _ = tokio::time::sleep(crate::front::conn_limit::FULL_WAIT) => None,
-                    _ = crate::until_true(&mut shutdown) => break,
+                    _ = shutdown.closing() => break,
                 },
             };
             at_limit = permit.is_none();
@@ -286,7 +283,7 @@ impl Balancer {
                         continue;
                     }
                 },
-                _ = crate::until_true(&mut shutdown) => break,
+                _ = shutdown.closing() => break,
             };
             let _ = stream.set_nodelay(true);
             let admitted = match permit {
@@ -343,12 +340,12 @@ impl Balancer {
         stream: TcpStream,
         conn: ConnInfo,
         tls: Option<TlsAcceptor>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: ShutdownWatch,
     ) {
         if let Some(acceptor) = tls {
             let handshake = tokio::select! {
                 handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)) => handshake,
-                _ = crate::until_true(&mut shutdown) => return,
+                _ = shutdown.closing() => return,
             };
             let Ok(Ok(stream)) = handshake else {
                 return;
@@ -368,7 +365,7 @@ impl Balancer {
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-                _ = crate::until_true(&mut shutdown), if buf.is_empty() => return,
+                _ = shutdown.closing(), if buf.is_empty() => return,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
@@ -393,7 +390,7 @@ impl Balancer {
         io: IO,
         buf: BytesMut,
         conn: ConnInfo,
-        shutdown: watch::Receiver<bool>,
+        shutdown: ShutdownWatch,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -412,12 +409,8 @@ impl Balancer {
         .await;
     }
 
-    async fn serve_h2<IO>(
-        self: &Arc<Self>,
-        io: IO,
-        conn: ConnInfo,
-        mut shutdown: watch::Receiver<bool>,
-    ) where
+    async fn serve_h2<IO>(self: &Arc<Self>, io: IO, conn: ConnInfo, mut shutdown: ShutdownWatch)
+    where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // Streams in progress, and when the last one ended: an HTTP/2
@@ -454,7 +447,7 @@ impl Balancer {
         loop {
             tokio::select! {
                 _ = connection.as_mut() => return,
-                _ = crate::until_true(&mut shutdown) => break,
+                _ = shutdown.closing() => break,
                 _ = tick.tick() => if activity.idle_for() > Some(idle) {
                     break;
                 },

@@ -33,7 +33,6 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::params::{self, CgiVars};
@@ -45,6 +44,7 @@ use crate::front::http1::{Arrival, Limits, Refusal};
 use crate::front::spool::{SpoolConfig, SpoolWriter};
 use crate::front::ConnInfo;
 use crate::metrics::Metrics;
+use crate::shutdown::ShutdownWatch;
 
 /// What the master answers to FCGI_GET_VALUES.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +114,7 @@ pub async fn serve<R, W, H, F>(
     handler: H,
     reader: R,
     writer: W,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -145,7 +145,7 @@ where
     H: Fn(Arrival, ConnInfo) -> Fut,
     Fut: Future<Output = Response<ProxyBody>>,
 {
-    async fn requests(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), Close> {
+    async fn requests(&mut self, shutdown: &mut ShutdownWatch) -> Result<(), Close> {
         loop {
             let Some((id, keep_conn)) = self.wait_begin(shutdown).await? else {
                 return Ok(());
@@ -211,7 +211,7 @@ where
     /// None when the connection should close.
     async fn wait_begin(
         &mut self,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut ShutdownWatch,
     ) -> Result<Option<(u16, bool)>, Close> {
         let idle = self.settings.limits.idle_timeout;
         loop {
@@ -220,7 +220,7 @@ where
                     Ok(record) => record?,
                     Err(_) => return Ok(None),
                 },
-                _ = crate::until_true(shutdown) => return Ok(None),
+                _ = shutdown.closing() => return Ok(None),
             };
             let Some(record) = record else {
                 return Ok(None);

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::chunked::{ChunkedDecoder, Decoded};
@@ -18,6 +17,7 @@ use super::{refuse, timed_out, too_large, Arrival, Limits, Received, Refusal};
 use crate::body::{ProxyBody, Tail};
 use crate::front::linger::Linger;
 use crate::front::spool::{SpoolConfig, SpoolWriter, Spooled};
+use crate::shutdown::ShutdownWatch;
 
 /// How a connection read ended, when it did not produce a request.
 enum Stop {
@@ -55,7 +55,7 @@ pub async fn serve<IO, H, F>(
     mut buf: BytesMut,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
     mut handler: H,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -111,7 +111,7 @@ pub async fn serve<IO, H, F>(
                 },
             }
         };
-        let keep = keep_alive && !*shutdown.borrow();
+        let keep = keep_alive && !shutdown.phase().is_closing();
         let mut response = response;
         let (kept, tail) = match response.extensions_mut().remove::<Tail>() {
             None => {
@@ -172,7 +172,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     wait: Duration,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut ShutdownWatch,
 ) -> Option<Arrival> {
     // The head: `wait` for its first byte, then --header-timeout for the rest.
     let silent_until = Instant::now() + wait;
@@ -192,7 +192,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
         });
         let read = tokio::select! {
             read = fill(io, buf, deadline) => read,
-            _ = crate::until_true(shutdown), if buf.is_empty() => return None,
+            _ = shutdown.closing(), if buf.is_empty() => return None,
         };
         match read {
             Ok(true) => {}

@@ -69,6 +69,7 @@ fn pool_of(
         1,
         None,
         PmSettings::fixed(),
+        crate::shutdown::Shutdown::new(None).watch(),
     )
 }
 
