@@ -8,7 +8,7 @@
 //! worker processes, the slot tasks and the dispatcher); `front` (bytes
 //! to a request: HTTP/1, FastCGI, TLS, limits, spooling, static files);
 //! `config`; and the leaves (`body`, `error`, `logging`, `metrics`,
-//! `systemd`, `target`, `text`, `token`).
+//! `shutdown`, `systemd`, `target`, `text`, `token`).
 
 pub mod body;
 pub mod cli;
