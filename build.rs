@@ -1,7 +1,7 @@
 //! Embeds the PHP worker runtime (`bridges/`, files listed in
 //! `bridges/FILES`) into the binary, so an installed `ppm` works outside
 //! the source tree, and compiles the C shim that hosts PHP
-//! (`src/native/sapi.c`) against the PHP that `php-config8.2` (or
+//! (`src/workers/native/sapi.c`) against the PHP that `php-config8.2` (or
 //! `$PHP_CONFIG`) describes.
 
 use std::fmt::Write as _;
@@ -16,16 +16,16 @@ fn main() {
 fn build_shim() {
     println!("cargo:rerun-if-env-changed=PHP_CONFIG");
     const SOURCES: [&str; 5] = [
-        "src/native/sapi.c",
-        "src/native/classic.c",
-        "src/native/ini.c",
-        "src/native/backtrace.c",
-        "src/native/request_state.c",
+        "src/workers/native/sapi.c",
+        "src/workers/native/classic.c",
+        "src/workers/native/ini.c",
+        "src/workers/native/backtrace.c",
+        "src/workers/native/request_state.c",
     ];
-    for file in SOURCES
-        .iter()
-        .chain(&["src/native/sapi.h", "src/native/sapi_parts.h"])
-    {
+    for file in SOURCES.iter().chain(&[
+        "src/workers/native/sapi.h",
+        "src/workers/native/sapi_parts.h",
+    ]) {
         println!("cargo:rerun-if-changed={file}");
     }
     let php_config = std::env::var("PHP_CONFIG").unwrap_or_else(|_| "php-config8.2".into());

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, AppOptions, ConfigFile, Outcome, StartOptions, CONFIG_FILE};
+use crate::control::identify::{self, Expected};
 use crate::control::ControlClient;
-use crate::identify::{self, Expected};
 use crate::{control, logging, master, Error};
 
 /// Process manager and load balancer for PHP applications.
@@ -217,7 +217,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(err) => err.exit(),
     };
     if matches!(cli.command, Command::Guard) {
-        return crate::guard::run();
+        return crate::workers::guard::run();
     }
     logging::init(match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
@@ -252,13 +252,15 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
         quiet,
     } = cli;
     let cli = match command {
-        Command::Worker { app, listen } => return crate::native::standalone::run(app, listen),
+        Command::Worker { app, listen } => {
+            return crate::workers::native::standalone::run(app, listen)
+        }
         Command::PhpWorker {
             app,
             fd,
             entry,
             slot,
-        } => return crate::native::worker::run(fd, &app, entry, slot),
+        } => return crate::workers::native::worker::run(fd, &app, entry, slot),
         command => Cli {
             command,
             verbose,
@@ -275,12 +277,12 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
                     tracing::info!("configuration from {}", file.path.display());
                 }
                 if checking {
-                    println!("{}", crate::check::check_pools(&pools).await?);
+                    println!("{}", crate::master::check::check_pools(&pools).await?);
                 } else {
                     master::run(pools).await?;
                 }
             }
-            Command::Guard => return Ok(crate::guard::run()),
+            Command::Guard => return Ok(crate::workers::guard::run()),
             Command::Worker { .. } | Command::PhpWorker { .. } => {
                 unreachable!("handled before the runtime starts")
             }

@@ -7,7 +7,7 @@
 //! Runs a few thousand cases per property in well under 30 s; set
 //! `PROPTEST_CASES` for a longer run.
 
-use ppm::http1::{
+use ppm::front::http1::{
     parse_head, parse_request, ChunkedDecoder, Decoded, Framing, Head, HeadScanner, Limits,
 };
 use proptest::prelude::*;
@@ -127,7 +127,7 @@ fn valid_request() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
 
 type Outcome = Result<Option<(String, String, Vec<u8>, usize)>, u16>;
 
-fn summary(parsed: Result<Option<(Head, Vec<u8>, usize)>, ppm::http1::Refusal>) -> Outcome {
+fn summary(parsed: Result<Option<(Head, Vec<u8>, usize)>, ppm::front::http1::Refusal>) -> Outcome {
     match parsed {
         Ok(Some((head, body, used))) => Ok(Some((
             head.method.to_string(),

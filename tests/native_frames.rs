@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ppm::native::frames::{read_frame, Outcome, RequestHead, ToMaster, ToWorker};
+use ppm::workers::native::frames::{read_frame, Outcome, RequestHead, ToMaster, ToWorker};
 
 struct Worker {
     child: Child,

@@ -1,5 +1,5 @@
 //! The HTTP server of `ppm worker --listen`, which PHP's
-//! own thread runs (src/native/http_link.rs): several clients at once,
+//! own thread runs (src/workers/native/http_link.rs): several clients at once,
 //! keep-alive, pipelining, streamed responses, stopping, and a process
 //! whose memory does not grow with the requests it serves.
 //!

@@ -351,8 +351,8 @@ pub struct StartOptions {
 
 impl StartOptions {
     /// The front door's limits.
-    pub fn front_door_limits(&self) -> crate::http1::Limits {
-        crate::http1::Limits {
+    pub fn front_door_limits(&self) -> crate::front::http1::Limits {
+        crate::front::http1::Limits {
             max_request_line: self.max_request_line,
             max_header_size: self.max_header_size,
             max_headers: self.max_headers,
@@ -394,9 +394,9 @@ impl StartOptions {
     }
 
     /// When workers are recycled.
-    pub fn limits(&self) -> crate::slot::Limits {
+    pub fn limits(&self) -> crate::workers::slot::Limits {
         let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
-        crate::slot::Limits {
+        crate::workers::slot::Limits {
             bootstrap_timeout: self.bootstrap_timeout(),
             max_requests: self.max_requests,
             ttl: seconds(self.ttl),
@@ -407,8 +407,8 @@ impl StartOptions {
     }
 
     /// The process manager's settings.
-    pub fn pm(&self) -> crate::pool::PmSettings {
-        crate::pool::PmSettings {
+    pub fn pm(&self) -> crate::workers::pool::PmSettings {
+        crate::workers::pool::PmSettings {
             mode: self.pm,
             min_spare: self.min_spare_workers,
             max_spare: self.max_spare_workers,

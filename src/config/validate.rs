@@ -100,7 +100,8 @@ impl StartOptions {
             }
             _ => {}
         }
-        if let Err(message) = crate::forwarding::TrustedProxies::parse(&self.trusted_proxies) {
+        if let Err(message) = crate::front::forwarding::TrustedProxies::parse(&self.trusted_proxies)
+        {
             errors.push(invalid("trusted-proxies", message));
         }
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
@@ -271,7 +272,7 @@ impl AppOptions {
         for bad in self
             .env
             .iter()
-            .filter(|s| crate::worker_env::parse(s).is_none())
+            .filter(|s| crate::workers::env::parse(s).is_none())
         {
             errors.push(invalid("env", format!("{bad:?} is not KEY=VALUE")));
         }

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use super::{render_table, ClusterStatus};
-use crate::rolling::{RestartState, RestartStatus};
+use crate::workers::rolling::{RestartState, RestartStatus};
 use crate::Error;
 
 /// `ppm restart [--pool NAME]`: starts (or joins) a rolling restart of

@@ -7,7 +7,12 @@
 //! slots never waiting for another's.
 
 mod client;
+pub mod fpm_status;
+pub mod guard;
+pub mod identify;
+pub mod prometheus;
 mod status;
+pub mod status_table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +25,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::watch;
 
-use crate::control_guard::{self, guard, sees_everything, without_query};
-use crate::pool::served::ServedPool;
+use crate::control::guard::{guard, sees_everything, without_query};
+use crate::master::served::ServedPool;
 
-pub use crate::status_table::render_table;
+pub use crate::control::status_table::render_table;
 pub(crate) use client::call;
 pub use client::{print_status, restart_master, stop_master, ControlClient};
 pub use status::{ClusterInfo, ClusterStatus, Latency, PoolStatus, WorkerRow};
@@ -111,7 +116,7 @@ pub fn router(state: Arc<ControlState>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/fpm-status", get(crate::fpm_status::handler))
+        .route("/fpm-status", get(crate::control::fpm_status::handler))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stop", post(stop))
@@ -120,14 +125,14 @@ pub fn router(state: Arc<ControlState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         // After the guard: the page holds no data and asks for the token itself.
         .route("/", get(dashboard))
-        .route(crate::identify::PROBE_PATH, get(health))
+        .route(crate::control::identify::PROBE_PATH, get(health))
         .layer(axum::middleware::map_response(
-            crate::identify::mark_control,
+            crate::control::identify::mark_control,
         ))
         // Every route, the dashboard and unknown paths included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            control_guard::host_guard,
+            guard::host_guard,
         ))
         .with_state(state)
 }
@@ -140,7 +145,7 @@ async fn dashboard() -> impl IntoResponse {
     (
         html,
         [(axum::http::header::CONTENT_SECURITY_POLICY, csp)],
-        include_str!("../dashboard.html"),
+        include_str!("dashboard.html"),
     )
 }
 
@@ -186,7 +191,7 @@ async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     }
     let scrapes: Vec<_> = figures
         .iter()
-        .map(|(pool, slots, pm)| crate::metrics::render::Scrape {
+        .map(|(pool, slots, pm)| crate::control::prometheus::Scrape {
             pool: pool.named.then_some(pool.name.as_str()),
             metrics: &pool.balancer.metrics,
             slots,
@@ -194,7 +199,7 @@ async fn metrics(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
             pm,
         })
         .collect();
-    let text = crate::metrics::render::render(&scrapes, master_rss);
+    let text = crate::control::prometheus::render(&scrapes, master_rss);
     (
         [(
             axum::http::header::CONTENT_TYPE,

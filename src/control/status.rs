@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::ControlState;
+use crate::master::served::{PoolInfo, ServedPool};
 use crate::metrics::{quantile_of, RecentError};
-use crate::pool::served::{PoolInfo, ServedPool};
-use crate::pool::{PmStatus, SlotState, SlotStatus};
-use crate::rolling::{RestartState, RestartStatus};
+use crate::workers::pool::{PmStatus, SlotState, SlotStatus};
+use crate::workers::rolling::{RestartState, RestartStatus};
 
 /// How many recent errors the master's figures keep, over all pools.
 const RECENT_ERRORS: usize = 20;

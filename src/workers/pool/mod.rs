@@ -1,0 +1,260 @@
+//! The dispatcher: slot states, idle workers and the request queue.
+//!
+//! # Theory of operation
+//!
+//! Each slot has a task (`slot::SlotTask`) that owns the slot's worker
+//! processes and its lifecycle: it boots them, replaces them surge-first,
+//! and tells the pool (`report.rs`, the only writer of a slot's worker)
+//! when a worker is ready, has taken over or is gone. Other parts of ppm
+//! never touch a process; they send the task `SlotCommand`s.
+//!
+//! The pool (`dispatch.rs`) holds, under one short lock, what it needs to
+//! hand a request to a worker: each slot's state and its idle connection,
+//! the idle list and the FIFO queue of waiting requests, and what
+//! `/status` reads (`status.rs`). A
+//! request takes a `Lease` on an idle worker: round-robin, because released
+//! workers go to the back of the idle list. When the lease is dropped the
+//! worker goes to the first queued request it can serve, or back to the
+//! idle list. A worker serves one request at a time, so the lease is
+//! exclusive use of its connection. A worker is idle again only once it has
+//! reported `request_done` (after its terminate work and reset), not merely
+//! when its response has been read, so that a slow `kernel.terminate`
+//! listener never delays another request.
+//!
+//! A replacement worker takes over its slot atomically (`swap`): new
+//! requests go to it at once, while a request the old worker is still
+//! serving finishes there; the slot task is told when it has.
+//!
+//! Every state change goes through `SlotState::can_become` (`state.rs`),
+//! the one table of allowed transitions; an illegal one is refused.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::workers::process::WorkerSpec;
+use crate::workers::slot::{Limits, SlotTask};
+
+/// The request body type sent to workers: always whole, with a length.
+pub type WorkerBody = crate::front::spool::WorkerBody;
+use crate::workers::native::conn::FrameConn;
+use dispatch::{Shared, Slot};
+pub use lease::{Lease, SlowTimer};
+pub use pm::{PmSettings, PmStatus};
+pub use state::{ExitReason, Reply, SlotCommand, SlotState, WorkerId};
+pub(crate) use status::unix_now;
+pub use status::{CurrentRequest, SlotStatus};
+
+mod dispatch;
+mod lease;
+mod pm;
+mod report;
+mod state;
+mod status;
+
+/// Why a request got no worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AcquireError {
+    #[error("the queue of waiting requests is full")]
+    QueueFull,
+    #[error("no worker became free within the queue timeout")]
+    Timeout,
+    #[error("ppm is shutting down")]
+    ShuttingDown,
+    /// Every slot's last boot failed and none has a worker: waiting would
+    /// only delay the same answer.
+    #[error("no PHP worker can start")]
+    NoWorkers,
+}
+
+/// The worker pool: slot states, idle workers and the request queue.
+pub struct Pool {
+    shared: Mutex<Shared>,
+    /// Unbounded, so that no command (a ConnectionBroke, a Kill) is ever dropped.
+    commands: Vec<mpsc::UnboundedSender<SlotCommand>>,
+    max_queue: usize,
+    queue_timeout: Duration,
+    closed: AtomicBool,
+    /// Stopping, but still serving during `--drain-delay`.
+    draining: AtomicBool,
+    /// Permits for extra workers booting beside the ones they replace.
+    pub(crate) surge: Arc<Semaphore>,
+    /// Debug mode: where files workers report as included go.
+    included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    /// What php-fpm's status page counts (`/fpm-status`).
+    pub(crate) fpm: crate::control::fpm_status::PoolCounters,
+    /// The process manager's settings.
+    pm: PmSettings,
+}
+
+/// Where and how the pool runs its workers.
+pub struct PoolConfig {
+    pub spec: Arc<WorkerSpec>,
+    /// The public port of each slot, for status only.
+    pub slot_ports: Vec<u16>,
+    pub max_queue: usize,
+    pub queue_timeout: Duration,
+    pub max_surge: usize,
+    pub limits: Limits,
+    /// `--max-execution-time`, which also bounds a worker's terminate work.
+    pub max_execution_time: Option<Duration>,
+    /// Debug mode: where files workers report as included go.
+    pub included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    /// The process manager: static, dynamic or ondemand.
+    pub pm: PmSettings,
+}
+
+impl Pool {
+    /// Creates the pool and starts one task per slot. The returned handles
+    /// end when the slots have stopped (after `stop_all`).
+    pub fn start(config: PoolConfig) -> (Arc<Pool>, Vec<tokio::task::JoinHandle<()>>) {
+        let (pool, receivers) = Pool::new(
+            &config.slot_ports,
+            config.max_queue,
+            config.queue_timeout,
+            config.max_surge,
+            config.included_files.clone(),
+            config.pm.clone(),
+        );
+        let initial = pool.lock().slots.first().map(|s| s.state);
+        if pool.is_elastic() {
+            // A dynamic pool's first spare workers.
+            pool.demand(&mut pool.lock());
+            tokio::spawn(pm::maintain(Arc::downgrade(&pool), config.pm.idle_timeout));
+        }
+        let tasks = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(slot, rx)| {
+                let task = SlotTask::new(
+                    pool.clone(),
+                    slot,
+                    config.spec.clone(),
+                    config.limits.clone(),
+                    rx,
+                    initial == Some(SlotState::Empty),
+                );
+                tokio::spawn(task.run())
+            })
+            .collect();
+        (pool, tasks)
+    }
+
+    /// The pool's bookkeeping alone, with the receiving end of each slot's
+    /// command channel: `start` gives those to the slot tasks, the unit
+    /// tests play the slot tasks' part themselves.
+    fn new(
+        slot_ports: &[u16],
+        max_queue: usize,
+        queue_timeout: Duration,
+        max_surge: usize,
+        included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+        pm: PmSettings,
+    ) -> (Arc<Pool>, Vec<mpsc::UnboundedReceiver<SlotCommand>>) {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in slot_ports {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        // Slots of a dynamic or ondemand pool start empty; the process
+        // manager wakes the ones it wants.
+        let initial = match pm.mode {
+            crate::config::PmMode::Static => SlotState::Exited,
+            _ => SlotState::Empty,
+        };
+        let slots = slot_ports
+            .iter()
+            .enumerate()
+            .map(|(slot, &port)| Slot::new(slot, port, initial))
+            .collect();
+        let pool = Arc::new(Pool {
+            shared: Mutex::new(Shared {
+                slots,
+                idle: std::collections::VecDeque::new(),
+                waiters: std::collections::VecDeque::new(),
+                next_waiter: 0,
+                ever_ready: false,
+                logged_boot_error: None,
+                pm: pm::PmState::new(),
+            }),
+            commands: senders,
+            max_queue,
+            queue_timeout,
+            closed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            surge: Arc::new(Semaphore::new(max_surge.max(1))),
+            included_files,
+            fpm: crate::control::fpm_status::PoolCounters::new(max_queue),
+            pm,
+        });
+        (pool, receivers)
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether the pool has no slots (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // Every critical section completes its updates before any call
+        // that could panic, so the data behind a poisoned lock is sound.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a command to a slot's task without waiting.
+    pub fn command(&self, slot: usize, command: SlotCommand) -> bool {
+        self.commands
+            .get(slot)
+            .is_some_and(|tx| tx.send(command).is_ok())
+    }
+
+    /// Sends a command to a slot's task, waiting for room in its queue.
+    pub async fn send(&self, slot: usize, command: SlotCommand) -> bool {
+        match self.commands.get(slot) {
+            Some(tx) => tx.send(command).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Marks the pool as stopping, for health checks. Requests keep being
+    /// served: the ports have stopped accepting, and a request that came
+    /// in on a connection accepted before that must not fail.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Reports the cluster down to health checks while it still serves.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether health checks should see this host as going away.
+    pub fn is_going_away(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.is_closed()
+    }
+
+    /// Tells every slot task to stop its workers and end.
+    pub async fn stop_all(&self) {
+        for tx in &self.commands {
+            let _ = tx.send(SlotCommand::Stop);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
