@@ -182,3 +182,33 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    fn booting(reason: Option<ExitReason>) -> Boot {
+        Boot::new(std::future::pending(), reason, Vec::new())
+    }
+
+    #[test]
+    fn a_restart_during_a_recycle_waits_for_a_replacement_of_its_own() {
+        let mut boot = booting(Some(ExitReason::MaxRequests));
+        let (reply, _answer) = oneshot::channel();
+        boot.join(ExitReason::Restart, Some(reply));
+        assert!(boot.replies.is_empty());
+        assert_eq!(boot.restart_after.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_restart_joins_a_restart_or_a_boot_without_a_worker() {
+        for reason in [Some(ExitReason::Restart), None] {
+            let mut boot = booting(reason);
+            let (reply, _answer) = oneshot::channel();
+            boot.join(ExitReason::Restart, Some(reply));
+            assert_eq!(boot.replies.len(), 1, "{reason:?}");
+            assert!(boot.restart_after.is_none(), "{reason:?}");
+        }
+    }
+}
