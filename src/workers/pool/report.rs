@@ -54,6 +54,8 @@ impl Pool {
         slot.worker = Some(id);
         slot.conn = Some(conn);
         slot.status.pid = Some(pid);
+        // It may be a replacement whose worker died while it booted.
+        slot.status.replacement_pid = None;
         slot.status.last_error = None;
         slot.boot_failing = false;
         shared.ever_ready = true;

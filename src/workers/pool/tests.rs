@@ -435,6 +435,30 @@ async fn a_lease_on_a_worker_that_died_comes_back_without_touching_its_successor
 }
 
 #[tokio::test]
+async fn a_replacement_whose_worker_died_while_it_booted_takes_the_slot_as_a_fresh_boot() {
+    let (pool, _commands) = pool_of(1, 4, LONG);
+    let _old = boot(&pool, 0, 1);
+    pool.replacement_started(0, pid(2));
+    pool.worker_gone(0, ExitReason::Crash, "killed".into(), Starting);
+    assert_eq!(state(&pool, 0), Starting);
+    let _new = ready(&pool, 0, 2);
+    assert_eq!(state(&pool, 0), Ready);
+    let status = &pool.status()[0];
+    assert_eq!(
+        (status.pid, status.replacement_pid, status.restarts),
+        (Some(pid(2)), None, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_slot_without_a_worker_stops_in_one_move() {
+    let (pool, _commands) = pool_of(1, 4, LONG);
+    pool.booting(0);
+    pool.stopped(0);
+    assert_eq!(state(&pool, 0), Exited);
+}
+
+#[tokio::test]
 async fn when_every_slot_fails_to_boot_queued_requests_are_answered_at_once() {
     let (pool, _commands) = pool_of(2, 4, LONG);
     pool.booting(0);
