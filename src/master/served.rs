@@ -31,9 +31,10 @@ use crate::config::{PoolOptions, StartOptions};
 use crate::front::forwarding::TrustedProxies;
 use crate::proxy::{Balancer, FrontDoor, Target};
 use crate::systemd::{Inherited, Notifier};
-use crate::workers::pool::{Pool, PoolConfig};
+use crate::workers::pool::Pool;
 use crate::workers::process::WorkerSpec;
 use crate::workers::rolling::Restarts;
+use crate::workers::slot::{start_pool, PoolConfig};
 use crate::Error;
 
 /// php-fpm's name of its default pool: the name of the single pool of a
@@ -202,7 +203,7 @@ impl Bound {
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<_, _>>()?;
         let (included_tx, included_rx) = mpsc::unbounded_channel();
-        let (pool, slot_tasks) = Pool::start(PoolConfig {
+        let (pool, slot_tasks) = start_pool(PoolConfig {
             spec: spec.clone(),
             slot_ports,
             max_queue: opts.max_queue,

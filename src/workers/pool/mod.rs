@@ -35,9 +35,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::workers::process::WorkerSpec;
-use crate::workers::slot::{Limits, SlotTask};
-
 /// The request body type sent to workers: always whole, with a length.
 pub type WorkerBody = crate::front::spool::WorkerBody;
 use crate::workers::native::conn::FrameConn;
@@ -90,63 +87,21 @@ pub struct Pool {
     pm: PmSettings,
 }
 
-/// Where and how the pool runs its workers.
-pub struct PoolConfig {
-    pub spec: Arc<WorkerSpec>,
-    /// The public port of each slot, for status only.
-    pub slot_ports: Vec<u16>,
-    pub max_queue: usize,
-    pub queue_timeout: Duration,
-    pub max_surge: usize,
-    pub limits: Limits,
-    /// `--max-execution-time`, which also bounds a worker's terminate work.
-    pub max_execution_time: Option<Duration>,
-    /// Debug mode: where files workers report as included go.
-    pub included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
-    /// The process manager: static, dynamic or ondemand.
-    pub pm: PmSettings,
-}
-
 impl Pool {
-    /// Creates the pool and starts one task per slot. The returned handles
-    /// end when the slots have stopped (after `stop_all`).
-    pub fn start(config: PoolConfig) -> (Arc<Pool>, Vec<tokio::task::JoinHandle<()>>) {
-        let (pool, receivers) = Pool::new(
-            &config.slot_ports,
-            config.max_queue,
-            config.queue_timeout,
-            config.max_surge,
-            config.included_files.clone(),
-            config.pm.clone(),
-        );
-        let initial = pool.lock().slots.first().map(|s| s.state);
-        if pool.is_elastic() {
-            // A dynamic pool's first spare workers.
-            pool.demand(&mut pool.lock());
-            tokio::spawn(pm::maintain(Arc::downgrade(&pool), config.pm.idle_timeout));
+    /// Starts the process manager of a dynamic or ondemand pool: its
+    /// first spare workers (the slot tasks boot them once they run), then
+    /// its maintenance tick, which ends with the pool.
+    pub(crate) fn start_pm(self: &Arc<Self>) {
+        if self.is_elastic() {
+            self.demand(&mut self.lock());
+            tokio::spawn(pm::maintain(Arc::downgrade(self), self.pm.idle_timeout));
         }
-        let tasks = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(slot, rx)| {
-                let task = SlotTask::new(
-                    pool.clone(),
-                    slot,
-                    config.spec.clone(),
-                    config.limits.clone(),
-                    rx,
-                    initial == Some(SlotState::Empty),
-                );
-                tokio::spawn(task.run())
-            })
-            .collect();
-        (pool, tasks)
     }
 
     /// The pool's bookkeeping alone, with the receiving end of each slot's
-    /// command channel: `start` gives those to the slot tasks, the unit
-    /// tests play the slot tasks' part themselves.
-    fn new(
+    /// command channel: `slot::start_pool` gives those to the slot tasks,
+    /// the unit tests play the slot tasks' part themselves.
+    pub(crate) fn new(
         slot_ports: &[u16],
         max_queue: usize,
         queue_timeout: Duration,
