@@ -2,16 +2,18 @@
 //!
 //! # Theory of operation
 //!
-//! Each slot has a task (`slot::SlotTask`) that owns the slot's worker
-//! processes and its lifecycle: it boots them, replaces them surge-first,
-//! and tells the pool (`report.rs`, the only writer of a slot's worker)
-//! when a worker is ready, has taken over or is gone. Other parts of ppm
-//! never touch a process; they send the task `SlotCommand`s.
+//! Each slot has a task (`workers::slot`, started with the pool by
+//! `slot::start_pool`) that owns the slot's worker processes and its
+//! lifecycle: it boots them, replaces them surge-first, and tells the pool
+//! through a narrow API (`report.rs`; the task is the only writer of its
+//! slot's worker) when a worker is ready, has taken over or is gone.
+//! Other parts of ppm never touch a process; they send the task
+//! `SlotCommand`s.
 //!
 //! The pool (`dispatch.rs`) holds, under one short lock, what it needs to
-//! hand a request to a worker: each slot's state and its idle connection,
-//! the idle list and the FIFO queue of waiting requests, and what
-//! `/status` reads (`status.rs`). A
+//! hand a request to a worker: each slot's state, its worker's `WorkerId`
+//! and idle connection, the idle list and the FIFO queue of waiting
+//! requests; and what `/status` reads (`status.rs`). A
 //! request takes a `Lease` on an idle worker: round-robin, because released
 //! workers go to the back of the idle list. When the lease is dropped the
 //! worker goes to the first queued request it can serve, or back to the

@@ -132,6 +132,9 @@ pub(crate) struct SlotTask {
     ctx: Ctx,
     commands: mpsc::UnboundedReceiver<SlotCommand>,
     phase: Phase,
+    /// The slot boots a worker as soon as the task runs (else it starts
+    /// empty).
+    boots_at_start: bool,
     /// The generation of the slot's newest worker (each gets the next).
     minted: u64,
     failures: u32,
@@ -157,7 +160,8 @@ impl SlotTask {
                 limits,
             },
             commands,
-            phase: if empty { Phase::Empty } else { Phase::Stopped },
+            phase: Phase::Empty,
+            boots_at_start: !empty,
             minted: 0,
             failures: 0,
             stoppers: Vec::new(),
@@ -165,7 +169,7 @@ impl SlotTask {
     }
 
     pub(crate) async fn run(mut self) {
-        if matches!(self.phase, Phase::Stopped) {
+        if self.boots_at_start {
             self.cold_boot(Vec::new());
         }
         loop {
