@@ -20,15 +20,11 @@ pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod proxy;
+pub mod shutdown;
 pub mod systemd;
 pub mod target;
+pub mod text;
 pub mod token;
 pub mod workers;
 
 pub use error::Error;
-
-/// Waits until a stop flag turns true (or its sender is gone).
-pub(crate) async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send; drop it here.
-    let _ = flag.wait_for(|stop| *stop).await.map(|_| ());
-}

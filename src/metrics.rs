@@ -182,23 +182,17 @@ impl Metrics {
     }
 }
 
-/// The resident set size of a process, read off the async threads
-/// (sysinfo's refresh blocks).
+/// The resident set size of a process, from `/proc/PID/statm` (one small
+/// read; a process-table scan per sample cost more than the requests
+/// between two samples).
 pub async fn process_rss(pid: u32) -> Option<u64> {
-    tokio::task::spawn_blocking(move || {
-        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-        let mut system = System::new();
-        let pid = Pid::from_u32(pid);
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&[pid]),
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
-        system.process(pid).map(|p| p.memory())
-    })
-    .await
-    .ok()
-    .flatten()
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |size| size as u64);
+    Some(pages * page_size)
 }
 
 /// Fills in the RSS of workers that have not reported it yet (it is

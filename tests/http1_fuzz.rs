@@ -215,7 +215,7 @@ fn incremental(bytes: &[u8], cuts: &[usize], limits: &Limits) -> Outcome {
 }
 
 /// The request as a worker receives it: origin-form, HTTP/1.1, the
-/// client's fields without framing ones, a Content-Length body.
+/// client's fields without framing ones, a Host, a Content-Length body.
 fn as_forwarded(head: &Head, body: &[u8]) -> Vec<u8> {
     let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.uri).into_bytes();
     for (name, value) in &head.headers {
@@ -226,6 +226,11 @@ fn as_forwarded(head: &Head, body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    // The master fills in the address the client reached when it sent no
+    // Host (an HTTP/1.0 client may not), as `Forwarding` does.
+    if !head.headers.contains_key("host") {
+        out.extend_from_slice(b"host: 127.0.0.1:5501\r\n");
     }
     out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(body);

@@ -10,7 +10,13 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 use serde::Serialize;
 
-use super::phppm::{parse_host, parse_mb_or_off, parse_path, parse_seconds_or_off};
+use super::phppm::{parse_host, parse_path};
+use super::values::{
+    megabytes_or_off, seconds, seconds_or_off, seconds_or_php_pm_off, write_megabytes_or_off,
+    write_seconds, write_seconds_or_off, ListenAddress, ProxyList, TrustedProxies,
+    DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PORT,
+};
+use super::{PmSettings, RecycleLimits, RequestLimits};
 
 /// How many workers run (php-fpm's `pm`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -35,6 +41,15 @@ impl PmMode {
             PmMode::Ondemand => "ondemand",
         }
     }
+}
+
+/// The access log's line format (`--log-format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// nginx `combined` plus `rt= qt= slot= id=`.
+    Combined,
+    Json,
 }
 
 /// What every PHP worker needs to know about the application.
@@ -159,23 +174,24 @@ pub struct StartOptions {
     /// `--pm ondemand|dynamic`: seconds a worker may stay idle before it is
     /// stopped (dynamic: only down to --min-spare-workers; php-fpm's
     /// pm.process_idle_timeout).
-    #[arg(long, default_value_t = 10.0)]
-    pub worker_idle_timeout: f64,
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub worker_idle_timeout: Duration,
     /// Address of the balancer and the slot ports.
-    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    #[arg(long, default_value = DEFAULT_HOST, value_parser = parse_host)]
     pub host: IpAddr,
     /// Balancer port.
-    #[arg(long, default_value_t = 5501)]
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
     /// FastCGI listener for nginx `fastcgi_pass` and the like: HOST:PORT
     /// or unix:/path (repeatable).
     #[arg(long, value_name = "ADDR")]
-    pub fastcgi_listen: Vec<String>,
+    pub fastcgi_listen: Vec<ListenAddress>,
     /// Address of the control plane.
-    #[arg(long, default_value = "127.0.0.1", value_parser = parse_host)]
+    #[arg(long, default_value = DEFAULT_HOST, value_parser = parse_host)]
     pub control_host: IpAddr,
     /// Control plane port.
-    #[arg(long, default_value_t = 5500)]
+    #[arg(long, default_value_t = DEFAULT_CONTROL_PORT)]
     pub control_port: u16,
     /// Token the control plane requires as `Authorization: Bearer TOKEN`
     /// (required when --control-host is not a loopback address). Any
@@ -200,48 +216,57 @@ pub struct StartOptions {
     #[arg(long, default_value_t = 1024)]
     pub max_queue: usize,
     /// Seconds a request may wait for a worker; 503 past it.
-    #[arg(long, default_value_t = 30.0)]
-    pub queue_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub queue_timeout: Duration,
     /// Largest request body accepted, in bytes; 413 past it.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub max_body_size: u64,
     /// Seconds in-flight requests get to finish on stop before workers are killed.
-    #[arg(long, default_value_t = 30.0)]
-    pub shutdown_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub shutdown_timeout: Duration,
     /// Seconds to keep serving after a stop request while `/ready` and the
     /// health path already answer 503, so load balancers take this host out
     /// before its ports close (0 = close at once).
-    #[arg(long, default_value_t = 0.0)]
-    pub drain_delay: f64,
+    #[arg(long, default_value = "0", value_parser = seconds_or_off)]
+    #[serde(serialize_with = "write_seconds_or_off")]
+    pub drain_delay: ::std::option::Option<Duration>,
     /// Seconds a worker may take to bootstrap before it counts as failed.
-    #[arg(long, default_value_t = 60.0)]
-    pub bootstrap_timeout: f64,
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub bootstrap_timeout: Duration,
     /// Requests a worker serves before it is replaced (0 = unlimited).
     #[arg(long, default_value_t = 1000)]
     pub max_requests: u64,
     /// Seconds a worker lives before it is replaced (0 = forever).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_seconds_or_off)]
-    pub ttl: f64,
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = seconds_or_php_pm_off)]
+    #[serde(serialize_with = "write_seconds_or_off")]
+    pub ttl: ::std::option::Option<Duration>,
     /// MB of PHP memory (memory_get_usage, as PHP-PM means it) after which
     /// a worker is replaced (0 = no limit).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = parse_mb_or_off)]
-    pub memory_limit: u64,
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = megabytes_or_off)]
+    #[serde(serialize_with = "write_megabytes_or_off")]
+    pub memory_limit: ::std::option::Option<u64>,
     /// MB of resident memory (RSS, as the kernel counts it: PHP's heap plus
     /// code, opcache and libraries) after which a worker is replaced
     /// (0 = no limit).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = parse_mb_or_off)]
-    pub rss_limit: u64,
+    #[arg(long, default_value = "0", allow_negative_numbers = true, value_parser = megabytes_or_off)]
+    #[serde(serialize_with = "write_megabytes_or_off")]
+    pub rss_limit: ::std::option::Option<u64>,
     /// Percent by which --max-requests and --ttl are lowered at random per
     /// worker, so workers do not all recycle together.
     #[arg(long, default_value_t = 10.0)]
     pub recycle_jitter: f64,
     /// Seconds a request may run in PHP, from dispatch; 504 and the worker
     /// is killed and replaced past it (0 = no limit).
-    #[arg(long, default_value_t = 30.0)]
-    pub max_execution_time: f64,
+    #[arg(long, default_value = "30", value_parser = seconds_or_off)]
+    #[serde(serialize_with = "write_seconds_or_off")]
+    pub max_execution_time: ::std::option::Option<Duration>,
     /// Seconds after which a running request's PHP backtrace is logged (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub slow_request_time: f64,
+    #[arg(long, default_value = "0", value_parser = seconds_or_off)]
+    #[serde(serialize_with = "write_seconds_or_off")]
+    pub slow_request_time: ::std::option::Option<Duration>,
     /// Replacement workers that may boot at once beside the ones they replace.
     #[arg(long, default_value_t = 1)]
     pub max_surge: usize,
@@ -254,7 +279,7 @@ pub struct StartOptions {
     /// X-Forwarded-For/-Proto/-Host/-Port and X-Request-Id are believed;
     /// from anyone else these headers are replaced.
     #[arg(long, value_name = "CIDR")]
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<ProxyList>,
     /// Path the master answers itself on the balancer and every slot port
     /// (200 while a worker is ready, else 503), for load balancer health
     /// checks; never sent to PHP. Empty to turn it off.
@@ -271,19 +296,23 @@ pub struct StartOptions {
     pub max_headers: usize,
     /// Seconds from a request's first byte to the end of its headers; 408
     /// and the connection closed past it.
-    #[arg(long, default_value_t = 10.0)]
-    pub header_timeout: f64,
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub header_timeout: Duration,
     /// Seconds a request body may go without a byte arriving; 408 past it.
-    #[arg(long, default_value_t = 30.0)]
-    pub body_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub body_timeout: Duration,
     /// Seconds from a request's first byte to the end of its body (head
     /// and body together); 408 and the connection closed past it.
-    #[arg(long, default_value_t = 300.0)]
-    pub request_timeout: f64,
+    #[arg(long, default_value = "300", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub request_timeout: Duration,
     /// Seconds a kept-alive connection may wait for its next request (and
     /// a response write may stall) before it is closed.
-    #[arg(long, default_value_t = 60.0)]
-    pub idle_timeout: f64,
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    #[serde(serialize_with = "write_seconds")]
+    pub idle_timeout: Duration,
     /// Client connections open at once, over all ports; past it new
     /// connections wait in the listen backlog.
     #[arg(long, default_value_t = 10_000)]
@@ -345,21 +374,21 @@ pub struct StartOptions {
     pub access_log: Option<PathBuf>,
     /// Access log format: combined (nginx's, plus request time, queue
     /// time, slot and request id) or json.
-    #[arg(long, default_value = "combined", value_parser = ["combined", "json"])]
-    pub log_format: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Combined)]
+    pub log_format: LogFormat,
 }
 
 impl StartOptions {
     /// The front door's limits.
-    pub fn front_door_limits(&self) -> crate::front::http1::Limits {
-        crate::front::http1::Limits {
+    pub fn front_door_limits(&self) -> RequestLimits {
+        RequestLimits {
             max_request_line: self.max_request_line,
             max_header_size: self.max_header_size,
             max_headers: self.max_headers,
-            header_timeout: Duration::from_secs_f64(self.header_timeout),
-            body_timeout: Duration::from_secs_f64(self.body_timeout),
-            request_timeout: Duration::from_secs_f64(self.request_timeout),
-            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
             max_body_size: self.max_body_size,
         }
     }
@@ -373,7 +402,7 @@ impl StartOptions {
                 message: "give the token one way: --control-token-file, or --control-token / PPM_CONTROL_TOKEN".into(),
             }),
             (Some(token), None) => Ok(Some(token.clone())),
-            (None, Some(path)) => crate::token::read_token_file(path).map(Some),
+            (None, Some(path)) => super::token::read_token_file(path).map(Some),
             (None, None) => Ok(None),
         }
     }
@@ -388,51 +417,45 @@ impl StartOptions {
         }
     }
 
+    /// Every `--trusted-proxies` value, together.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(&self.trusted_proxies)
+    }
+
+    /// `--health-path`, unless turned off (empty).
+    pub fn health_path(&self) -> Option<String> {
+        (!self.health_path.is_empty()).then(|| self.health_path.clone())
+    }
+
     /// Whether the access log is on (`--logging`, `--no-logging`).
     pub fn logging(&self) -> bool {
         self.logging && !self.no_logging
     }
 
     /// When workers are recycled.
-    pub fn limits(&self) -> crate::workers::slot::Limits {
-        let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
-        crate::workers::slot::Limits {
-            bootstrap_timeout: self.bootstrap_timeout(),
-            max_requests: self.max_requests,
-            ttl: seconds(self.ttl),
-            memory_limit: (self.memory_limit > 0).then_some(self.memory_limit * 1024 * 1024),
-            rss_limit: (self.rss_limit > 0).then_some(self.rss_limit * 1024 * 1024),
+    pub fn limits(&self) -> RecycleLimits {
+        RecycleLimits {
+            bootstrap_timeout: self.bootstrap_timeout,
+            max_requests: (self.max_requests > 0).then_some(self.max_requests),
+            ttl: self.ttl,
+            memory_limit: self.memory_limit,
+            rss_limit: self.rss_limit,
             jitter: self.recycle_jitter / 100.0,
         }
     }
 
     /// The process manager's settings.
-    pub fn pm(&self) -> crate::workers::pool::PmSettings {
-        crate::workers::pool::PmSettings {
+    pub fn pm(&self) -> PmSettings {
+        PmSettings {
             mode: self.pm,
             min_spare: self.min_spare_workers,
             max_spare: self.max_spare_workers,
             max_spawn_rate: self.max_spawn_rate,
-            idle_timeout: Duration::from_secs_f64(self.worker_idle_timeout),
+            idle_timeout: self.worker_idle_timeout,
         }
     }
 
-    /// `--max-execution-time`, when set.
-    pub fn max_execution_time(&self) -> Option<Duration> {
-        (self.max_execution_time > 0.0).then(|| Duration::from_secs_f64(self.max_execution_time))
-    }
-
-    /// `--drain-delay`, when set.
-    pub fn drain_delay(&self) -> Option<Duration> {
-        (self.drain_delay > 0.0).then(|| Duration::from_secs_f64(self.drain_delay))
-    }
-
-    /// `--slow-request-time`, when set.
-    pub fn slow_request_time(&self) -> Option<Duration> {
-        (self.slow_request_time > 0.0).then(|| Duration::from_secs_f64(self.slow_request_time))
-    }
-
-    /// The port of slot 0.
+    /// The port of slot 0: `--worker-port`, else the one after `--port`.
     pub fn first_worker_port(&self) -> u16 {
         self.worker_port
             .unwrap_or_else(|| self.port.saturating_add(1))
@@ -441,17 +464,5 @@ impl StartOptions {
     /// The port of slot `slot`.
     pub fn slot_port(&self, slot: usize) -> u16 {
         self.first_worker_port() + slot as u16
-    }
-
-    pub fn queue_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.queue_timeout)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.shutdown_timeout)
-    }
-
-    pub fn bootstrap_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.bootstrap_timeout)
     }
 }

@@ -91,24 +91,6 @@ pub fn parse_host(text: &str) -> Result<IpAddr, String> {
     }
 }
 
-/// `--memory-limit`: MB; PHP-PM's `-1` (any negative number) means off.
-pub fn parse_mb_or_off(text: &str) -> Result<u64, String> {
-    let value: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a whole number of MB (0 or -1 for no limit)"))?;
-    Ok(u64::try_from(value).unwrap_or(0))
-}
-
-/// Seconds where PHP-PM took "below 1" (or negative) as off.
-pub fn parse_seconds_or_off(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Ok(if value < 0.0 { 0.0 } else { value })
-}
-
 /// A path that may be given empty (PHP-PM's "off"); see `normalize`.
 pub fn parse_path(text: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(text))
@@ -185,9 +167,6 @@ mod tests {
         assert!(parse_host("example.org")
             .unwrap_err()
             .contains("example.org"));
-        assert_eq!(parse_mb_or_off("-1"), Ok(0));
-        assert_eq!(parse_mb_or_off("128"), Ok(128));
-        assert_eq!(parse_seconds_or_off("-1"), Ok(0.0));
         assert_eq!(bridge_name("HttpKernel"), Some("httpKernel"));
         assert_eq!(bridge_name("PHPPM\\Bridges\\StaticBridge"), Some("static"));
         assert_eq!(bridge_name("InvokableMiddleware"), Some("callable"));

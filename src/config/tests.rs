@@ -1,4 +1,5 @@
 use std::ffi::OsString;
+use std::time::Duration;
 
 use super::file::{closest, edit_distance};
 use super::*;
@@ -220,7 +221,7 @@ fn logging_is_on_by_default_and_turned_off_by_flag_value_or_file() {
     let d = dir.path().to_str().unwrap();
     let (o, _) = start_options(&args(&[d])).unwrap();
     assert!(!o.logging());
-    assert_eq!(o.log_format, "json");
+    assert_eq!(o.log_format, LogFormat::Json);
     let (o, _) = start_options(&args(&[d, "--logging"])).unwrap();
     assert!(o.logging(), "command line beats file");
 }
@@ -290,9 +291,9 @@ fn php_pms_own_file_is_understood() {
     assert!(o.app.debug && o.logging());
     assert_eq!(
         (o.port, o.workers, o.memory_limit, o.ttl),
-        (8080, 2, 0, 0.0)
+        (8080, 2, None, None)
     );
-    assert_eq!(o.shutdown_timeout, 30.0);
+    assert_eq!(o.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(o.static_directory, None);
     assert_eq!(o.pidfile, Some(dir.path().join(".ppm/ppm.pid")));
     let (o, _) = start_options(&args(&[
@@ -375,4 +376,42 @@ fn overlapping_ports_name_both_options() {
         "--control-host=127.0.0.2"
     ]))
     .is_ok());
+}
+
+#[test]
+fn durations_sizes_and_proxies_reach_the_rest_of_ppm_typed() {
+    let dir = app_with(
+        r#"{"ttl": -1, "drain-delay": 2.5, "memory-limit": 64, "trusted-proxies": "10.0.0.0/8, ::1"}"#,
+    );
+    let d = dir.path().to_str().unwrap();
+    let (o, _) = start_options(&args(&[d, "--max-execution-time=0"])).unwrap();
+    assert_eq!(o.ttl, None, "PHP-PM's -1 is off");
+    assert_eq!(o.drain_delay, Some(Duration::from_millis(2500)));
+    assert_eq!(o.max_execution_time, None, "0 is off");
+    assert_eq!(o.limits().memory_limit, Some(64 * 1024 * 1024));
+    assert!(o.trusted_proxies().contains("10.1.2.3".parse().unwrap()));
+    assert!(!o.trusted_proxies().contains("192.168.0.1".parse().unwrap()));
+    assert_eq!(o.queue_timeout, Duration::from_secs(30), "a default");
+    let shown = |name| show_option(&args(&[d]), name).unwrap();
+    assert_eq!(shown("drain-delay"), "2.5", "shown as given");
+    assert_eq!(shown("ttl"), "0.0");
+    assert_eq!(shown("trusted-proxies"), "10.0.0.0/8, ::1");
+
+    let bad = app_with(
+        r#"{"drain-delay": -1, "idle-timeout": 0, "ttl": 1e9, "trusted-proxies": "nope"}"#,
+    );
+    let err = start_options(&args(&[bad.path().to_str().unwrap()]))
+        .unwrap_err()
+        .to_string();
+    for (key, why) in [
+        ("drain-delay", "0 to turn it off"),
+        ("idle-timeout", "above 0"),
+        ("ttl", "0 to turn it off"),
+        ("trusted-proxies", "\"nope\" is not an IP address or CIDR"),
+    ] {
+        assert!(
+            err.contains(&format!("key \"{key}\"")) && err.contains(why),
+            "{key}: {err}"
+        );
+    }
 }

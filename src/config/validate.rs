@@ -3,6 +3,7 @@
 
 use crate::Error;
 
+use super::values::{MAX_MB, MAX_OFF_ABLE, MAX_TIMEOUT, OFF_ABLE_RANGE, TIMEOUT_RANGE};
 use super::{AppOptions, StartOptions};
 
 impl StartOptions {
@@ -38,9 +39,14 @@ impl StartOptions {
             ("queue-timeout", self.queue_timeout),
             ("shutdown-timeout", self.shutdown_timeout),
             ("bootstrap-timeout", self.bootstrap_timeout),
+            ("worker-idle-timeout", self.worker_idle_timeout),
+            ("header-timeout", self.header_timeout),
+            ("body-timeout", self.body_timeout),
+            ("request-timeout", self.request_timeout),
+            ("idle-timeout", self.idle_timeout),
         ] {
-            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-                errors.push(invalid(name, "must be a number of seconds above 0"));
+            if value.is_zero() || value > MAX_TIMEOUT {
+                errors.push(invalid(name, TIMEOUT_RANGE));
             }
         }
         for (name, value) in [
@@ -49,11 +55,16 @@ impl StartOptions {
             ("max-execution-time", self.max_execution_time),
             ("slow-request-time", self.slow_request_time),
         ] {
-            if !(value.is_finite() && (0.0..=31_536_000.0).contains(&value)) {
-                errors.push(invalid(
-                    name,
-                    "must be a number of seconds, 0 to turn it off",
-                ));
+            if value.is_some_and(|d| d > MAX_OFF_ABLE) {
+                errors.push(invalid(name, OFF_ABLE_RANGE));
+            }
+        }
+        for (name, value) in [
+            ("memory-limit", self.memory_limit),
+            ("rss-limit", self.rss_limit),
+        ] {
+            if value.is_some_and(|bytes| bytes > MAX_MB * 1024 * 1024) {
+                errors.push(invalid(name, format!("is in MB; at most {MAX_MB}")));
             }
         }
         if !(self.recycle_jitter.is_finite() && (0.0..=90.0).contains(&self.recycle_jitter)) {
@@ -100,35 +111,16 @@ impl StartOptions {
             }
             _ => {}
         }
-        if let Err(message) = crate::front::forwarding::TrustedProxies::parse(&self.trusted_proxies)
-        {
-            errors.push(invalid("trusted-proxies", message));
-        }
         if !self.health_path.is_empty() && !self.health_path.starts_with('/') {
             errors.push(invalid(
                 "health-path",
                 "must start with / (or be empty to turn it off)",
             ));
         }
-        if self.memory_limit > 1024 * 1024 {
-            errors.push(invalid("memory-limit", "is in MB; at most 1048576"));
-        }
-        if self.rss_limit > 1024 * 1024 {
-            errors.push(invalid("rss-limit", "is in MB; at most 1048576"));
-        }
     }
 
     /// Adds the problems of the process manager's options.
     fn pm_problems(&self, errors: &mut Vec<Error>) {
-        if !(self.worker_idle_timeout.is_finite()
-            && self.worker_idle_timeout > 0.0
-            && self.worker_idle_timeout <= 86_400.0)
-        {
-            errors.push(invalid(
-                "worker-idle-timeout",
-                "must be a number of seconds above 0",
-            ));
-        }
         if self.max_spawn_rate == 0 || self.max_spawn_rate > 1024 {
             errors.push(invalid("max-spawn-rate", "must be between 1 and 1024"));
         }
@@ -179,16 +171,6 @@ impl StartOptions {
         ] {
             if !(min..=max).contains(&value) {
                 errors.push(invalid(name, format!("must be between {min} and {max}")));
-            }
-        }
-        for (name, value) in [
-            ("header-timeout", self.header_timeout),
-            ("body-timeout", self.body_timeout),
-            ("request-timeout", self.request_timeout),
-            ("idle-timeout", self.idle_timeout),
-        ] {
-            if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
-                errors.push(invalid(name, "must be a number of seconds above 0"));
             }
         }
         match (&self.tls_cert, &self.tls_key) {
@@ -269,11 +251,7 @@ impl AppOptions {
                 _ => errors.push(invalid("php-ini", format!("{setting:?} is not KEY=VALUE"))),
             }
         }
-        for bad in self
-            .env
-            .iter()
-            .filter(|s| crate::workers::env::parse(s).is_none())
-        {
+        for bad in self.env.iter().filter(|s| env_setting(s).is_none()) {
             errors.push(invalid("env", format!("{bad:?} is not KEY=VALUE")));
         }
     }
@@ -330,6 +308,14 @@ fn describe(range: &(&'static str, std::net::IpAddr, u32, u32)) -> String {
         "workers" | "worker-port" => format!("the slot port {start}"),
         _ => format!("--{option} {start}"),
     }
+}
+
+/// Splits a `--env` setting into name and value; None when it is not
+/// `KEY=VALUE` with a name the environment can hold.
+pub fn env_setting(setting: &str) -> Option<(&str, &str)> {
+    let (key, value) = setting.split_once('=')?;
+    let valid = !key.is_empty() && !key.contains('\0') && !value.contains('\0');
+    valid.then_some((key, value))
 }
 
 fn invalid(option: &'static str, message: impl Into<String>) -> Error {

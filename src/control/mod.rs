@@ -23,10 +23,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::watch;
 
 use crate::control::guard::{guard, sees_everything, without_query};
 use crate::master::served::ServedPool;
+use crate::shutdown::Shutdown;
 
 pub use crate::control::status_table::render_table;
 pub(crate) use client::call;
@@ -40,8 +40,9 @@ pub struct ControlState {
     /// The token mutating (and, unless `public_read`, reading) requests need.
     pub token: Option<String>,
     pub public_read: bool,
-    /// Set to true to stop the master.
-    pub shutdown: watch::Sender<bool>,
+    /// The master's shutdown: `POST /stop` asks for it, and nothing is
+    /// restarted once it was asked for.
+    pub shutdown: Arc<Shutdown>,
     pub started: Instant,
     pub master_pid: u32,
     /// The control plane's own address.
@@ -220,10 +221,8 @@ async fn ready(State(state): State<Arc<ControlState>>, RawQuery(query): RawQuery
         Ok(pools) => pools,
         Err(response) => return response,
     };
-    let up = pools
-        .iter()
-        .all(|p| p.pool.available() && !p.pool.is_going_away());
-    if up && !*state.shutdown.borrow() {
+    let up = pools.iter().all(|p| p.pool.available());
+    if up && !state.shutdown.phase().is_going_away() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -232,7 +231,7 @@ async fn ready(State(state): State<Arc<ControlState>>, RawQuery(query): RawQuery
 
 async fn stop(State(state): State<Arc<ControlState>>) -> impl IntoResponse {
     tracing::info!("stop requested through the control plane");
-    state.shutdown.send_replace(true);
+    state.shutdown.request();
     (StatusCode::ACCEPTED, "stopping\n")
 }
 
@@ -244,7 +243,7 @@ async fn restart(State(state): State<Arc<ControlState>>, RawQuery(query): RawQue
         Ok(pools) => pools,
         Err(response) => return response,
     };
-    if *state.shutdown.borrow() {
+    if state.shutdown.phase().is_going_away() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
     let started: Vec<_> = pools.iter().map(|p| p.restarts.start(None)).collect();
@@ -270,7 +269,7 @@ async fn restart_slot(
         );
         return (StatusCode::NOT_FOUND, message).into_response();
     };
-    if *state.shutdown.borrow() {
+    if state.shutdown.phase().is_going_away() {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
     (

@@ -196,7 +196,7 @@ pub async fn cluster_status(state: &ControlState, pools: &[Arc<ServedPool>]) -> 
         pm: pm_over(&summaries),
         latency_ms: Latency::of(&all),
         recent_errors: errors,
-        shutting_down: *state.shutdown.borrow(),
+        shutting_down: state.shutdown.phase().is_going_away(),
         restart: last_restart(restarts),
         workers: rows,
         pools: if first.named { summaries } else { Vec::new() },

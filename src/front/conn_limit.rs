@@ -33,10 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{watch, AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
-use crate::front::forwarding::TrustedProxies;
+use crate::config::TrustedProxies;
 use crate::front::linger::{self, Linger};
+use crate::shutdown::ShutdownWatch;
 
 /// Connections being refused (answered 503 and lingering) at once.
 const REFUSING: usize = 256;
@@ -206,7 +207,7 @@ impl Refused {
     pub async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
         self,
         mut io: IO,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut ShutdownWatch,
     ) {
         if self.refusing.is_none() {
             return;
@@ -295,7 +296,7 @@ mod tests {
             panic!("admitted past the share");
         };
         let (server, mut client) = tokio::io::duplex(4096);
-        let (_stop, mut shutdown) = watch::channel(false);
+        let (_stop, mut shutdown) = crate::shutdown::Shutdown::running();
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

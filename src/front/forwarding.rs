@@ -11,7 +11,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use ipnet::IpNet;
 
 /// Headers whose meaning is limited to one connection (RFC 9110 7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -27,6 +26,14 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names `Connection` lists matter only with a `Connection` header,
+    // itself hop-by-hop: most responses have none, and need no removals.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -52,37 +59,8 @@ fn is_reserved(name: &HeaderName) -> bool {
         || name == "x-request-id"
 }
 
-/// The addresses whose forwarding headers are believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-impl TrustedProxies {
-    /// Parses addresses and CIDRs (`10.0.0.0/8`, `127.0.0.1`, `::1`).
-    pub fn parse(items: &[String]) -> Result<Self, String> {
-        let mut nets = Vec::new();
-        for item in items
-            .iter()
-            .flat_map(|i| i.split(','))
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-        {
-            let net = item
-                .parse::<IpNet>()
-                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
-            nets.push(net);
-        }
-        Ok(Self(nets))
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-}
+/// The addresses whose forwarding headers are believed (parsed by config).
+pub use crate::config::TrustedProxies;
 
 /// What the master knows about one request's connection.
 pub struct Origin<'a> {
@@ -93,115 +71,194 @@ pub struct Origin<'a> {
     pub uri: &'a hyper::Uri,
 }
 
-/// The worker's request headers, and the request id (the client's, from a
-/// trusted proxy, else `generated_id`).
-pub fn worker_headers(
-    client: &HeaderMap,
-    origin: &Origin<'_>,
-    body_len: Option<usize>,
-    trusted: &TrustedProxies,
-    generated_id: String,
-) -> (HeaderMap, String) {
-    let from_proxy = trusted.contains(origin.peer.ip());
-    let first = |name: &str| {
-        from_proxy
-            .then(|| client.get(name).and_then(|v| v.to_str().ok()))
-            .flatten()
-            .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let proto = first("x-forwarded-proto")
-        .filter(|p| p == "http" || p == "https")
-        .unwrap_or_else(|| if origin.tls { "https" } else { "http" }.to_string());
-    let forwarded = Forwarded {
-        proto: first("x-forwarded-proto").is_some(),
-        port: first("x-forwarded-port").and_then(|p| p.parse::<u16>().ok()),
-        host: first("x-forwarded-host"),
-    };
-    let request_id = first("x-request-id")
-        .filter(|id| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or(generated_id);
-    let (chain, client_ip) = address_chain(client, origin.peer.ip(), trusted);
-    let client_port = if client_ip == origin.peer.ip() {
-        origin.peer.port()
-    } else {
-        0
-    };
+/// What the worker is told about a request beyond the client's own
+/// headers: the client's address, the server's, the scheme, the request
+/// id (the client's, from a trusted proxy, else the generated one), and
+/// the `Host` and forwarding headers the master sets.
+pub struct Forwarding {
+    pub request_id: String,
+    /// `REMOTE_ADDR`: the last address on the way that is not a trusted proxy.
+    pub remote_addr: IpAddr,
+    /// `REMOTE_PORT`: the peer's port, 0 when the client is behind a proxy.
+    pub remote_port: u16,
+    pub server_addr: IpAddr,
+    /// `SERVER_PORT`: the public port a trusted proxy named, else ppm's.
+    pub server_port: u16,
+    /// The client used HTTPS (to ppm, or to a trusted proxy that says so).
+    pub https: bool,
+    /// The `Host` the worker gets in place of the client's (the public one
+    /// a trusted proxy named), or in addition when the client sent none.
+    host: Option<String>,
+    client_sent_host: bool,
+    forwarded_for: Vec<u8>,
+    forwarded_host: Option<String>,
+}
 
-    let raw_target = origin
-        .uri
-        .path_and_query()
-        .and_then(|p| crate::target::raw_for(client, p.as_str()));
-    let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
-    let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
-    for name in reserved {
-        headers.remove(name);
-    }
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
-    if let Some(len) = body_len {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    if !headers.contains_key(header::HOST) {
-        let host = origin
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| origin.local.to_string());
-        if let Ok(value) = HeaderValue::from_str(&host) {
-            headers.insert(header::HOST, value);
-        }
-    }
-    let public = from_proxy
-        .then(|| {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-            public_authority(host, &forwarded, &proto, origin.local.port())
-        })
-        .flatten();
-    let server_port = match &public {
-        Some((authority, port)) => {
-            if let Ok(value) = HeaderValue::from_str(authority) {
-                headers.insert(header::HOST, value);
+impl Forwarding {
+    /// Applies the forwarding rules to one request.
+    pub fn new(
+        client: &HeaderMap,
+        origin: &Origin<'_>,
+        trusted: &TrustedProxies,
+        generated_id: String,
+    ) -> Self {
+        let from_proxy = trusted.contains(origin.peer.ip());
+        let first = |name: &str| {
+            from_proxy
+                .then(|| client.get(name).and_then(|v| v.to_str().ok()))
+                .flatten()
+                .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let claims = Claims {
+            proto: first("x-forwarded-proto").is_some(),
+            port: first("x-forwarded-port").and_then(|p| p.parse::<u16>().ok()),
+            host: first("x-forwarded-host"),
+        };
+        let https = match first("x-forwarded-proto").as_deref() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => origin.tls,
+        };
+        let request_id = first("x-request-id")
+            .filter(|id| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or(generated_id);
+        let (chain, remote_addr) = address_chain(client, origin.peer.ip(), trusted);
+        let remote_port = if remote_addr == origin.peer.ip() {
+            origin.peer.port()
+        } else {
+            0
+        };
+
+        let client_sent_host = client.contains_key(header::HOST);
+        let mut host = (!client_sent_host)
+            .then(|| {
+                origin
+                    .uri
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| origin.local.to_string())
+            })
+            .filter(|h| HeaderValue::from_str(h).is_ok());
+        let sent_host = || client.get(header::HOST).and_then(|h| h.to_str().ok());
+        let public = if from_proxy {
+            let current = match &host {
+                Some(host) => Some(host.as_str()),
+                None => client.get(header::HOST).and_then(|h| h.to_str().ok()),
+            };
+            let proto = if https { "https" } else { "http" };
+            public_authority(current, &claims, proto, origin.local.port())
+        } else {
+            None
+        };
+        let server_port = match public {
+            Some((authority, port)) => {
+                if HeaderValue::from_str(&authority).is_ok() {
+                    host = Some(authority);
+                }
+                port
             }
-            *port
+            None => origin.local.port(),
+        };
+        let forwarded_host = claims
+            .host
+            .or_else(|| host.clone())
+            .or_else(|| sent_host().map(str::to_string));
+        let mut forwarded_for = Vec::with_capacity(16);
+        for (i, ip) in chain.iter().enumerate() {
+            if i > 0 {
+                forwarded_for.extend_from_slice(b", ");
+            }
+            crate::text::push_ip(&mut forwarded_for, *ip);
         }
-        None => origin.local.port(),
-    };
-    let host = forwarded.host.clone().or_else(|| {
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    });
-    let chain_text: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+        Forwarding {
+            request_id,
+            remote_addr,
+            remote_port,
+            server_addr: origin.local.ip(),
+            server_port,
+            https,
+            host,
+            client_sent_host,
+            forwarded_for,
+            forwarded_host,
         }
-    };
-    set("x-forwarded-for", chain_text.join(", "));
-    set("x-forwarded-proto", proto.clone());
-    set("x-forwarded-port", server_port.to_string());
-    if let Some(host) = host {
-        set("x-forwarded-host", host);
     }
-    set("x-request-id", request_id.clone());
-    set("x-ppm-remote-addr", client_ip.to_string());
-    set("x-ppm-remote-port", client_port.to_string());
-    set("x-ppm-server-addr", origin.local.ip().to_string());
-    set("x-ppm-server-port", server_port.to_string());
-    if proto == "https" {
-        set("x-ppm-https", "on".to_string());
+
+    /// Gives `header` each header the worker gets, in order, with its
+    /// lower-case name: the client's without the hop-by-hop ones, the
+    /// ones the master sets itself (`X-Forwarded-*`, `X-Request-Id`,
+    /// `Forwarded`, `X-Real-IP`, `X-Ppm-*`), `Content-Length` and
+    /// `Expect`; then `Content-Length` (`body_len`), `Host` when the client
+    /// sent none, and the forwarding headers.
+    pub fn headers(
+        &self,
+        client: &HeaderMap,
+        body_len: Option<usize>,
+        mut header: impl FnMut(&str, &[u8]),
+    ) {
+        let connection_named = |name: &str| {
+            client
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|named| named.trim().eq_ignore_ascii_case(name))
+        };
+        let has_connection = client.contains_key(header::CONNECTION);
+        let mut host_given = false;
+        for (name, value) in client {
+            let text = name.as_str();
+            if HOP_BY_HOP.contains(&text)
+                || is_reserved(name)
+                || name == header::CONTENT_LENGTH
+                || name == header::EXPECT
+                || (has_connection && connection_named(text))
+            {
+                continue;
+            }
+            if name == header::HOST {
+                // A replaced `Host` is one value where the client's were.
+                if let Some(host) = &self.host {
+                    if !host_given {
+                        header(text, host.as_bytes());
+                    }
+                    host_given = true;
+                    continue;
+                }
+            }
+            header(text, value.as_bytes());
+        }
+        let mut digits = [0; 20];
+        if let Some(len) = body_len {
+            header(
+                "content-length",
+                crate::text::decimal(&mut digits, len as u64),
+            );
+        }
+        if !self.client_sent_host {
+            if let Some(host) = &self.host {
+                header("host", host.as_bytes());
+            }
+        }
+        header("x-forwarded-for", &self.forwarded_for);
+        header(
+            "x-forwarded-proto",
+            if self.https { b"https" } else { b"http" },
+        );
+        header(
+            "x-forwarded-port",
+            crate::text::decimal(&mut digits, u64::from(self.server_port)),
+        );
+        if let Some(host) = &self.forwarded_host {
+            header("x-forwarded-host", host.as_bytes());
+        }
+        header("x-request-id", self.request_id.as_bytes());
     }
-    if let Some(raw) = raw_target {
-        headers.insert(crate::target::RAW_TARGET, raw);
-    }
-    (headers, request_id)
 }
 
 /// What a trusted proxy said about the public side of the request.
-struct Forwarded {
+struct Claims {
     /// It sent `X-Forwarded-Proto` (a valid one decides the scheme).
     proto: bool,
     /// `X-Forwarded-Port`.
@@ -223,7 +280,7 @@ struct Forwarded {
 /// internal port.
 fn public_authority(
     host: Option<&str>,
-    forwarded: &Forwarded,
+    forwarded: &Claims,
     proto: &str,
     local_port: u16,
 ) -> Option<(String, u16)> {
@@ -308,6 +365,89 @@ mod tests {
             );
         }
         map
+    }
+
+    /// What the worker gets, as one map: the headers `Forwarding::headers`
+    /// gives, and its address fields under the names of the master's
+    /// private headers.
+    fn worker_headers(
+        client: &HeaderMap,
+        origin: &Origin<'_>,
+        body_len: Option<usize>,
+        trusted: &TrustedProxies,
+        generated_id: String,
+    ) -> (HeaderMap, String) {
+        let view = Forwarding::new(client, origin, trusted, generated_id);
+        let mut out = HeaderMap::new();
+        view.headers(client, body_len, |name, value| {
+            out.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        });
+        let mut set = |name: &'static str, value: String| {
+            out.insert(name, HeaderValue::from_str(&value).unwrap());
+        };
+        set("x-ppm-remote-addr", view.remote_addr.to_string());
+        set("x-ppm-remote-port", view.remote_port.to_string());
+        set("x-ppm-server-port", view.server_port.to_string());
+        if view.https {
+            set("x-ppm-https", "on".into());
+        }
+        (out, view.request_id)
+    }
+
+    #[test]
+    fn headers_keep_their_order_and_the_host_its_place() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
+        let client = headers(&[
+            ("accept", "*/*"),
+            ("host", "backend:5501"),
+            ("connection", "x-gone"),
+            ("x-gone", "1"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-forwarded-host", "shop.example"),
+        ]);
+        let uri: hyper::Uri = "/".parse().unwrap();
+        let (out, _) = worker_headers(
+            &client,
+            &origin("10.0.0.1:4000", &uri),
+            Some(12),
+            &trusted,
+            "id".into(),
+        );
+        let names: Vec<&str> = out.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "host",
+                "cookie",
+                "content-length",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-port",
+                "x-forwarded-host",
+                "x-request-id",
+                "x-ppm-remote-addr",
+                "x-ppm-remote-port",
+                "x-ppm-server-port"
+            ]
+        );
+        assert_eq!(out["host"], "shop.example");
+        assert_eq!(out.get_all("cookie").iter().count(), 2);
+        assert_eq!(out["content-length"], "12");
+        assert_eq!(out["x-forwarded-port"], "80");
+        // No Host from the client: the address it reached, after the body's length.
+        let (out, _) = worker_headers(
+            &headers(&[]),
+            &origin("127.0.0.9:4000", &uri),
+            None,
+            &trusted,
+            "id".into(),
+        );
+        assert_eq!(out["host"], "127.0.0.1:5501");
     }
 
     fn origin<'a>(peer: &str, uri: &'a hyper::Uri) -> Origin<'a> {

@@ -23,9 +23,9 @@
 
 use std::time::Duration;
 
+use crate::shutdown::ShutdownWatch;
 use hyper::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long, and how much, a connection is drained before it closes.
@@ -74,7 +74,7 @@ impl Linger {
 pub async fn close<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     linger: Linger,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut ShutdownWatch,
 ) -> u64 {
     let drain = async {
         if io.shutdown().await.is_err() {
@@ -95,7 +95,7 @@ pub async fn close<IO: AsyncRead + AsyncWrite + Unpin>(
     tokio::select! {
         drained = drain => drained,
         // A stopping master does not wait for lingering clients.
-        _ = crate::until_true(shutdown) => 0,
+        _ = shutdown.closing() => 0,
     }
 }
 
@@ -107,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn the_input_is_drained_until_the_client_closes() {
         let (mut server, mut client) = duplex(64 * 1024);
-        let (_stop, mut shutdown) = watch::channel(false);
+        let (_stop, mut shutdown) = crate::shutdown::Shutdown::running();
         let writer = tokio::spawn(async move {
             let chunk = vec![7u8; 100 * 1024];
             for _ in 0..50 {
@@ -133,7 +133,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_client_is_closed_after_the_silence_bound() {
         let (mut server, _client) = duplex(1024);
-        let (_stop, mut shutdown) = watch::channel(false);
+        let (_stop, mut shutdown) = crate::shutdown::Shutdown::running();
         let started = Instant::now();
         close(&mut server, QUICK, &mut shutdown).await;
         let took = started.elapsed();
@@ -143,7 +143,7 @@ mod tests {
     #[tokio::test]
     async fn a_trickling_client_is_closed_after_the_total_bound() {
         let (mut server, mut client) = duplex(1024);
-        let (_stop, mut shutdown) = watch::channel(false);
+        let (_stop, mut shutdown) = crate::shutdown::Shutdown::running();
         tokio::spawn(async move {
             while client.write_all(b"x").await.is_ok() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -159,11 +159,11 @@ mod tests {
     #[tokio::test]
     async fn a_stopping_master_does_not_wait_for_lingering_clients() {
         let (mut server, _client) = duplex(1024);
-        let (stop, mut shutdown) = watch::channel(false);
+        let (stop, mut shutdown) = crate::shutdown::Shutdown::running();
         let started = Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = stop.send(true);
+            stop.close_now();
         });
         close(&mut server, Linger::REFUSED, &mut shutdown).await;
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -172,7 +172,7 @@ mod tests {
     #[tokio::test]
     async fn draining_stops_at_the_byte_bound() {
         let (mut server, mut client) = duplex(64 * 1024);
-        let (_stop, mut shutdown) = watch::channel(false);
+        let (_stop, mut shutdown) = crate::shutdown::Shutdown::running();
         tokio::spawn(async move {
             let chunk = vec![0u8; 64 * 1024];
             while client.write_all(&chunk).await.is_ok() {}

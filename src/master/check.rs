@@ -42,7 +42,7 @@ pub async fn check(opts: &StartOptions) -> Result<String, Error> {
         &spec,
         0,
         "check".into(),
-        opts.bootstrap_timeout(),
+        opts.bootstrap_timeout,
         |_| {},
     )
     .await

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
 
 use crate::config::{AppOptions, PoolOptions};
 use crate::control::{self, ControlState};
 use crate::master::pidfile::PidFile;
 use crate::master::served::{Prepared, ServedPool};
+use crate::shutdown::{Phase, Shutdown};
 use crate::systemd::{Inherited, Notifier};
 use crate::workers::process::WorkerSpec;
 use crate::workers::rundir::RunDir;
@@ -147,16 +147,16 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     let notifier = Arc::new(Notifier::from_env());
     let control_addr = control_listener.local_addr()?;
 
-    // `shutdown`: a stop was asked for (signal or POST /stop); `closing`:
-    // the ports stop accepting, after --drain-delay.
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (closing_tx, closing_rx) = watch::channel(false);
-    let grace = global.shutdown_timeout();
+    // One phase for the whole stop (crate::shutdown): asked for by a
+    // signal, POST /stop or a cluster that never booted; moved on by this
+    // function alone.
+    let shutdown = Arc::new(Shutdown::new(global.drain_delay));
+    let grace = global.shutdown_timeout;
     let mut served = Vec::with_capacity(bound.len());
     let mut servers = Vec::new();
     let mut slot_tasks = Vec::new();
     for pool in bound {
-        let (pool, tasks) = pool.start(notifier.clone(), closing_rx.clone(), grace)?;
+        let (pool, tasks) = pool.start(notifier.clone(), shutdown.watch(), grace)?;
         servers.extend(tasks.servers);
         slot_tasks.extend(tasks.slots);
         served.push(pool);
@@ -180,8 +180,8 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     let never_booted = (watched.len() == served.len()).then(|| {
         tokio::spawn(stop_unless_booted(
             watched,
-            global.bootstrap_timeout(),
-            shutdown_tx.clone(),
+            global.bootstrap_timeout,
+            shutdown.clone(),
         ))
     });
 
@@ -189,17 +189,15 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
         pools: served.clone(),
         token: global.control_token()?,
         public_read: global.control_public_read,
-        shutdown: shutdown_tx.clone(),
+        shutdown: shutdown.clone(),
         started: Instant::now(),
         master_pid: std::process::id(),
         control: control_addr,
     });
-    let (control_stop_tx, mut control_stop_rx) = watch::channel(false);
+    let mut control_stop = shutdown.watch();
     let control_server = tokio::spawn(async move {
         let served = axum::serve(control_listener, control::router(state))
-            .with_graceful_shutdown(async move {
-                crate::until_true(&mut control_stop_rx).await;
-            })
+            .with_graceful_shutdown(async move { control_stop.stopped().await })
             .await;
         if let Err(err) = served {
             tracing::error!("control plane failed: {err}");
@@ -225,29 +223,24 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
         );
     }
 
-    let forced = wait_for_stop(shutdown_rx.clone()).await?;
+    let forced = wait_for_stop(&shutdown).await?;
     tokio::pin!(forced);
     notifier.notify("STOPPING=1");
-    shutdown_tx.send_replace(true);
     let mut at_once = false;
-    if let Some(delay) = global.drain_delay() {
+    if let Phase::Draining { until: Some(until) } = shutdown.phase() {
         // Load balancers see /ready and the health path fail while the
         // ports still serve, and take this host out before it closes.
-        for pool in &served {
-            pool.pool.start_draining();
-        }
         tracing::info!(
-            "stopping: reporting not ready for {delay:?} before closing the ports (--drain-delay)"
+            "stopping: reporting not ready for {:?} before closing the ports (--drain-delay)",
+            global.drain_delay.unwrap_or_default()
         );
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep_until(until) => {}
             _ = &mut forced => at_once = true,
         }
     }
-    closing_tx.send_replace(true);
-    for pool in &served {
-        pool.pool.close();
-    }
+    let deadline = tokio::time::Instant::now() + grace;
+    shutdown.advance(Phase::Closing { deadline });
     tracing::info!("stopping: finishing in-flight requests (up to {:?})", grace);
     let drain = async {
         for server in servers {
@@ -257,12 +250,13 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     if !at_once {
         tokio::select! {
             _ = drain => {}
-            _ = tokio::time::sleep(grace + Duration::from_secs(1)) => {
+            _ = tokio::time::sleep_until(deadline + Duration::from_secs(1)) => {
                 tracing::warn!("in-flight requests did not finish within --shutdown-timeout");
             }
             _ = &mut forced => at_once = true,
         }
     }
+    shutdown.advance(Phase::Stopping);
     let aborts: Vec<_> = slot_tasks.iter().map(|t| t.abort_handle()).collect();
     if at_once {
         stop_at_once(&aborts);
@@ -291,7 +285,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
             stop_at_once(&aborts);
         }
     }
-    control_stop_tx.send_replace(true);
+    shutdown.advance(Phase::Stopped);
     let _ = control_server.await;
     if let Some(log) = access_log {
         let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
@@ -302,7 +296,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     if let Some(task) = never_booted {
         if task.is_finished() && task.await.unwrap_or(false) {
             tracing::info!("ppm stopped: no worker ever became ready");
-            return Err(Error::NeverBooted(global.bootstrap_timeout()));
+            return Err(Error::NeverBooted(global.bootstrap_timeout));
         }
     }
     tracing::info!("ppm stopped");
@@ -317,13 +311,13 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
 async fn stop_unless_booted(
     pools: Vec<Arc<ServedPool>>,
     bootstrap_timeout: Duration,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<Shutdown>,
 ) -> bool {
     // The slowest pool's last boot attempt started within its timeout
     // ends by this time.
     let longest = pools
         .iter()
-        .map(|p| p.options.bootstrap_timeout())
+        .map(|p| p.options.bootstrap_timeout)
         .max()
         .unwrap_or(bootstrap_timeout);
     tokio::time::sleep(longest + Duration::from_secs(1)).await;
@@ -334,7 +328,7 @@ async fn stop_unless_booted(
                 "{}no PHP worker became ready within {:?} (--bootstrap-timeout); its workers keep \
                  being retried while the other pools serve",
                 pool.label(),
-                pool.options.bootstrap_timeout()
+                pool.options.bootstrap_timeout
             );
         }
         return false;
@@ -346,7 +340,7 @@ async fn stop_unless_booted(
             None => "No boot attempt has ended yet.",
         }
     );
-    shutdown.send_replace(true);
+    shutdown.request();
     true
 }
 
@@ -408,18 +402,21 @@ async fn restart_on_signals(pools: Vec<Arc<ServedPool>>) {
     }
 }
 
-/// Waits for SIGTERM, SIGINT or a stop request. Returns a future that
-/// completes on a second SIGTERM/SIGINT, which cuts the graceful stop short.
+/// Waits for SIGTERM, SIGINT or a stop request, and leaves the master
+/// `Draining`. Returns a future that completes on a second SIGTERM/SIGINT,
+/// which cuts the graceful stop short.
 async fn wait_for_stop(
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut asked = shutdown.watch();
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
-        _ = crate::until_true(&mut shutdown) => {}
+        _ = asked.going_away() => {}
     }
+    shutdown.request();
     Ok(async move {
         tokio::select! {
             _ = term.recv() => {}

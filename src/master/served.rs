@@ -24,12 +24,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{PoolOptions, StartOptions};
-use crate::front::forwarding::TrustedProxies;
 use crate::proxy::{Balancer, FrontDoor, Target};
+use crate::shutdown::ShutdownWatch;
 use crate::systemd::{Inherited, Notifier};
 use crate::workers::pool::Pool;
 use crate::workers::process::WorkerSpec;
@@ -177,12 +177,12 @@ impl Prepared {
 }
 
 impl Bound {
-    /// Starts the pool's slots and serves its ports until `closing` turns
-    /// true.
+    /// Starts the pool's slots and serves its ports until the master's
+    /// shutdown reaches `Closing`.
     pub fn start(
         self,
         notifier: Arc<Notifier>,
-        closing: watch::Receiver<bool>,
+        shutdown: ShutdownWatch,
         grace: Duration,
     ) -> Result<(Arc<ServedPool>, Tasks), Error> {
         let Bound {
@@ -207,12 +207,13 @@ impl Bound {
             spec: spec.clone(),
             slot_ports,
             max_queue: opts.max_queue,
-            queue_timeout: opts.queue_timeout(),
+            queue_timeout: opts.queue_timeout,
             max_surge: opts.max_surge,
             limits: opts.limits(),
-            max_execution_time: opts.max_execution_time(),
+            max_execution_time: opts.max_execution_time,
             included_files: opts.app.debug.then_some(included_tx),
             pm: opts.pm(),
+            shutdown: shutdown.clone(),
         });
         let restarts = Arc::new(Restarts::new(
             pool.clone(),
@@ -227,33 +228,27 @@ impl Bound {
                 included_rx,
             ));
         }
-        let trusted = TrustedProxies::parse(&opts.trusted_proxies).map_err(|message| {
-            Error::InvalidOption {
-                option: "trusted-proxies",
-                message,
-            }
-        })?;
         let mut balancer = Balancer::new(
             pool.clone(),
             opts.max_body_size,
-            opts.max_execution_time(),
-            (!opts.health_path.is_empty()).then(|| opts.health_path.clone()),
-            trusted,
+            opts.max_execution_time,
+            opts.health_path(),
+            opts.trusted_proxies(),
         );
-        balancer.slow_request_time = opts.slow_request_time();
+        balancer.slow_request_time = opts.slow_request_time;
         balancer.set_front_door(front_door);
         let balancer = Arc::new(balancer);
         let mut servers = vec![tokio::spawn(balancer.clone().serve(
             balancer_listener,
             Target::Any,
-            closing.clone(),
+            shutdown.clone(),
             grace,
         ))];
         for (slot, listener) in slot_listeners.into_iter().enumerate() {
             servers.push(tokio::spawn(balancer.clone().serve(
                 listener,
                 Target::Slot(slot),
-                closing.clone(),
+                shutdown.clone(),
                 grace,
             )));
         }
@@ -272,7 +267,7 @@ impl Bound {
                 listener,
                 balancer.clone(),
                 capacity,
-                closing.clone(),
+                shutdown.clone(),
                 grace,
             )));
         }

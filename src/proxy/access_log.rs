@@ -24,25 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// before it blocks (see the writer loop).
 const GATHER: Duration = Duration::from_millis(5);
 
-/// Line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// nginx `combined` plus `rt= qt= slot= id=`.
-    Combined,
-    Json,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "combined" => Ok(Format::Combined),
-            "json" => Ok(Format::Json),
-            other => Err(format!("{other:?} is not a log format (combined or json)")),
-        }
-    }
-}
+/// Line format (parsed by config).
+pub use crate::config::LogFormat as Format;
 
 /// One request, as logged.
 #[derive(Debug, Clone)]
@@ -188,24 +171,45 @@ pub async fn reopen_on_sigusr1(log: Option<std::sync::Arc<AccessLog>>) {
 
 /// One line of the log, newline included.
 pub fn format(r: &Record, format: Format) -> String {
-    let seconds = |d: Duration| format!("{:.3}", d.as_secs_f64());
     match format {
         Format::Combined => {
-            let quoted = |v: Option<&str>| escape(v.unwrap_or("-"));
-            format!(
-                "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" rt={} qt={} slot={} id={}\n",
-                r.remote_addr,
-                clf_time(r.time),
-                escape(&format!("{} {} {}", r.method, r.uri, r.protocol)),
-                r.status,
-                r.bytes_sent,
-                quoted(r.referer.as_deref()),
-                quoted(r.user_agent.as_deref()),
-                seconds(r.request_time),
-                r.queue_time.map_or("-".into(), seconds),
-                r.slot.map_or("-".into(), |s| s.to_string()),
-                escape(&r.request_id),
-            )
+            use crate::text::{push_ip, push_seconds, push_u64};
+            let mut line = Vec::with_capacity(256);
+            push_ip(&mut line, r.remote_addr);
+            line.extend_from_slice(b" - - [");
+            CLF_TIME.with(|cache| cache.push(&mut line, r.time, clf_time));
+            line.extend_from_slice(b"] \"");
+            escape_into(&mut line, &r.method);
+            line.push(b' ');
+            escape_into(&mut line, &r.uri);
+            line.push(b' ');
+            escape_into(&mut line, r.protocol);
+            line.extend_from_slice(b"\" ");
+            push_u64(&mut line, u64::from(r.status));
+            line.push(b' ');
+            push_u64(&mut line, r.bytes_sent);
+            for quoted in [&r.referer, &r.user_agent] {
+                line.extend_from_slice(b" \"");
+                escape_into(&mut line, quoted.as_deref().unwrap_or("-"));
+                line.push(b'"');
+            }
+            line.extend_from_slice(b" rt=");
+            push_seconds(&mut line, r.request_time);
+            line.extend_from_slice(b" qt=");
+            match r.queue_time {
+                Some(queued) => push_seconds(&mut line, queued),
+                None => line.push(b'-'),
+            }
+            line.extend_from_slice(b" slot=");
+            match r.slot {
+                Some(slot) => push_u64(&mut line, slot as u64),
+                None => line.push(b'-'),
+            }
+            line.extend_from_slice(b" id=");
+            escape_into(&mut line, &r.request_id);
+            line.push(b'\n');
+            // Only ASCII was written: `escape_into` escapes the rest.
+            String::from_utf8(line).unwrap_or_default()
         }
         Format::Json => {
             let mut line = serde_json::json!({
@@ -230,17 +234,25 @@ pub fn format(r: &Record, format: Format) -> String {
     }
 }
 
+thread_local! {
+    static CLF_TIME: crate::text::PerSecond = const { crate::text::PerSecond::new() };
+}
+
 /// nginx's escaping: `"`, `\` and bytes outside printable ASCII as `\xHH`.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in text.bytes() {
         if b == b'"' || b == b'\\' || !(b' '..=b'~').contains(&b) {
-            out.push_str(&format!("\\x{b:02X}"));
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
         } else {
-            out.push(b as char);
+            out.push(b);
         }
     }
-    out
 }
 
 /// (year, month 1-12, day, hour, minute, second, millis) in UTC.

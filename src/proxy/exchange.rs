@@ -18,25 +18,28 @@
 //! when it passes before), then again for the work after the response;
 //! past it the worker is killed and replaced.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::header::{HeaderMap, CONTENT_LENGTH};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, Tail};
 use crate::metrics::Metrics;
 use crate::proxy::{error_response, full, timed_out, Chunk, PumpedBody, RESPONSE_BUFFER};
 use crate::workers::native::conn::{FrameConn, FrameReader};
-use crate::workers::native::frames::{Outcome, RequestHead, ToMaster, ToWorker, BODY_CHUNK};
-use crate::workers::native::http_head::{canonical_name, parse_header_line};
+use crate::workers::native::frames::{Outcome, ToMaster, ToWorker, BODY_CHUNK};
+use crate::workers::native::http_head::parse_header_line;
 use crate::workers::pool::{Lease, SlowTimer, WorkerBody};
 use crate::workers::process::WorkerEvent;
 
@@ -50,12 +53,13 @@ const LAST_FRAMES: Duration = Duration::from_secs(2);
 /// reached the worker (its connection was already unusable).
 pub(crate) async fn run(
     mut lease: Lease,
-    request: Request<WorkerBody>,
+    head: Vec<u8>,
+    body: WorkerBody,
     slow_request_time: Option<Duration>,
     max_execution_time: Option<Duration>,
     metrics: Arc<Metrics>,
     what: String,
-) -> Option<Response<ProxyBody>> {
+) -> Result<Response<ProxyBody>, Vec<u8>> {
     let conn = match lease.take_conn() {
         Some(conn) if !conn.is_closed() => conn,
         other => {
@@ -63,7 +67,7 @@ pub(crate) async fn run(
                 lease.put_back(conn);
             }
             lease.unsent();
-            return None;
+            return Err(head);
         }
     };
     let (respond, response) = oneshot::channel();
@@ -74,10 +78,30 @@ pub(crate) async fn run(
         metrics,
         what,
     };
-    tokio::spawn(exchange.run(lease, conn, request));
-    Some(response.await.unwrap_or_else(|_| {
+    // The exchange runs here, in the task of the connection that read the
+    // request. What is left of it once the response is known (the
+    // worker's clean-up up to its `Ready`, or a streamed body) goes with
+    // the response as its `Tail`; if this future is dropped first (the
+    // client left), the tail's drop hands the exchange to a task of its
+    // own.
+    let mut tail = Tail::new(Box::pin(exchange.run(lease, conn, head, body)));
+    let mut response = response;
+    let (finished, response) = std::future::poll_fn(|cx| {
+        let finished = Pin::new(&mut tail).poll(cx).is_ready();
+        match Pin::new(&mut response).poll(cx) {
+            Poll::Pending if !finished => Poll::Pending,
+            Poll::Ready(Ok(response)) => Poll::Ready((finished, Some(response))),
+            _ => Poll::Ready((finished, None)),
+        }
+    })
+    .await;
+    let mut response = response.unwrap_or_else(|| {
         error_response(StatusCode::BAD_GATEWAY, "The PHP worker exchange failed\n")
-    }))
+    });
+    if !finished {
+        response.extensions_mut().insert(tail);
+    }
+    Ok(response)
 }
 
 struct Exchange {
@@ -113,12 +137,9 @@ enum End {
 }
 
 impl Exchange {
-    async fn run(mut self, mut lease: Lease, mut conn: FrameConn, request: Request<WorkerBody>) {
-        let (parts, body) = request.into_parts();
-        let mut out = Vec::with_capacity(1024);
-        ToWorker::Head(request_head(&parts)).encode(&mut out);
+    async fn run(mut self, mut lease: Lease, mut conn: FrameConn, head: Vec<u8>, body: WorkerBody) {
         let end = self
-            .relay(&lease, &mut conn.reader, &mut conn.write, out, body)
+            .relay(&lease, &mut conn.reader, &mut conn.write, head, body)
             .await;
         match end {
             End::Ready(stats) => {
@@ -404,51 +425,6 @@ async fn send_request(
     }
     ToWorker::BodyEnd.encode(&mut out);
     write.write_all(&out).await
-}
-
-/// The request head for PHP from the request the forwarding rules built:
-/// the client's address and the server's as the master's private
-/// headers carry them (`forwarding`), which PHP does not see.
-fn request_head(parts: &hyper::http::request::Parts) -> RequestHead {
-    let h = &parts.headers;
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-    let port = |name: &str| text(name).and_then(|v| v.parse::<u16>().ok()).unwrap_or(0);
-    RequestHead {
-        method: parts.method.to_string(),
-        // Raw bytes: the target may hold bytes above 0x7F (see target.rs).
-        target: h
-            .get(crate::target::RAW_TARGET)
-            .map(|v| v.as_bytes().to_vec())
-            .or_else(|| parts.uri.path_and_query().map(|p| p.as_str().into()))
-            .unwrap_or_else(|| b"/".to_vec()),
-        protocol: "HTTP/1.1".into(),
-        remote_addr: text("x-ppm-remote-addr").unwrap_or_default().to_string(),
-        remote_port: port("x-ppm-remote-port"),
-        server_addr: text("x-ppm-server-addr").unwrap_or_default().to_string(),
-        server_port: port("x-ppm-server-port"),
-        tls: text("x-ppm-https") == Some("on"),
-        content_length: text(CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
-        headers: php_headers(h),
-        cgi: parts
-            .extensions
-            .get::<crate::front::fastcgi::CgiVars>()
-            .map(|vars| {
-                vars.pairs()
-                    .iter()
-                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
-/// The headers PHP sees: all but the master's private ones.
-fn php_headers(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .filter(|(name, _)| !name.as_str().starts_with("x-ppm-"))
-        .map(|(name, value)| (canonical_name(name.as_str()), value.as_bytes().to_vec()))
-        .collect()
 }
 
 async fn sleep_until(at: Option<Instant>) {

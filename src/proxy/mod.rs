@@ -47,17 +47,18 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::front::conn_limit::{Admitted, ConnLimit};
-use crate::front::forwarding::{client_ip, worker_headers, Origin, TrustedProxies};
+use crate::front::forwarding::{client_ip, Forwarding, Origin, TrustedProxies};
 use crate::front::http1::{self, Arrival, Limits, Received, Refusal};
 use crate::front::spool::{SpoolConfig, SpoolWriter, Spooled};
 use crate::front::static_files::StaticFiles;
 use crate::metrics::Metrics;
 use crate::proxy::access_log::{AccessLog, Record};
+use crate::workers::native::frames::HeadFrame;
 use crate::workers::pool::{AcquireError, ExitReason, Lease, Pool};
 
 /// Responses up to this size are read whole from the worker before the
@@ -70,6 +71,7 @@ const SEND_ATTEMPTS: usize = 3;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 use crate::body::{BoxError, ProxyBody};
+use crate::shutdown::ShutdownWatch;
 
 /// Which workers a listener serves.
 #[derive(Debug, Clone, Copy)]
@@ -130,14 +132,11 @@ impl FrontDoor {
             None => None,
         };
         let access_log = if opts.logging() {
-            let format = opts
-                .log_format
-                .parse()
-                .map_err(|message| invalid("log-format", message))?;
-            let log = AccessLog::start(opts.access_log.clone(), format).map_err(|err| {
-                let file = opts.access_log.as_deref().unwrap_or("stdout".as_ref());
-                invalid("access-log", format!("{}: {err}", file.display()))
-            })?;
+            let log =
+                AccessLog::start(opts.access_log.clone(), opts.log_format).map_err(|err| {
+                    let file = opts.access_log.as_deref().unwrap_or("stdout".as_ref());
+                    invalid("access-log", format!("{}: {err}", file.display()))
+                })?;
             Some(Arc::new(log))
         } else {
             None
@@ -151,8 +150,7 @@ impl FrontDoor {
             connections: Arc::new(ConnLimit::new(
                 opts.max_connections,
                 opts.connections_per_ip(),
-                TrustedProxies::parse(&opts.trusted_proxies)
-                    .map_err(|message| invalid("trusted-proxies", message))?,
+                opts.trusted_proxies(),
             )),
             tls,
             static_files,
@@ -265,7 +263,7 @@ impl Balancer {
         self: Arc<Self>,
         listener: TcpListener,
         target: Target,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: ShutdownWatch,
         grace: Duration,
     ) {
         // Every connection task holds a clone of `alive`; once the last
@@ -288,7 +286,7 @@ impl Balancer {
                         Err(_) => break,
                     },
                     _ = tokio::time::sleep(crate::front::conn_limit::FULL_WAIT) => None,
-                    _ = crate::until_true(&mut shutdown) => break,
+                    _ = shutdown.closing() => break,
                 },
             };
             at_limit = permit.is_none();
@@ -302,7 +300,7 @@ impl Balancer {
                         continue;
                     }
                 },
-                _ = crate::until_true(&mut shutdown) => break,
+                _ = shutdown.closing() => break,
             };
             let _ = stream.set_nodelay(true);
             let admitted = match permit {
@@ -359,12 +357,12 @@ impl Balancer {
         stream: TcpStream,
         conn: ConnInfo,
         tls: Option<TlsAcceptor>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: ShutdownWatch,
     ) {
         if let Some(acceptor) = tls {
             let handshake = tokio::select! {
                 handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)) => handshake,
-                _ = crate::until_true(&mut shutdown) => return,
+                _ = shutdown.closing() => return,
             };
             let Ok(Ok(stream)) = handshake else {
                 return;
@@ -384,7 +382,7 @@ impl Balancer {
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-                _ = crate::until_true(&mut shutdown), if buf.is_empty() => return,
+                _ = shutdown.closing(), if buf.is_empty() => return,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
@@ -409,7 +407,7 @@ impl Balancer {
         io: IO,
         buf: BytesMut,
         conn: ConnInfo,
-        shutdown: watch::Receiver<bool>,
+        shutdown: ShutdownWatch,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -428,12 +426,8 @@ impl Balancer {
         .await;
     }
 
-    async fn serve_h2<IO>(
-        self: &Arc<Self>,
-        io: IO,
-        conn: ConnInfo,
-        mut shutdown: watch::Receiver<bool>,
-    ) where
+    async fn serve_h2<IO>(self: &Arc<Self>, io: IO, conn: ConnInfo, mut shutdown: ShutdownWatch)
+    where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // Streams in progress, and when the last one ended: an HTTP/2
@@ -470,7 +464,7 @@ impl Balancer {
         loop {
             tokio::select! {
                 _ = connection.as_mut() => return,
-                _ = crate::until_true(&mut shutdown) => break,
+                _ = shutdown.closing() => break,
                 _ = tick.tick() => if activity.idle_for() > Some(idle) {
                     break;
                 },
@@ -554,7 +548,12 @@ impl Balancer {
         }
         parts.extensions.insert(Received(received));
         let request = Request::from_parts(parts, spooled);
-        self.arrived(Arrival::Request(request), conn).await
+        let mut response = self.arrived(Arrival::Request(request), conn).await;
+        // hyper writes the response in tasks of its own: the worker's side
+        // of the exchange goes on in one too (a streamed body is what it
+        // feeds).
+        drop(response.extensions_mut().remove::<crate::body::Tail>());
+        response
     }
 
     /// The answer to a request (or to a refused one), logged.
@@ -720,23 +719,50 @@ impl Balancer {
             tls: conn.tls,
             uri: &parts.uri,
         };
-        let (mut headers, effective_id) = worker_headers(
+        let forwarding = Forwarding::new(
             &parts.headers,
             &origin,
-            has_body.then_some(body.len() as usize),
             &self.trusted,
             std::mem::take(request_id),
         );
-        *request_id = effective_id;
-        crate::front::fastcgi::add_worker_header(&parts.extensions, &mut headers);
         let path = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let Ok(uri) = path.parse::<hyper::Uri>() else {
-            return error_response(StatusCode::BAD_REQUEST, "Bad request target\n");
-        };
+        // The request head frame, encoded once from the parsed request:
+        // the target as sent (it may hold bytes above 0x7F, see
+        // target.rs), and the headers as the forwarding rules leave them.
+        let raw_target = crate::target::raw_for(&parts.headers, path);
+        let body_len = has_body.then_some(body.len() as usize);
+        let cgi = parts
+            .extensions
+            .get::<crate::front::fastcgi::CgiVars>()
+            .map_or(&[][..], |vars| vars.pairs());
+        let mut head = Vec::with_capacity(1024);
+        HeadFrame {
+            method: parts.method.as_str(),
+            target: raw_target
+                .as_ref()
+                .map_or(path.as_bytes(), |raw| raw.as_bytes()),
+            protocol: "HTTP/1.1",
+            remote_addr: &crate::text::ip_text(forwarding.remote_addr),
+            remote_port: forwarding.remote_port,
+            server_addr: &crate::text::ip_text(forwarding.server_addr),
+            server_port: forwarding.server_port,
+            tls: forwarding.https,
+            content_length: body_len.map(|len| len as u64),
+        }
+        .encode(
+            &mut head,
+            |sink| {
+                forwarding.headers(&parts.headers, body_len, |name, value| {
+                    sink.lower(name, value)
+                })
+            },
+            cgi.iter().map(|(name, value)| (&name[..], &value[..])),
+        );
+        *request_id = forwarding.request_id;
 
         let slot = match conn.target {
             Target::Any => None,
@@ -755,24 +781,11 @@ impl Balancer {
             self.metrics.queue_wait.observe(waited);
             outcome.queue_time = Some(outcome.queue_time.unwrap_or_default() + waited);
             outcome.slot = Some(lease.slot());
-            let mut request = Request::new(body.body());
-            *request.method_mut() = parts.method.clone();
-            *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = headers.clone();
-            *request.uri_mut() = uri.clone();
-            if let Some(vars) = parts.extensions.get::<crate::front::fastcgi::CgiVars>() {
-                // Native workers take the parameters from here.
-                request.extensions_mut().insert(vars.clone());
-            }
             lease.begin(parts.method.as_str(), path);
-            // The exchange with the worker runs in a task of its own from
-            // its first write (`native_exchange::run`), so a client that
-            // hangs up cannot cancel it half-way: the worker would be left
-            // without the request it was counted as having, and its slot
-            // would wait for ever for it to finish.
             match crate::proxy::exchange::run(
                 lease,
-                request,
+                head,
+                body.body(),
                 self.slow_request_time,
                 self.max_execution_time,
                 self.metrics.clone(),
@@ -780,8 +793,9 @@ impl Balancer {
             )
             .await
             {
-                Some(response) => return response,
-                None => continue,
+                Ok(response) => return response,
+                // Nothing reached that worker: the same head goes to another.
+                Err(unsent) => head = unsent,
             }
         }
         outcome.slot = None;
@@ -1108,11 +1122,10 @@ impl RequestIds {
     }
 
     fn next(&self) -> String {
-        format!(
-            "{:016x}{:016x}",
-            self.prefix,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        )
+        let mut id = Vec::with_capacity(32);
+        crate::text::push_hex16(&mut id, self.prefix);
+        crate::text::push_hex16(&mut id, self.counter.fetch_add(1, Ordering::Relaxed));
+        String::from_utf8(id).unwrap_or_default()
     }
 }
 

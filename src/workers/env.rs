@@ -13,13 +13,7 @@ const KEPT: [&str; 3] = ["PATH", "PHPRC", "PHP_INI_SCAN_DIR"];
 /// `PATH` when the master has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Splits a `--env` setting into name and value; None when it is not
-/// `KEY=VALUE` with a name the environment can hold.
-pub fn parse(setting: &str) -> Option<(&str, &str)> {
-    let (key, value) = setting.split_once('=')?;
-    let valid = !key.is_empty() && !key.contains('\0') && !value.contains('\0');
-    valid.then_some((key, value))
-}
+use crate::config::env_setting as parse;
 
 /// A setting's value: `$NAME` is the master's variable (empty when unset).
 fn value(raw: &str) -> std::ffi::OsString {

@@ -17,7 +17,6 @@ pub mod params;
 pub mod records;
 pub mod server;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -25,48 +24,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::proxy::Balancer;
+use crate::shutdown::ShutdownWatch;
 use crate::systemd::Inherited;
 use crate::Error;
 
-pub use params::{add_worker_header, CgiVars};
+pub use params::CgiVars;
 pub use server::Capacity;
 
 /// Mode of a FastCGI Unix socket.
 const SOCKET_MODE: u32 = 0o660;
 
-/// Where a FastCGI listener listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for Address {
-    type Err = String;
-
-    /// `HOST:PORT` (`127.0.0.1:9000`, `[::1]:9000`, `localhost:9000`) or
-    /// `unix:/path/to.sock`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            let path = PathBuf::from(path);
-            if !path.is_absolute() {
-                return Err(format!("{text:?}: the socket path must be absolute"));
-            }
-            return Ok(Address::Unix(path));
-        }
-        let text_v4 = match text.strip_prefix("localhost:") {
-            Some(port) => format!("127.0.0.1:{port}"),
-            None => text.to_string(),
-        };
-        text_v4
-            .parse::<SocketAddr>()
-            .map(Address::Tcp)
-            .map_err(|_| format!("{text:?} is neither HOST:PORT nor unix:/path"))
-    }
-}
+/// Where a FastCGI listener listens (parsed by config).
+pub use crate::config::ListenAddress as Address;
 
 /// A bound FastCGI listener.
 pub enum Listener {
@@ -102,16 +74,10 @@ impl Drop for SocketFile {
 }
 
 /// Binds every `--fastcgi-listen` address.
-pub async fn bind(addresses: &[String], inherited: &Inherited) -> Result<Vec<Listener>, Error> {
+pub async fn bind(addresses: &[Address], inherited: &Inherited) -> Result<Vec<Listener>, Error> {
     let mut listeners = Vec::with_capacity(addresses.len());
-    for text in addresses {
-        let address = text
-            .parse::<Address>()
-            .map_err(|message| Error::InvalidOption {
-                option: "fastcgi-listen",
-                message,
-            })?;
-        listeners.push(match address {
+    for address in addresses {
+        listeners.push(match address.clone() {
             Address::Tcp(addr) => {
                 let fail = |source| Error::Bind {
                     what: "FastCGI".into(),
@@ -167,7 +133,7 @@ pub async fn serve(
     listener: Listener,
     balancer: Arc<Balancer>,
     capacity: Capacity,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
     grace: Duration,
 ) {
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -179,11 +145,11 @@ pub async fn serve(
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            _ = crate::until_true(&mut shutdown) => break,
+            _ = shutdown.closing() => break,
         };
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = crate::until_true(&mut shutdown) => break,
+            _ = shutdown.closing() => break,
         };
         let (reader, writer) = match accepted {
             Ok(halves) => halves,

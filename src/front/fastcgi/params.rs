@@ -36,18 +36,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
-use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use tokio::time::Instant;
 
 use crate::front::http1::{Limits, Received, Refusal};
 use crate::front::spool::Spooled;
 use crate::proxy::{ConnInfo, Target};
-
-/// The master-only header carrying the parameters to the worker.
-pub const X_PPM_CGI: HeaderName = HeaderName::from_static("x-ppm-cgi");
-
-/// Bytes escaped in `X-Ppm-Cgi` (non-ASCII bytes always are).
-const ESCAPED: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'&').add(b'=');
 
 /// A FastCGI request's parameters, in the order the web server sent them;
 /// a request extension, which marks the request as one that came over
@@ -83,20 +76,6 @@ impl CgiVars {
 
     fn text(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The `X-Ppm-Cgi` value.
-    pub fn header_value(&self) -> Option<HeaderValue> {
-        let mut text = String::new();
-        for (name, value) in &self.0 {
-            if !text.is_empty() {
-                text.push('&');
-            }
-            text.extend(percent_encode(name, ESCAPED));
-            text.push('=');
-            text.extend(percent_encode(value, ESCAPED));
-        }
-        HeaderValue::from_str(&text).ok()
     }
 
     /// `METHOD URI PROTOCOL`, for the access log line of a refused request.
@@ -142,13 +121,6 @@ pub fn unknown_conn() -> ConnInfo {
         local: unknown,
         tls: false,
         target: Target::Any,
-    }
-}
-
-/// Adds `X-Ppm-Cgi` to the worker's headers of a FastCGI request.
-pub fn add_worker_header(extensions: &hyper::http::Extensions, headers: &mut HeaderMap) {
-    if let Some(value) = extensions.get::<CgiVars>().and_then(CgiVars::header_value) {
-        headers.insert(X_PPM_CGI, value);
     }
 }
 
@@ -322,22 +294,6 @@ mod tests {
         assert!(!conn.tls);
         let (req, _) = to_request(vars(&[]), Spooled::empty(), Instant::now());
         assert_eq!(req.uri(), "/");
-    }
-
-    #[test]
-    fn every_parameter_travels_in_the_worker_header_escaped() {
-        let v = vars(&[
-            ("SCRIPT_FILENAME", "/srv/app/public/index.php"),
-            ("QUERY_STRING", "a=1&b=%41 c"),
-            ("HTTP_X_BYTES", "caf\u{e9}\r\n"),
-            ("EMPTY", ""),
-        ]);
-        let value = v.header_value().unwrap();
-        assert_eq!(
-            value.to_str().unwrap(),
-            "FCGI_ROLE=RESPONDER&SCRIPT_FILENAME=/srv/app/public/index.php\
-             &QUERY_STRING=a%3D1%26b%3D%2541%20c&HTTP_X_BYTES=caf%C3%A9%0D%0A&EMPTY="
-        );
     }
 
     #[test]

@@ -32,7 +32,6 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::params::{self, CgiVars};
@@ -42,6 +41,7 @@ use crate::front::forwarding::strip_hop_by_hop;
 use crate::front::http1::{Arrival, Refusal};
 use crate::front::spool::SpoolWriter;
 use crate::proxy::Balancer;
+use crate::shutdown::ShutdownWatch;
 
 /// What the master answers to FCGI_GET_VALUES.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +100,7 @@ pub async fn serve<R, W>(
     capacity: Capacity,
     reader: R,
     writer: W,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -127,7 +127,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    async fn requests(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), Close> {
+    async fn requests(&mut self, shutdown: &mut ShutdownWatch) -> Result<(), Close> {
         loop {
             let Some((id, keep_conn)) = self.wait_begin(shutdown).await? else {
                 return Ok(());
@@ -194,7 +194,7 @@ where
     /// None when the connection should close.
     async fn wait_begin(
         &mut self,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut ShutdownWatch,
     ) -> Result<Option<(u16, bool)>, Close> {
         let idle = self.balancer.limits.idle_timeout;
         loop {
@@ -203,7 +203,7 @@ where
                     Ok(record) => record?,
                     Err(_) => return Ok(None),
                 },
-                _ = crate::until_true(shutdown) => return Ok(None),
+                _ = shutdown.closing() => return Ok(None),
             };
             let Some(record) = record else {
                 return Ok(None);
@@ -436,6 +436,9 @@ where
         watch: bool,
     ) -> Result<bool, Close> {
         let (mut parts, mut body) = response.into_parts();
+        // The worker's side of the exchange goes on in a task of its own
+        // (a streamed body is what it feeds).
+        drop(parts.extensions.remove::<crate::body::Tail>());
         strip_hop_by_hop(&mut parts.headers);
         let mut head = BytesMut::with_capacity(512);
         head.extend_from_slice(b"Status: ");

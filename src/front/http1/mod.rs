@@ -55,49 +55,13 @@ pub use head::{parse_head, Framing, Head, HeadScanner};
 pub use serve::serve;
 pub use write::write_response;
 
-use std::time::Duration;
-
 use hyper::{Request, StatusCode};
 use tokio::time::Instant;
 
 use crate::front::spool::Spooled;
 
-/// The limits of the front door.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Longest request line (method, target, version); 414 past it.
-    pub max_request_line: usize,
-    /// Largest header section (or trailer section), request line excluded; 431 past it.
-    pub max_header_size: usize,
-    /// Most header fields; 431 past it.
-    pub max_headers: usize,
-    /// From the first byte of a request to the end of its head; 408 past it.
-    pub header_timeout: Duration,
-    /// Longest silence while a body is read; 408 past it.
-    pub body_timeout: Duration,
-    /// From the first byte of a request to the end of its body; 408 past it.
-    pub request_timeout: Duration,
-    /// How long a kept-alive connection may wait for its next request, and
-    /// the longest a response write may make no progress.
-    pub idle_timeout: Duration,
-    /// Largest request body; 413 past it.
-    pub max_body_size: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_request_line: 8 * 1024,
-            max_header_size: 32 * 1024,
-            max_headers: 100,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(300),
-            idle_timeout: Duration::from_secs(60),
-            max_body_size: 64 * 1024 * 1024,
-        }
-    }
-}
+/// The limits of the front door (built by config).
+pub use crate::config::RequestLimits as Limits;
 
 /// A request the front door refuses, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,16 +8,16 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::chunked::{ChunkedDecoder, Decoded};
 use super::head::{parse_head, Framing, Head, HeadScanner};
 use super::write::write_response;
 use super::{refuse, timed_out, too_large, Arrival, Limits, Received, Refusal};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, Tail};
 use crate::front::linger::Linger;
 use crate::front::spool::{SpoolConfig, SpoolWriter, Spooled};
+use crate::shutdown::ShutdownWatch;
 
 /// How a connection read ended, when it did not produce a request.
 enum Stop {
@@ -55,7 +55,7 @@ pub async fn serve<IO, H, F>(
     mut buf: BytesMut,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: ShutdownWatch,
     mut handler: H,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -111,10 +111,49 @@ pub async fn serve<IO, H, F>(
                 },
             }
         };
-        let keep = keep_alive && !*shutdown.borrow();
-        match write_response(&mut io, response, &method, version, keep, limits).await {
-            Ok(true) => {}
-            _ => return,
+        let keep = keep_alive && !shutdown.phase().is_closing();
+        let mut response = response;
+        let (kept, tail) = match response.extensions_mut().remove::<Tail>() {
+            None => {
+                let written = write_response(&mut io, response, &method, version, keep, limits);
+                (matches!(written.await, Ok(true)), None)
+            }
+            // The tail runs while the response is written: a streamed
+            // body is what it feeds.
+            Some(mut tail) => {
+                let writing = write_response(&mut io, response, &method, version, keep, limits);
+                tokio::pin!(writing);
+                let mut finished = false;
+                let written = loop {
+                    tokio::select! {
+                        written = &mut writing => break written,
+                        () = &mut tail, if !finished => finished = true,
+                    }
+                };
+                (matches!(written, Ok(true)), (!finished).then_some(tail))
+            }
+        };
+        let Some(mut tail) = tail else {
+            if kept {
+                continue;
+            }
+            return;
+        };
+        if !kept {
+            drop(io);
+            tail.await;
+            return;
+        }
+        // The worker's clean-up after the response: this task sees it to
+        // the worker's `Ready` unless the client's next request (or its
+        // leaving) comes first; then the tail goes on in a task of its own.
+        tokio::select! {
+            biased;
+            () = &mut tail => {}
+            read = io.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
         }
     }
 }
@@ -133,7 +172,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     wait: Duration,
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut ShutdownWatch,
 ) -> Option<Arrival> {
     // The head: `wait` for its first byte, then --header-timeout for the rest.
     let silent_until = Instant::now() + wait;
@@ -153,7 +192,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
         });
         let read = tokio::select! {
             read = fill(io, buf, deadline) => read,
-            _ = crate::until_true(shutdown), if buf.is_empty() => return None,
+            _ = shutdown.closing(), if buf.is_empty() => return None,
         };
         match read {
             Ok(true) => {}

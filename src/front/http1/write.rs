@@ -26,6 +26,11 @@ async fn write<IO: AsyncWrite + Unpin>(
 /// Flush the write buffer when it grows past this.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+thread_local! {
+    /// The `Date` header's value, made once a second.
+    static HTTP_DATE: crate::text::PerSecond = const { crate::text::PerSecond::new() };
+}
+
 /// Writes `response` for a request with `method` and `version`. Returns
 /// whether the connection may serve another request.
 pub async fn write_response<IO: AsyncWrite + Unpin>(
@@ -74,13 +79,21 @@ pub async fn write_response<IO: AsyncWrite + Unpin>(
     }
     if !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        HTTP_DATE.with(|date| {
+            date.push(
+                &mut out,
+                std::time::SystemTime::now(),
+                httpdate::fmt_http_date,
+            )
+        });
         out.extend_from_slice(b"\r\n");
     }
     let omit_length = status.is_informational() || status == StatusCode::NO_CONTENT;
     match length {
         Some(len) if !omit_length && (!no_body || declared.is_some() || len > 0) => {
-            out.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+            out.extend_from_slice(b"content-length: ");
+            crate::text::push_u64(&mut out, len);
+            out.extend_from_slice(b"\r\n");
         }
         _ if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}

@@ -31,11 +31,12 @@
 //! the one table of allowed transitions; an illegal one is refused.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
+
+use crate::shutdown::ShutdownWatch;
 
 /// The request body type sent to workers: always whole, with a length.
 pub type WorkerBody = crate::front::spool::WorkerBody;
@@ -76,9 +77,8 @@ pub struct Pool {
     commands: Vec<mpsc::UnboundedSender<SlotCommand>>,
     max_queue: usize,
     queue_timeout: Duration,
-    closed: AtomicBool,
-    /// Stopping, but still serving during `--drain-delay`.
-    draining: AtomicBool,
+    /// The master's shutdown phase, for health checks and the process manager.
+    shutdown: ShutdownWatch,
     /// Permits for extra workers booting beside the ones they replace.
     pub(crate) surge: Arc<Semaphore>,
     /// Debug mode: where files workers report as included go.
@@ -110,6 +110,7 @@ impl Pool {
         max_surge: usize,
         included_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
         pm: PmSettings,
+        shutdown: ShutdownWatch,
     ) -> (Arc<Pool>, Vec<mpsc::UnboundedReceiver<SlotCommand>>) {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -142,8 +143,7 @@ impl Pool {
             commands: senders,
             max_queue,
             queue_timeout,
-            closed: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            shutdown,
             surge: Arc::new(Semaphore::new(max_surge.max(1))),
             included_files,
             fpm: crate::control::fpm_status::PoolCounters::new(max_queue),
@@ -183,26 +183,17 @@ impl Pool {
         }
     }
 
-    /// Marks the pool as stopping, for health checks. Requests keep being
-    /// served: the ports have stopped accepting, and a request that came
-    /// in on a connection accepted before that must not fail.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-
-    /// Whether `close` was called.
+    /// Whether the master's ports have stopped accepting. Requests keep
+    /// being served: a request that came in on a connection accepted
+    /// before that must not fail.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.shutdown.phase().is_closing()
     }
 
-    /// Reports the cluster down to health checks while it still serves.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-
-    /// Whether health checks should see this host as going away.
+    /// Whether health checks should see this host as going away (a stop
+    /// was asked for; during `--drain-delay` the ports still serve).
     pub fn is_going_away(&self) -> bool {
-        self.draining.load(Ordering::Acquire) || self.is_closed()
+        self.shutdown.phase().is_going_away()
     }
 
     /// Tells every slot task to stop its workers and end.

@@ -43,28 +43,7 @@ use crate::config::PmMode;
 /// How often the maintenance tick runs at most.
 const TICK: Duration = Duration::from_millis(200);
 
-/// The process manager's settings (`--pm` and its companions).
-#[derive(Debug, Clone)]
-pub struct PmSettings {
-    pub mode: PmMode,
-    pub min_spare: usize,
-    pub max_spare: usize,
-    pub max_spawn_rate: usize,
-    pub idle_timeout: Duration,
-}
-
-impl PmSettings {
-    /// A static pool (every slot always has a worker).
-    pub fn fixed() -> Self {
-        PmSettings {
-            mode: PmMode::Static,
-            min_spare: 1,
-            max_spare: 1,
-            max_spawn_rate: 32,
-            idle_timeout: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::PmSettings;
 
 /// What `/status` shows of the process manager.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -72,6 +72,7 @@ fn pool_of(
         1,
         None,
         PmSettings::fixed(),
+        crate::shutdown::Shutdown::new(None).watch(),
     )
 }
 

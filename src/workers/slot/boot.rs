@@ -18,22 +18,8 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Longest wait between two boot attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// When workers are recycled.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub bootstrap_timeout: Duration,
-    /// Requests per worker; 0 = unlimited.
-    pub max_requests: u64,
-    /// Lifetime of a worker.
-    pub ttl: Option<Duration>,
-    /// Bytes of PHP memory after which a worker is recycled.
-    pub memory_limit: Option<u64>,
-    /// Bytes of resident memory after which a worker is recycled.
-    pub rss_limit: Option<u64>,
-    /// Fraction (0..1) by which max-requests and ttl are lowered at random
-    /// per worker, so workers do not all recycle together.
-    pub jitter: f64,
-}
+/// When workers are recycled (built by config).
+pub use crate::config::RecycleLimits as Limits;
 
 /// Lets a replaced worker finish its request, then stops it.
 pub(super) async fn retire(
@@ -108,9 +94,10 @@ fn running(
     limits: &Limits,
 ) -> Running {
     let seed = random_fraction(slot, generation);
+    // 0: unlimited, as `Recycle` counts.
     let max_requests = match limits.max_requests {
-        0 => 0,
-        n => (n - (n as f64 * limits.jitter * seed) as u64).max(1),
+        None => 0,
+        Some(n) => (n - (n as f64 * limits.jitter * seed) as u64).max(1),
     };
     let ttl_deadline = limits
         .ttl

@@ -25,6 +25,8 @@ pub struct PoolConfig {
     pub included_files: Option<mpsc::UnboundedSender<Vec<std::path::PathBuf>>>,
     /// The process manager: static, dynamic or ondemand.
     pub pm: crate::workers::pool::PmSettings,
+    /// The master's shutdown phase.
+    pub shutdown: crate::shutdown::ShutdownWatch,
 }
 
 /// Creates the pool (the dispatcher) and starts one task per slot, which
@@ -38,6 +40,7 @@ pub fn start_pool(config: PoolConfig) -> (Arc<Pool>, Vec<JoinHandle<()>>) {
         config.max_surge,
         config.included_files.clone(),
         config.pm.clone(),
+        config.shutdown.clone(),
     );
     // Slots of a dynamic or ondemand pool start empty; the process manager
     // wakes the ones it wants.
