@@ -324,7 +324,7 @@ fn stop_at_once(tasks: &[tokio::task::AbortHandle]) {
 /// have a worker).
 async fn notify_ready(pools: Vec<Arc<ServedPool>>, notifier: Arc<Notifier>) {
     // Until the first wakes of a dynamic pool have been decided, an empty
-    // slot does not mean "settled"; Pool::start decides them before this.
+    // slot does not mean "settled"; start_pool decides them before this.
     while !pools.iter().all(|p| p.pool.settled()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -31,9 +31,9 @@ use crate::control::served::{PoolInfo, ServedPool, DEFAULT_POOL};
 use crate::proxy::{Balancer, FrontDoor, Target};
 use crate::shutdown::ShutdownWatch;
 use crate::systemd::{Inherited, Notifier};
-use crate::workers::pool::{Pool, PoolConfig};
 use crate::workers::process::WorkerSpec;
 use crate::workers::rolling::Restarts;
+use crate::workers::slot::{start_pool, PoolConfig};
 use crate::Error;
 
 /// A pool whose workers can be described but have not started.
@@ -171,7 +171,7 @@ impl Bound {
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<_, _>>()?;
         let (included_tx, included_rx) = mpsc::unbounded_channel();
-        let (pool, slot_tasks) = Pool::start(PoolConfig {
+        let (pool, slot_tasks) = start_pool(PoolConfig {
             spec: spec.clone(),
             slot_ports,
             max_queue: opts.max_queue,

@@ -2,7 +2,7 @@
 //! when it ends.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::{CurrentRequest, ExitReason, FrameConn, Pool, SlotCommand};
 
@@ -62,19 +62,19 @@ impl Lease {
     pub fn begin(&self, method: &str, path: &str) {
         let mut shared = self.pool.lock();
         let slot = &mut shared.slots[self.slot];
-        if slot.generation == self.generation {
+        if slot.serves(self.generation) {
             slot.status.current_request = Some(CurrentRequest {
                 method: method.to_string(),
                 path: path.chars().take(200).collect(),
-                started_at_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or_default(),
+                started_at_ms: super::status::unix_now_ms(),
             });
         }
     }
 
-    /// The response has been read to its end: the connection can be reused.
+    /// The response has been read to its end: the connection can be
+    /// reused. The exchange has counted the request (`FrameConn::finished`,
+    /// on the worker's one request counter); a lease given back sent but
+    /// not complete is counted when it is released.
     pub fn complete(&mut self) {
         self.completed = true;
     }

@@ -23,7 +23,7 @@
 //! the slot tasks `Wake` and `Retire`; each slot task still owns its
 //! worker and its phase: it boots on `Wake`, and on `Retire` takes its
 //! worker out of the idle list only if it is still idle
-//! (`claim_idle`), so a request is never cut off. At most
+//! (`Pool::retire_idle`), so a request is never cut off. At most
 //! `--max-spawn-rate` slots are woken per second. When a worker is wanted
 //! and every slot already has one, "max workers reached" is counted
 //! (php-fpm's `max children reached`).
@@ -72,7 +72,7 @@ pub struct PmStatus {
 #[derive(Debug)]
 pub(super) struct PmState {
     spawned: u64,
-    retired: u64,
+    pub(super) retired: u64,
     window_start: Instant,
     window_spawns: usize,
     /// The spare minimum is not met and no slot is left: counted once per
@@ -131,7 +131,7 @@ impl Pool {
         let mut wanted: Vec<usize> = shared
             .waiters
             .iter()
-            .filter_map(|w| w.slot)
+            .filter_map(|w| w.slot())
             .filter(|&s| shared.slots[s].state == SlotState::Empty && !shared.slots[s].waking)
             .collect();
         wanted.dedup();
@@ -145,7 +145,7 @@ impl Pool {
             .iter()
             .filter(|s| s.waking || s.state == SlotState::Starting)
             .count();
-        let waiting = shared.waiters.iter().filter(|w| w.slot.is_none()).count();
+        let waiting = shared.waiters.iter().filter(|w| w.slot().is_none()).count();
         let for_requests = waiting.saturating_sub(booting);
         let for_spares = if self.pm.mode == PmMode::Dynamic {
             self.pm
@@ -210,7 +210,7 @@ impl Pool {
             .iter()
             .filter_map(|&s| {
                 let slot = &shared.slots[s];
-                Some((s, slot.generation, slot.idle_since?))
+                Some((s, slot.worker.as_ref()?.generation, slot.idle_since?))
             })
             .collect();
         idle.sort_by_key(|&(_, _, since)| since);
@@ -231,40 +231,6 @@ impl Pool {
             .take(count)
             .map(|(s, generation, _)| (s, generation))
             .collect()
-    }
-
-    /// Slot `s`'s task was told to retire worker `generation`: takes it
-    /// out of the idle list if it is still idle there (so no request gets
-    /// it any more) and returns true; false when a request has it.
-    pub(crate) fn claim_idle(&self, s: usize, generation: u64) -> bool {
-        let mut shared = self.lock();
-        let slot = &shared.slots[s];
-        if slot.generation != generation || slot.state != SlotState::Ready || slot.leased {
-            return false;
-        }
-        shared.idle.retain(|&i| i != s);
-        let slot = &mut shared.slots[s];
-        slot.conn = None;
-        slot.idle_since = None;
-        super::transition(slot, SlotState::Stopping);
-        true
-    }
-
-    /// Slot `s`'s idle worker `generation` was retired: the slot is empty
-    /// until a request or the spare minimum wakes it.
-    pub(crate) fn worker_retired(&self, s: usize, generation: u64) {
-        let mut shared = self.lock();
-        let slot = &mut shared.slots[s];
-        if slot.generation != generation {
-            return;
-        }
-        slot.status.pid = None;
-        slot.status.current_request = None;
-        slot.status.last_reason = Some(super::ExitReason::Idle);
-        super::transition(slot, SlotState::Empty);
-        shared.pm.retired += 1;
-        // A request may have come for this slot's port meanwhile.
-        self.demand(&mut shared);
     }
 
     /// Whether every slot is as the process manager wants it for now: a

@@ -10,7 +10,9 @@ fn a_worker_boots_serves_and_exits() {
         (Starting, Ready),
         (Ready, Busy),
         (Busy, Ready),
-        (Busy, Exited),
+        (Busy, Starting),
+        (Ready, Stopping),
+        (Stopping, Exited),
     ] {
         assert!(from.can_become(to), "{from:?} -> {to:?}");
     }
@@ -27,12 +29,12 @@ fn a_booting_worker_cannot_take_requests() {
 #[test]
 fn an_empty_slot_only_boots_or_stops_and_only_an_idle_retirement_empties_one() {
     assert!(Empty.can_become(Starting));
-    assert!(Empty.can_become(Stopping));
+    assert!(Empty.can_become(Exited));
     assert!(!Empty.can_become(Ready));
     assert!(!Empty.can_become(Busy));
-    assert!(Ready.can_become(Stopping) && Stopping.can_become(Empty));
+    assert!(Ready.can_become(Empty));
     assert!(!Busy.can_become(Empty));
-    assert!(!Ready.can_become(Empty));
+    assert!(!Draining.can_become(Empty));
 }
 
 #[test]
@@ -49,6 +51,7 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::workers::native::event::WorkerEvent;
 
@@ -73,34 +76,51 @@ fn pool_of(
     )
 }
 
-/// A worker connection, and the worker's end of it (kept open).
-fn connection() -> (FrameConn, UnixStream) {
+/// A connection to worker `id`, counting its requests on `id`'s counter
+/// as the slot task sets it up, and the worker's end of it (kept open).
+fn connection(id: &Arc<WorkerId>) -> (FrameConn, UnixStream) {
     let (master, worker) = UnixStream::pair().unwrap();
     let (events, _) = mpsc::unbounded_channel::<WorkerEvent>();
-    (FrameConn::new(master, "test".into(), events), worker)
+    let mut conn = FrameConn::new(master, "test".into(), events);
+    conn.recycle.served = id.served.clone();
+    (conn, worker)
 }
 
-/// Boots worker `generation` on slot `s` as a slot task does: starting,
-/// then ready with its connection.
+fn pid(generation: u64) -> u32 {
+    1000 + generation as u32
+}
+
+/// Worker `generation` of slot `s` boots as the slot task tells it: the
+/// slot is starting, then the worker is ready with its connection.
 fn boot(pool: &Arc<Pool>, s: usize, generation: u64) -> UnixStream {
-    pool.worker_starting(s, generation);
-    let (conn, peer) = connection();
-    pool.worker_ready(s, generation, 1000 + generation as u32, conn);
+    pool.booting(s);
+    ready(pool, s, generation)
+}
+
+/// Worker `generation` of slot `s` is ready.
+fn ready(pool: &Arc<Pool>, s: usize, generation: u64) -> UnixStream {
+    let id = WorkerId::new(generation);
+    let (conn, peer) = connection(&id);
+    pool.ready(s, id, pid(generation), conn);
     peer
 }
 
-/// A replacement worker `generation` takes slot `s` over.
+/// A replacement worker `generation` takes slot `s` over from the one
+/// before it.
 fn replace(pool: &Arc<Pool>, s: usize, generation: u64) -> (oneshot::Receiver<()>, UnixStream) {
-    let (conn, peer) = connection();
+    let id = WorkerId::new(generation);
+    let (conn, peer) = connection(&id);
     (
-        pool.swap(s, generation, 1000 + generation as u32, conn),
+        pool.swap(s, id, pid(generation), conn, pid(generation - 1)),
         peer,
     )
 }
 
-/// Plays one whole exchange on the lease and gives the worker back.
+/// Plays one whole exchange on the lease as the exchange does (the request
+/// counted when the worker's stats arrive) and gives the worker back.
 fn serve(mut lease: Lease) {
-    let conn = lease.take_conn().expect("the lease holds the connection");
+    let mut conn = lease.take_conn().expect("the lease holds the connection");
+    conn.recycle.finished(0, 0);
     lease.put_back(conn);
     lease.complete();
 }
@@ -260,12 +280,15 @@ async fn an_exchange_cut_short_keeps_the_slot_busy_until_the_slot_task_reconnect
     assert_eq!(state(&pool, 0), Busy);
     assert!(idle(&pool).is_empty());
     assert_eq!(pool.acquire(None).await.err(), Some(AcquireError::Timeout));
-    // The slot task has a new connection to the same worker.
-    let (conn, _peer) = connection();
-    pool.worker_ready(0, 1, 1001, conn);
+    assert_eq!(pool.status()[0].requests, 1, "the request was sent");
+    // The slot task kills that worker and boots another at once.
+    pool.worker_gone(0, ExitReason::Crash, "killed".into(), Starting);
+    assert_eq!(state(&pool, 0), Starting);
+    let _new = ready(&pool, 0, 2);
     assert_eq!(state(&pool, 0), Ready);
     assert_eq!(idle(&pool), [0]);
-    assert_eq!(pool.status()[0].requests, 1, "the request was sent");
+    let status = &pool.status()[0];
+    assert_eq!((status.requests, status.worker_requests), (1, 0));
 }
 
 #[tokio::test]
@@ -304,7 +327,7 @@ async fn a_long_request_on_the_old_worker_finishes_across_a_swap_while_new_ones_
     let (pool, _commands) = pool_of(1, 4, LONG);
     let _old = boot(&pool, 0, 1);
     let mut long = pool.acquire(None).await.unwrap();
-    let old_conn = long.take_conn().unwrap();
+    let mut old_conn = long.take_conn().unwrap();
     long.begin("GET", "/sleep");
 
     let (mut done, _new) = replace(&pool, 0, 2);
@@ -316,6 +339,7 @@ async fn a_long_request_on_the_old_worker_finishes_across_a_swap_while_new_ones_
     assert_eq!(state(&pool, 0), Busy);
 
     // The long request ends on the old worker.
+    old_conn.recycle.finished(0, 0);
     long.put_back(old_conn);
     long.complete();
     drop(long);
@@ -373,43 +397,79 @@ async fn a_retiring_worker_takes_no_request_after_its_last_and_its_replacement_d
 async fn a_retiring_worker_whose_replacement_failed_serves_on() {
     let (pool, _commands) = pool_of(1, 4, LONG);
     let _old = boot(&pool, 0, 1);
-    pool.retire(0, 1);
+    pool.retire(0);
     assert_eq!(state(&pool, 0), Draining);
     assert!(idle(&pool).is_empty());
-    pool.keep_serving(0, 1);
+    pool.keep_serving(0);
     assert_eq!(state(&pool, 0), Ready);
     assert_eq!(idle(&pool), [0]);
 }
 
 #[tokio::test]
-async fn news_of_a_replaced_worker_does_not_touch_its_replacement() {
-    let (pool, _commands) = pool_of(1, 4, LONG);
+async fn a_lease_on_a_worker_that_died_comes_back_without_touching_its_successor() {
+    let (pool, mut commands) = pool_of(1, 4, LONG);
     let _old = boot(&pool, 0, 1);
-    let (_done, _new) = replace(&pool, 0, 2);
-    pool.set_state(0, 1, Exited);
-    pool.worker_gone(0, 1, ExitReason::Crash, "killed".into(), Exited);
-    pool.retire(0, 1);
-    pool.record_memory(0, 1, 1 << 30, 1 << 30, None);
+    let mut lease = pool.acquire(None).await.unwrap();
+    let conn = lease.take_conn().unwrap();
+    // The worker died during the request; the slot task boots another.
+    pool.worker_gone(0, ExitReason::Crash, "killed".into(), Starting);
+    let _new = ready(&pool, 0, 2);
+    lease.put_back(conn);
+    drop(lease);
+    assert!(
+        commands[0].try_recv().is_err(),
+        "no news of the new worker's connection"
+    );
     assert_eq!(state(&pool, 0), Ready);
     assert_eq!(idle(&pool), [0]);
     let status = &pool.status()[0];
     assert_eq!(
-        (status.pid, status.restarts, status.memory_bytes),
-        (Some(1002), 0, 0)
+        (
+            status.pid,
+            status.restarts,
+            status.requests,
+            status.worker_requests
+        ),
+        (Some(1002), 1, 1, 0),
+        "the request cut short counts for the slot, not for the new worker"
     );
+}
+
+#[tokio::test]
+async fn a_replacement_whose_worker_died_while_it_booted_takes_the_slot_as_a_fresh_boot() {
+    let (pool, _commands) = pool_of(1, 4, LONG);
+    let _old = boot(&pool, 0, 1);
+    pool.replacement_started(0, pid(2));
+    pool.worker_gone(0, ExitReason::Crash, "killed".into(), Starting);
+    assert_eq!(state(&pool, 0), Starting);
+    let _new = ready(&pool, 0, 2);
+    assert_eq!(state(&pool, 0), Ready);
+    let status = &pool.status()[0];
+    assert_eq!(
+        (status.pid, status.replacement_pid, status.restarts),
+        (Some(pid(2)), None, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_slot_without_a_worker_stops_in_one_move() {
+    let (pool, _commands) = pool_of(1, 4, LONG);
+    pool.booting(0);
+    pool.stopped(0);
+    assert_eq!(state(&pool, 0), Exited);
 }
 
 #[tokio::test]
 async fn when_every_slot_fails_to_boot_queued_requests_are_answered_at_once() {
     let (pool, _commands) = pool_of(2, 4, LONG);
-    pool.worker_starting(0, 1);
-    pool.worker_starting(1, 1);
+    pool.booting(0);
+    pool.booting(1);
     let waiting = queued(&pool, None);
     until_queued(&pool, 1).await;
-    assert!(pool.boot_failed(0, "Parse error"));
+    assert!(pool.boot_failed(0, "Parse error", Backoff));
     assert_eq!(pool.queue_len(), 1, "slot 1 may still boot");
     assert!(
-        !pool.boot_failed(1, "Parse error"),
+        !pool.boot_failed(1, "Parse error", Failed),
         "the same error, logged once"
     );
     let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
@@ -422,8 +482,8 @@ async fn when_every_slot_fails_to_boot_queued_requests_are_answered_at_once() {
         Some(AcquireError::NoWorkers)
     );
     // One slot boots after all: requests are served again.
-    let (conn, _peer) = connection();
-    pool.worker_ready(1, 1, 1001, conn);
+    pool.booting(1);
+    let _worker = ready(&pool, 1, 2);
     assert_eq!(pool.acquire(None).await.unwrap().slot(), 1);
 }
 
@@ -439,29 +499,29 @@ fn the_transition_table_allows_exactly_these_moves() {
         (Backoff, Starting),
         (Failed, Starting),
         (Empty, Starting),
+        (Ready, Starting),
+        (Busy, Starting),
+        (Draining, Starting),
+        (Ready, Backoff),
+        (Busy, Backoff),
+        (Draining, Backoff),
         (Starting, Ready),
-        (Busy, Ready),
-        (Draining, Ready),
+        (Starting, Backoff),
+        (Starting, Failed),
         (Ready, Busy),
+        (Busy, Ready),
         (Ready, Draining),
         (Busy, Draining),
-        (Starting, Stopping),
+        (Draining, Ready),
         (Ready, Stopping),
         (Busy, Stopping),
         (Draining, Stopping),
-        (Backoff, Stopping),
-        (Failed, Stopping),
-        (Exited, Stopping),
-        (Empty, Stopping),
-        (Ready, Exited),
-        (Busy, Exited),
-        (Draining, Exited),
         (Stopping, Exited),
-        (Starting, Backoff),
-        (Exited, Backoff),
-        (Starting, Failed),
-        (Exited, Empty),
-        (Stopping, Empty),
+        (Starting, Exited),
+        (Backoff, Exited),
+        (Failed, Exited),
+        (Empty, Exited),
+        (Ready, Empty),
     ];
     for from in all {
         for to in all {
@@ -474,13 +534,33 @@ fn the_transition_table_allows_exactly_these_moves() {
     }
 }
 
-/// The pool's own moves go through the table: a slot task that reports a
-/// worker busy before it has booted is a bug the tests catch.
-#[cfg(debug_assertions)]
+/// An illegal move is refused, in release builds too: the slot stays
+/// where it was (and the bug is logged with both states).
+#[test]
+fn an_illegal_transition_is_refused() {
+    let mut state = Starting;
+    assert!(!state::transition(0, &mut state, Busy));
+    assert_eq!(state, Starting);
+    assert!(
+        state::transition(0, &mut state, Starting),
+        "staying is no move"
+    );
+    assert!(state::transition(0, &mut state, Ready));
+    assert_eq!(state, Ready);
+}
+
+/// The same through the slot task's API: a slot that is still booting
+/// cannot be stopping (it has no worker to stop), nor retired as idle.
 #[tokio::test]
-#[should_panic(expected = "illegal slot transition Starting -> Busy")]
-async fn an_illegal_transition_is_refused() {
+async fn a_slot_task_report_that_breaks_the_table_changes_nothing() {
     let (pool, _commands) = pool_of(1, 4, LONG);
-    pool.worker_starting(0, 1);
-    pool.set_state(0, 1, Busy);
+    pool.booting(0);
+    pool.stopping(0);
+    assert_eq!(state(&pool, 0), Starting);
+    assert!(!pool.retire_idle(0));
+    assert_eq!(state(&pool, 0), Starting);
+    let _worker = ready(&pool, 0, 1);
+    assert_eq!(state(&pool, 0), Ready);
+    pool.stopping(0);
+    assert_eq!(state(&pool, 0), Stopping);
 }
