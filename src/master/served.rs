@@ -196,15 +196,7 @@ impl Bound {
                 included_rx,
             ));
         }
-        let mut balancer = Balancer::new(
-            pool.clone(),
-            opts.max_body_size,
-            opts.max_execution_time,
-            opts.health_path(),
-            opts.trusted_proxies(),
-        );
-        balancer.slow_request_time = opts.slow_request_time;
-        balancer.set_front_door(front_door);
+        let balancer = Balancer::new(pool.clone(), front_door, &opts);
         let balancer = Arc::new(balancer);
         let mut servers = vec![tokio::spawn(balancer.clone().serve(
             balancer_listener,

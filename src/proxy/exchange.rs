@@ -36,7 +36,9 @@ use tokio::time::Instant;
 
 use crate::body::{ProxyBody, Tail};
 use crate::metrics::Metrics;
-use crate::proxy::{error_response, full, timed_out, Chunk, PumpedBody, RESPONSE_BUFFER};
+use crate::proxy::responses::{
+    error_response, full, timed_out, Chunk, PumpedBody, RESPONSE_BUFFER,
+};
 use crate::workers::native::conn::{FrameConn, FrameReader};
 use crate::workers::native::event::WorkerEvent;
 use crate::workers::native::frames::{Outcome, ToMaster, ToWorker, BODY_CHUNK};
