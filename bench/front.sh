@@ -104,9 +104,15 @@ kill -TERM "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true
 for p in "${pids[@]:0:2}"; do kill -TERM "$p"; wait "$p" 2>/dev/null || true; done
 
 # --- ppm's master with two workers -----------------------------------------------
-start_ppm 2 "$app" --bridge=callable --bootstrap=app.php --max-requests=0
+# Without its access log first, as haproxy and nginx run here (neither
+# logs), then with it, as ppm runs by default.
+start_ppm 2 "$app" --bridge=callable --bootstrap=app.php --max-requests=0 --no-logging
 master_pid=${pids[-1]}
 read -r ppm_rps ppm_p99 ppm_failed ppm_cpu < <(measure "http://127.0.0.1:$balancer/" self_ticks "$master_pid")
+"$ppm" stop "$control" >/dev/null
+start_ppm 2 "$app" --bridge=callable --bootstrap=app.php --max-requests=0
+master_pid=${pids[-1]}
+read -r log_rps log_p99 log_failed log_cpu < <(measure "http://127.0.0.1:$balancer/" self_ticks "$master_pid")
 "$ppm" stop "$control" >/dev/null
 
 row() { printf '%-36s %11s %8s %7s %15s %9s %9s\n' "$@"; }
@@ -115,3 +121,4 @@ row "one worker, direct (no balancer)" "$direct_rps" "$direct_p99" "$direct_fail
 row "haproxy → 2 workers (maxconn 1)" "$ha_rps" "$ha_p99" "$ha_failed" "$ha_cpu" "1.00" "1.00"
 row "nginx → 2 workers (keepalive)" "$ng_rps" "$ng_p99" "$ng_failed" "$ng_cpu" "$(ratio "$ng_rps" "$ha_rps")" "$(ratio "$ng_cpu" "$ha_cpu")"
 row "ppm start, 2 workers" "$ppm_rps" "$ppm_p99" "$ppm_failed" "$ppm_cpu" "$(ratio "$ppm_rps" "$ha_rps")" "$(ratio "$ppm_cpu" "$ha_cpu")"
+row "ppm start, access log to a file" "$log_rps" "$log_p99" "$log_failed" "$log_cpu" "$(ratio "$log_rps" "$ha_rps")" "$(ratio "$log_cpu" "$ha_cpu")"

@@ -2,7 +2,7 @@
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet
-ppm=target/release/ppm
+ppm=${PPM:-target/release/ppm}
 
 work=$(mktemp -d)
 pids=()
