@@ -38,8 +38,8 @@ pub enum ConnError {
 /// from the stats it read, before the worker is idle again.
 #[derive(Debug, Clone, Default)]
 pub struct Recycle {
-    /// Requests after which the worker is recycled; 0 = unlimited.
-    pub max_requests: u64,
+    /// Requests after which the worker is recycled (None: unlimited).
+    pub max_requests: Option<u64>,
     /// Zend memory (bytes) after which it is recycled.
     pub memory_limit: Option<u64>,
     /// Requests it has finished, shared with the slot task (its logs and
@@ -51,7 +51,7 @@ impl Recycle {
     /// Counts one finished request; whether the worker reached a limit.
     pub fn finished(&mut self, memory: u64, peak: u64) -> bool {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        (self.max_requests > 0 && served >= self.max_requests)
+        self.max_requests.is_some_and(|limit| served >= limit)
             || self
                 .memory_limit
                 .is_some_and(|limit| memory.max(peak) >= limit)
@@ -229,14 +229,14 @@ mod tests {
     #[test]
     fn a_worker_is_recycled_at_its_request_or_memory_limit() {
         let mut r = Recycle {
-            max_requests: 2,
+            max_requests: Some(2),
             memory_limit: Some(100),
             served: Arc::default(),
         };
         assert!(!r.finished(10, 20));
         assert!(r.finished(10, 20), "second request reaches max-requests");
         let mut r = Recycle {
-            max_requests: 0,
+            max_requests: None,
             memory_limit: Some(100),
             served: Arc::default(),
         };

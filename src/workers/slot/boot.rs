@@ -95,11 +95,9 @@ fn running(
     limits: &Limits,
 ) -> Running {
     let seed = random_fraction(slot, generation);
-    // 0: unlimited, as `Recycle` counts.
-    let max_requests = match limits.max_requests {
-        None => 0,
-        Some(n) => (n - (n as f64 * limits.jitter * seed) as u64).max(1),
-    };
+    let max_requests = limits
+        .max_requests
+        .map(|n| (n - (n as f64 * limits.jitter * seed) as u64).max(1));
     let ttl_deadline = limits
         .ttl
         .map(|ttl| Instant::now() + ttl.mul_f64(1.0 - limits.jitter * seed));

@@ -99,7 +99,10 @@ impl Ctx {
         {
             return None;
         }
-        if running.max_requests > 0 && running.requests() >= running.max_requests {
+        if running
+            .max_requests
+            .is_some_and(|limit| running.requests() >= limit)
+        {
             return Some(ExitReason::MaxRequests);
         }
         let mb = |bytes: u64| bytes as f64 / 1048576.0;

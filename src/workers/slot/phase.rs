@@ -50,7 +50,8 @@ pub(super) struct Running {
     pub(super) id: Arc<WorkerId>,
     pub(super) pid: u32,
     pub(super) ready_at: Instant,
-    pub(super) max_requests: u64,
+    /// `--max-requests` with its jitter (None: unlimited).
+    pub(super) max_requests: Option<u64>,
     pub(super) ttl_deadline: Option<Instant>,
     /// Why it will exit, when that is known before it does.
     pub(super) exit_reason: Option<ExitReason>,
