@@ -395,35 +395,57 @@ fn the_psr15_example_answers() {
 
 #[test]
 fn the_hello_example_answers_through_ppm_worker_alone() {
-    let port = free_ports(1);
     let app = root().join("examples/hello");
-    let mut child = std::process::Command::new(PPM)
-        .args([
-            "worker",
-            path_str(&app),
-            "--bridge=callable",
-            "--bootstrap=app.php",
-        ])
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/");
-    let body = wait_until(Duration::from_secs(15), || {
-        http().get(&url).send().ok()?.text().ok()
-    });
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
-    );
-    let exited = wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten());
-    if exited.is_none() {
-        let _ = child.kill();
+    // The port was free when picked; another test may take it before the
+    // worker binds it, and then the worker exits at once: pick another.
+    for _attempt in 0..3 {
+        let port = free_ports(1);
+        let mut child = std::process::Command::new(PPM)
+            .args([
+                "worker",
+                path_str(&app),
+                "--bridge=callable",
+                "--bootstrap=app.php",
+            ])
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut early_exit = false;
+        let body = wait_until(Duration::from_secs(15), || {
+            if let Ok(Some(_)) = child.try_wait() {
+                early_exit = true;
+                return Some(String::new());
+            }
+            http().get(&url).send().ok()?.text().ok()
+        });
+        if early_exit {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            assert!(
+                stderr.contains("in use"),
+                "ppm worker exited before answering: {stderr}"
+            );
+            continue;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let exited = wait_until(Duration::from_secs(10), || child.try_wait().ok().flatten());
+        if exited.is_none() {
+            let _ = child.kill();
+        }
+        assert!(body.unwrap_or_default().contains("Hello from ppm"));
+        assert!(exited.is_some(), "ppm worker stops on SIGTERM");
+        return;
     }
-    assert!(body.unwrap_or_default().contains("Hello from ppm"));
-    assert!(exited.is_some(), "ppm worker stops on SIGTERM");
+    panic!("no free port in three attempts");
 }
 
 #[test]
