@@ -320,6 +320,26 @@ fn well_formed_edge_cases_are_forwarded_normalized() {
 // ---------------------------------------------------------------------------
 // Limits and timeouts
 
+/// A client whose Connection header names Host: the hop-by-hop rule
+/// drops its Host, and PHP gets the one the master fills in for a request
+/// without one (the address it was reached on), never none at all.
+#[test]
+fn a_host_named_in_connection_is_replaced_as_a_missing_one() {
+    let cluster = Cluster::start(Setup::callable("basic", 1));
+    let response = raw(
+        cluster.port,
+        b"GET /cgi HTTP/1.1\r\nHost: client.test\r\nConnection: host, close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let cgi: serde_json::Value = serde_json::from_str(json).expect(json);
+    assert_eq!(
+        cgi["HTTP_HOST"],
+        format!("127.0.0.1:{}", cluster.port),
+        "{cgi:#}"
+    );
+}
+
 #[test]
 fn a_slow_head_gets_408_and_a_silent_body_gets_408() {
     let cluster = Cluster::start(
