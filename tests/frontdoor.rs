@@ -320,6 +320,26 @@ fn well_formed_edge_cases_are_forwarded_normalized() {
 // ---------------------------------------------------------------------------
 // Limits and timeouts
 
+/// A client whose Connection header names Host: the hop-by-hop rule
+/// drops its Host, and PHP gets the one the master fills in for a request
+/// without one (the address it was reached on), never none at all.
+#[test]
+fn a_host_named_in_connection_is_replaced_as_a_missing_one() {
+    let cluster = Cluster::start(Setup::callable("basic", 1));
+    let response = raw(
+        cluster.port,
+        b"GET /cgi HTTP/1.1\r\nHost: client.test\r\nConnection: host, close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let cgi: serde_json::Value = serde_json::from_str(json).expect(json);
+    assert_eq!(
+        cgi["HTTP_HOST"],
+        format!("127.0.0.1:{}", cluster.port),
+        "{cgi:#}"
+    );
+}
+
 #[test]
 fn a_slow_head_gets_408_and_a_silent_body_gets_408() {
     let cluster = Cluster::start(
@@ -358,6 +378,40 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     assert!(
         waited > Duration::from_millis(500) && waited < Duration::from_secs(5),
         "{waited:?}"
+    );
+}
+
+/// PHP's work after `fastcgi_finish_request()` runs on while the
+/// connection waits for the client's next request: that wait is still
+/// bounded by --idle-timeout, not by how long PHP works.
+#[test]
+fn a_kept_alive_connection_is_closed_after_the_idle_timeout_while_php_works_on() {
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--idle-timeout=1"));
+    let mut stream = TcpStream::connect(("127.0.0.1", cluster.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(b"GET /finish-then-sleep?ms=8000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    let waited = started.elapsed();
+    assert!(
+        waited > Duration::from_millis(500) && waited < Duration::from_secs(4),
+        "the idle connection stayed open {waited:?} (PHP worked 8 s after its answer)"
+    );
+    // The worker still finishes its work and serves again.
+    let started = Instant::now();
+    let answered = http().get(cluster.url("/pid")).send().unwrap();
+    assert_eq!(answered.status(), 200);
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "the work after the answer was cut short"
     );
 }
 

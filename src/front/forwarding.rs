@@ -130,7 +130,10 @@ impl Forwarding {
             0
         };
 
-        let client_sent_host = client.contains_key(header::HOST);
+        // A `Host` the client's `Connection` names is dropped with the
+        // other hop-by-hop fields: the request is then one without.
+        let client_sent_host =
+            client.contains_key(header::HOST) && !named_by_connection(client, "host");
         let mut host = (!client_sent_host)
             .then(|| {
                 origin
@@ -197,14 +200,6 @@ impl Forwarding {
         body_len: Option<usize>,
         mut header: impl FnMut(&str, &[u8]),
     ) {
-        let connection_named = |name: &str| {
-            client
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|named| named.trim().eq_ignore_ascii_case(name))
-        };
         let has_connection = client.contains_key(header::CONNECTION);
         let mut host_given = false;
         for (name, value) in client {
@@ -213,7 +208,7 @@ impl Forwarding {
                 || is_reserved(name)
                 || name == header::CONTENT_LENGTH
                 || name == header::EXPECT
-                || (has_connection && connection_named(text))
+                || (has_connection && named_by_connection(client, text))
             {
                 continue;
             }
@@ -258,6 +253,16 @@ impl Forwarding {
 }
 
 /// What a trusted proxy said about the public side of the request.
+/// Whether the client's `Connection` header names the field `name`.
+fn named_by_connection(client: &HeaderMap, name: &str) -> bool {
+    client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|named| named.trim().eq_ignore_ascii_case(name))
+}
+
 struct Claims {
     /// It sent `X-Forwarded-Proto` (a valid one decides the scheme).
     proto: bool,
