@@ -232,18 +232,22 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if matches!(cli.command, Command::Guard) {
         return crate::workers::guard::run();
     }
-    logging::init(match (cli.quiet, cli.verbose) {
+    let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "ppm=debug,info",
         (false, _) => "ppm=trace,debug",
-    });
+    };
+    let log_guard = logging::init(level, matches!(cli.command, Command::Start(_)));
     // The arguments after the subcommand, for merging with ppm.json.
     let mut rest = subcommand_args(&args);
     if cli.quiet && matches!(cli.command, Command::Start(_)) {
         rest.push("--no-logging".into());
     }
-    match run(cli, &rest) {
+    let result = run(cli, &rest);
+    // Every log line is out before the last word and the exit.
+    drop(log_guard);
+    match result {
         Ok(code) => code,
         Err(Error::Usage(text)) => {
             eprint!("{text}");

@@ -403,3 +403,21 @@ fn a_memory_limit_above_php_own_is_reported_at_start() {
     });
     assert!(warned.is_some(), "{}", cluster.log_text());
 }
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_master() {
+    // The master's stderr is a pipe this test never reads: once it is
+    // full, a master that wrote its log lines itself would stop there,
+    // and with it every request (it runs them all on one thread).
+    let cluster = Cluster::start_with(Setup::callable("native", 2), |command| {
+        command.stderr(std::process::Stdio::piped());
+    });
+    for _ in 0..3 {
+        answered_within(&cluster.url("/noisy"), Duration::from_secs(10)).unwrap();
+    }
+    for path in ["/", "/whoami", "/noisy"] {
+        answered_within(&cluster.url(path), Duration::from_secs(5)).unwrap();
+    }
+    answered_within(&cluster.control_url("/status"), Duration::from_secs(5)).unwrap();
+    assert!(cluster.try_status().is_some());
+}
