@@ -124,13 +124,13 @@ impl Balancer {
         stream: TcpStream,
         conn: ConnInfo,
         tls: Option<TlsAcceptor>,
-        mut shutdown: ShutdownWatch,
+        shutdown: ShutdownWatch,
     ) {
         if let Some(acceptor) = tls {
-            let handshake = tokio::select! {
-                handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)) => handshake,
-                _ = shutdown.closing() => return,
-            };
+            // An accepted connection is owed its first request, even if
+            // the master began to close meanwhile (see `http1::serve`).
+            let handshake =
+                tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)).await;
             let Ok(Ok(stream)) = handshake else {
                 return;
             };
@@ -147,10 +147,7 @@ impl Balancer {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let deadline = Instant::now() + self.limits.header_timeout.min(self.limits.request_timeout);
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            let read = tokio::select! {
-                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-                _ = shutdown.closing(), if buf.is_empty() => return,
-            };
+            let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
             match read {
                 Ok(Ok(n)) if n > 0 => {}
                 _ if buf.is_empty() => return,

@@ -63,13 +63,26 @@ pub async fn serve<IO, H, F>(
     F: Future<Output = Response<ProxyBody>>,
 {
     let mut wait = limits.header_timeout;
+    // A connection accepted just before the master began to close is
+    // owed its first request (its client sent it at once, it just had not
+    // arrived yet); only one idle between requests is closed at once.
+    let mut served = false;
     loop {
-        let Some(arrival) =
-            next_arrival(&mut io, &mut buf, wait, limits, spool, &mut shutdown).await
+        let Some(arrival) = next_arrival(
+            &mut io,
+            &mut buf,
+            wait,
+            limits,
+            spool,
+            &mut shutdown,
+            served,
+        )
+        .await
         else {
             return;
         };
         wait = limits.idle_timeout;
+        served = true;
         let request = match arrival {
             Arrival::Request(request) => request,
             Arrival::Refused {
@@ -170,7 +183,7 @@ struct KeepAlive;
 /// Reads the next request, head and body: a complete request, the
 /// refusal of one, or None when the connection should just close (the
 /// client left, stayed silent for `wait`, or the master is stopping
-/// between requests).
+/// and `between_requests`).
 async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
@@ -178,6 +191,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
     limits: &Limits,
     spool: &Arc<SpoolConfig>,
     shutdown: &mut ShutdownWatch,
+    between_requests: bool,
 ) -> Option<Arrival> {
     // The head: `wait` for its first byte, then --header-timeout for the rest.
     let silent_until = Instant::now() + wait;
@@ -197,7 +211,7 @@ async fn next_arrival<IO: AsyncRead + AsyncWrite + Unpin>(
         });
         let read = tokio::select! {
             read = fill(io, buf, deadline) => read,
-            _ = shutdown.closing(), if buf.is_empty() => return None,
+            _ = shutdown.closing(), if buf.is_empty() && between_requests => return None,
         };
         match read {
             Ok(true) => {}
