@@ -162,7 +162,7 @@ impl Master {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        settled_log(&self.log)
     }
 }
 

@@ -64,6 +64,23 @@ pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// A master's log file once it has stopped growing for a moment (at most
+/// half a second): the master writes its log lines from a thread of their
+/// own, a little after what they tell of.
+pub fn settled_log(path: &Path) -> String {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let mut text = read();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(25));
+        let again = read();
+        if again.len() == text.len() {
+            return again;
+        }
+        text = again;
+    }
+    text
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie still has a /proc entry; count it as gone.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -267,11 +284,7 @@ impl Cluster {
     }
 
     pub fn log_text(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
+        settled_log(&self.log)
     }
 
     /// Waits for the master to exit; returns its exit code.

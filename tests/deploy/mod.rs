@@ -3,7 +3,6 @@
 //! always torn down, with a check that nothing of them is left.
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-use super::common::{http, root, wait_until, Seen};
+use super::common::{http, root, settled_log, wait_until, Seen};
 
 pub mod nginx;
 
@@ -99,11 +98,7 @@ impl Proc {
     }
 
     pub fn log_text(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
+        settled_log(&self.log)
     }
 
     /// Whether the program exited already (with its status).
