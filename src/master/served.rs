@@ -178,7 +178,6 @@ impl Bound {
             queue_timeout: opts.queue_timeout,
             max_surge: opts.max_surge,
             limits: opts.limits(),
-            max_execution_time: opts.max_execution_time,
             included_files: opts.app.debug.then_some(included_tx),
             pm: opts.pm(),
             shutdown: shutdown.clone(),

@@ -23,7 +23,7 @@ use crate::front::forwarding::{client_ip, Forwarding, Origin};
 use crate::front::http1::{Arrival, Received};
 use crate::front::spool::Spooled;
 use crate::proxy::access_log::{AccessLog, Record};
-use crate::workers::native::frames::HeadFrame;
+use crate::workers::native::head_frame::HeadFrame;
 use crate::workers::pool::AcquireError;
 
 /// Attempts at a request whose worker connection turned out closed before

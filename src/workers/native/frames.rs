@@ -19,6 +19,7 @@
 //! before `Ready` (`fastcgi_finish_request()`). Log lines, boot errors and
 //! backtraces may come at any time.
 
+use super::head_frame::HeadFrame;
 use std::io::{self, Read};
 
 /// Largest accepted frame (kind byte plus payload).
@@ -30,7 +31,8 @@ pub const PREFIX: usize = 5;
 /// Largest body chunk the writers put in one frame.
 pub const BODY_CHUNK: usize = 256 << 10;
 
-const HEAD: u8 = 1;
+use super::wire::HEAD;
+use super::wire::{begin, finish, put_str};
 const BODY: u8 = 2;
 const BODY_END: u8 = 3;
 const RESPONSE_HEAD: u8 = 16;
@@ -178,88 +180,6 @@ pub enum ToMaster {
     PhpInfo {
         memory_limit: String,
     },
-}
-
-/// A request head frame's fields, encoded without building a
-/// `RequestHead`: the master writes the client's header names and values
-/// straight from its parsed request into the frame.
-pub struct HeadFrame<'a> {
-    pub method: &'a str,
-    pub target: &'a [u8],
-    pub protocol: &'a str,
-    pub remote_addr: &'a str,
-    pub remote_port: u16,
-    pub server_addr: &'a str,
-    pub server_port: u16,
-    pub tls: bool,
-    pub content_length: Option<u64>,
-}
-
-/// Where `HeadFrame::encode` takes the headers from.
-pub struct HeaderSink<'a> {
-    out: &'a mut Vec<u8>,
-    count: u32,
-}
-
-impl HeaderSink<'_> {
-    /// A header whose name is already as PHP should see it.
-    pub fn exact(&mut self, name: &str, value: &[u8]) {
-        put_str(self.out, name.as_bytes());
-        put_str(self.out, value);
-        self.count += 1;
-    }
-
-    /// A header with a lower-case name (as HTTP/2 and `http` keep them),
-    /// written capitalised (`x-request-id` as `X-Request-Id`), as PHP's
-    /// `getallheaders()` shows them under php-fpm behind nginx.
-    pub fn lower(&mut self, name: &str, value: &[u8]) {
-        self.out
-            .extend_from_slice(&(name.len() as u32).to_be_bytes());
-        let mut upper = true;
-        for &b in name.as_bytes() {
-            self.out
-                .push(if upper { b.to_ascii_uppercase() } else { b });
-            upper = b == b'-';
-        }
-        put_str(self.out, value);
-        self.count += 1;
-    }
-}
-
-impl HeadFrame<'_> {
-    /// Appends the frame: these fields, the headers `headers` gives the
-    /// sink, then the FastCGI parameters (none for an HTTP request).
-    pub fn encode<'c>(
-        &self,
-        out: &mut Vec<u8>,
-        headers: impl FnOnce(&mut HeaderSink<'_>),
-        cgi: impl ExactSizeIterator<Item = (&'c [u8], &'c [u8])>,
-    ) {
-        let start = begin(out, HEAD);
-        put_str(out, self.method.as_bytes());
-        put_str(out, self.target);
-        put_str(out, self.protocol.as_bytes());
-        put_str(out, self.remote_addr.as_bytes());
-        out.extend_from_slice(&self.remote_port.to_be_bytes());
-        put_str(out, self.server_addr.as_bytes());
-        out.extend_from_slice(&self.server_port.to_be_bytes());
-        let flags = u8::from(self.tls) | (u8::from(self.content_length.is_some()) << 1);
-        out.push(flags);
-        out.extend_from_slice(&self.content_length.unwrap_or(0).to_be_bytes());
-        // The header count goes before the headers: written once known.
-        let count_at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        let mut sink = HeaderSink { out, count: 0 };
-        headers(&mut sink);
-        let count = sink.count;
-        out[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
-        out.extend_from_slice(&(cgi.len() as u32).to_be_bytes());
-        for (name, value) in cgi {
-            put_str(out, name);
-            put_str(out, value);
-        }
-        finish(out, start);
-    }
 }
 
 impl ToWorker {
@@ -532,22 +452,6 @@ fn check_len(len: usize) -> Result<(), FrameError> {
         return Err(FrameError::Oversized(len));
     }
     Ok(())
-}
-
-fn begin(out: &mut Vec<u8>, kind: u8) -> usize {
-    let start = out.len();
-    out.extend_from_slice(&[0, 0, 0, 0, kind]);
-    start
-}
-
-fn finish(out: &mut [u8], start: usize) {
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
 }
 
 fn encode_body(out: &mut Vec<u8>, kind: u8, data: &[u8]) {

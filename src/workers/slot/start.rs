@@ -19,8 +19,6 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     pub max_surge: usize,
     pub limits: Limits,
-    /// `--max-execution-time`, which also bounds a worker's terminate work.
-    pub max_execution_time: Option<Duration>,
     /// Debug mode: where files workers report as included go.
     pub included_files: Option<mpsc::UnboundedSender<Vec<std::path::PathBuf>>>,
     /// The process manager: static, dynamic or ondemand.
