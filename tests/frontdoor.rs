@@ -358,15 +358,15 @@ fn a_slow_head_gets_408_and_a_silent_body_gets_408() {
     assert_eq!(status_of(&response), 408, "{response}");
 }
 
-#[test]
-fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
-    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--idle-timeout=1"));
+/// Sends one kept-alive request for `path`, reads its 200, then how long
+/// the connection stays open, silent, until the master closes it.
+fn idle_close_after(cluster: &Cluster, path: &str) -> Duration {
     let mut stream = TcpStream::connect(("127.0.0.1", cluster.port)).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     stream
-        .write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
     let mut buf = [0u8; 4096];
     let n = stream.read(&mut buf).unwrap();
@@ -374,7 +374,13 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let started = Instant::now();
     let n = stream.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer");
-    let waited = started.elapsed();
+    started.elapsed()
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--idle-timeout=1"));
+    let waited = idle_close_after(&cluster, "/pid");
     assert!(
         waited > Duration::from_millis(500) && waited < Duration::from_secs(5),
         "{waited:?}"
@@ -387,20 +393,7 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
 #[test]
 fn a_kept_alive_connection_is_closed_after_the_idle_timeout_while_php_works_on() {
     let cluster = Cluster::start(Setup::callable("basic", 1).arg("--idle-timeout=1"));
-    let mut stream = TcpStream::connect(("127.0.0.1", cluster.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    stream
-        .write_all(b"GET /finish-then-sleep?ms=8000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    let started = Instant::now();
-    let n = stream.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "closed without an answer");
-    let waited = started.elapsed();
+    let waited = idle_close_after(&cluster, "/finish-then-sleep?ms=8000");
     assert!(
         waited > Duration::from_millis(500) && waited < Duration::from_secs(4),
         "the idle connection stayed open {waited:?} (PHP worked 8 s after its answer)"

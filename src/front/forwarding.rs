@@ -110,15 +110,16 @@ impl Forwarding {
                 .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let claims = Claims {
-            proto: first("x-forwarded-proto").is_some(),
-            port: first("x-forwarded-port").and_then(|p| p.parse::<u16>().ok()),
-            host: first("x-forwarded-host"),
-        };
-        let https = match first("x-forwarded-proto").as_deref() {
+        let proto = first("x-forwarded-proto");
+        let https = match proto.as_deref() {
             Some("https") => true,
             Some("http") => false,
             _ => origin.tls,
+        };
+        let claims = Claims {
+            proto: proto.is_some(),
+            port: first("x-forwarded-port").and_then(|p| p.parse::<u16>().ok()),
+            host: first("x-forwarded-host"),
         };
         let request_id = first("x-request-id")
             .filter(|id| id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic()))

@@ -11,6 +11,7 @@ pub mod http1;
 pub mod linger;
 pub mod spool;
 pub mod static_files;
+pub mod tasks;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -127,7 +127,9 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
         slot_tasks.extend(tasks.slots);
         served.push(pool);
     }
-    let access_log = served.first().and_then(|p| p.balancer.access_log.clone());
+    let access_log = served
+        .first()
+        .and_then(|p| p.balancer.front.access_log.clone());
     // Installed even without a log: SIGUSR1 must never kill the master.
     tokio::spawn(crate::proxy::access_log::reopen_on_sigusr1(
         access_log.clone(),

@@ -212,9 +212,9 @@ impl Bound {
             )));
         }
         let fastcgi_settings = Arc::new(crate::front::fastcgi::Settings {
-            limits: balancer.limits.clone(),
-            spool: balancer.spool.clone(),
-            connections: balancer.connections.clone(),
+            limits: balancer.front.limits.clone(),
+            spool: balancer.front.spool.clone(),
+            connections: balancer.front.connections.clone(),
             metrics: balancer.metrics.clone(),
             capacity: crate::front::fastcgi::Capacity {
                 max_conns: opts.max_connections,

@@ -2,7 +2,6 @@
 //! protocol (TLS, HTTP/2 by its preface, else HTTP/1.x).
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,13 +9,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::{Balancer, ConnInfo, Target};
 use crate::front::conn_limit::Admitted;
 use crate::front::http1::{self};
+use crate::front::tasks::ConnectionTasks;
 use crate::shutdown::ShutdownWatch;
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 3.4).
@@ -33,22 +32,20 @@ impl Balancer {
         mut shutdown: ShutdownWatch,
         grace: Duration,
     ) {
-        // Every connection task holds a clone of `alive`; once the last
-        // is dropped, `all_closed` returns None.
-        let (alive, mut all_closed) = mpsc::channel::<()>(1);
+        let tasks = ConnectionTasks::new(self.metrics.clone());
         let tls = match target {
-            Target::Any => self.tls.clone(),
+            Target::Any => self.front.tls.clone(),
             Target::Slot(_) => None,
         };
         // Set once a wait for a free connection timed out: from then on,
         // until one is free, new connections get a 503 without waiting.
         let mut at_limit = false;
         loop {
-            let permit = match self.connections.try_permit() {
+            let permit = match self.front.connections.try_permit() {
                 Some(permit) => Some(permit),
                 None if at_limit => None,
                 None => tokio::select! {
-                    permit = self.connections.permit() => match permit {
+                    permit = self.front.connections.permit() => match permit {
                         Ok(permit) => Some(permit),
                         Err(_) => break,
                     },
@@ -71,8 +68,8 @@ impl Balancer {
             };
             let _ = stream.set_nodelay(true);
             let admitted = match permit {
-                Some(permit) => self.connections.admit(peer.ip(), permit),
-                None => Err(self.connections.refuse_full()),
+                Some(permit) => self.front.connections.admit(peer.ip(), permit),
+                None => Err(self.front.connections.refuse_full()),
             };
             let permit = match admitted {
                 Ok(admitted) => admitted,
@@ -95,27 +92,13 @@ impl Balancer {
             let this = self.clone();
             let tls = tls.clone();
             let shutdown = shutdown.clone();
-            let alive = alive.clone();
-            self.metrics
-                .open_connections
-                .fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let _alive = alive;
+            tasks.spawn(async move {
                 let _permit: Admitted = permit;
                 this.connection(stream, conn, tls, shutdown).await;
-                this.metrics
-                    .open_connections
-                    .fetch_sub(1, Ordering::Relaxed);
             });
         }
         drop(listener);
-        drop(alive);
-        if tokio::time::timeout(grace, all_closed.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the shutdown timeout; closing them");
-        }
+        tasks.drain(grace, "connections").await;
     }
 
     /// One client connection, whatever its protocol.
@@ -130,7 +113,8 @@ impl Balancer {
             // An accepted connection is owed its first request, even if
             // the master began to close meanwhile (see `http1::serve`).
             let handshake =
-                tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream)).await;
+                tokio::time::timeout(self.front.limits.header_timeout, acceptor.accept(stream))
+                    .await;
             let Ok(Ok(stream)) = handshake else {
                 return;
             };
@@ -145,7 +129,12 @@ impl Balancer {
         // anything else is HTTP/1.x.
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        let deadline = Instant::now() + self.limits.header_timeout.min(self.limits.request_timeout);
+        let deadline = Instant::now()
+            + self
+                .front
+                .limits
+                .header_timeout
+                .min(self.front.limits.request_timeout);
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
             let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
             match read {
@@ -179,8 +168,8 @@ impl Balancer {
         http1::serve(
             io,
             buf,
-            &self.limits,
-            &self.spool,
+            &self.front.limits,
+            &self.front.spool,
             shutdown,
             move |arrival| {
                 let this = this.clone();

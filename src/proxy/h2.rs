@@ -55,12 +55,12 @@ impl Balancer {
         builder
             .timer(TokioTimer::new())
             .max_header_list_size(
-                (self.limits.max_request_line + self.limits.max_header_size) as u32,
+                (self.front.limits.max_request_line + self.front.limits.max_header_size) as u32,
             )
             .max_concurrent_streams(100);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        let idle = self.limits.idle_timeout;
+        let idle = self.front.limits.idle_timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
         loop {
             tokio::select! {
@@ -90,14 +90,14 @@ impl Balancer {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.limits.max_body_size) {
+        if declared.is_some_and(|len| len > self.front.limits.max_body_size) {
             let arrival = refused(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
             return self.arrived(arrival, conn).await;
         }
-        let mut spooled = SpoolWriter::new(self.spool.clone());
-        let deadline = received + self.limits.request_timeout;
+        let mut spooled = SpoolWriter::new(self.front.spool.clone());
+        let deadline = received + self.front.limits.request_timeout;
         let failure = loop {
-            let until = deadline.min(Instant::now() + self.limits.body_timeout);
+            let until = deadline.min(Instant::now() + self.front.limits.body_timeout);
             let frame = match tokio::time::timeout_at(until, body.frame()).await {
                 Err(_) => {
                     break Some((
@@ -114,7 +114,7 @@ impl Balancer {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if spooled.len() + data.len() as u64 > self.limits.max_body_size {
+            if spooled.len() + data.len() as u64 > self.front.limits.max_body_size {
                 break Some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
             }
             if spooled.push(&data).await.is_err() {

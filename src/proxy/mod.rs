@@ -136,18 +136,8 @@ pub struct Balancer {
     trusted: TrustedProxies,
     request_ids: request::RequestIds,
     pub metrics: Arc<Metrics>,
-    /// Size and time limits of client requests.
-    pub limits: Limits,
-    /// Where request bodies past the memory threshold go.
-    pub spool: Arc<SpoolConfig>,
-    /// `--max-connections` and `--max-connections-per-ip`, shared by every port.
-    pub connections: Arc<ConnLimit>,
-    /// `--tls-cert`/`--tls-key`: the balancer port speaks TLS.
-    pub tls: Option<TlsAcceptor>,
-    /// `--static-directory`.
-    pub static_files: Option<StaticFiles>,
-    /// `--logging`.
-    pub access_log: Option<Arc<AccessLog>>,
+    /// Limits, spooling, connection budget, TLS, static files, access log.
+    pub front: FrontDoor,
 }
 
 impl Balancer {
@@ -162,12 +152,7 @@ impl Balancer {
             request_ids: request::RequestIds::new(),
             metrics: Arc::new(Metrics::new(pool.len())),
             pool,
-            limits: front_door.limits,
-            spool: front_door.spool,
-            connections: front_door.connections,
-            tls: front_door.tls,
-            static_files: front_door.static_files,
-            access_log: front_door.access_log,
+            front: front_door,
         }
     }
 

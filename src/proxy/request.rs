@@ -53,7 +53,7 @@ impl Balancer {
                     method,
                     uri,
                 );
-                let record = self.access_log.as_ref().map(|_| Record {
+                let record = self.front.access_log.as_ref().map(|_| Record {
                     remote_addr: conn.peer.ip(),
                     time: SystemTime::now() - received.elapsed(),
                     method: if method.is_empty() { "-" } else { method }.to_string(),
@@ -84,7 +84,7 @@ impl Balancer {
         let path = req.uri().path().to_string();
         // The line the access log will write if the request is dropped
         // before it is answered (the client left): nginx's 499.
-        let record = self.access_log.as_ref().map(|_| Record {
+        let record = self.front.access_log.as_ref().map(|_| Record {
             remote_addr: client_ip(req.headers(), conn.peer.ip(), &self.trusted),
             time: SystemTime::now() - received.elapsed(),
             method: method.to_string(),
@@ -103,7 +103,7 @@ impl Balancer {
             request_id: String::new(),
         });
         let mut pending = record.map(|record| Pending {
-            log: self.access_log.clone().expect("logging"),
+            log: self.front.access_log.clone().expect("logging"),
             record: Some(record),
             received,
         });
@@ -124,7 +124,7 @@ impl Balancer {
             .extensions()
             .get::<crate::front::fastcgi::CgiVars>()
             .is_some();
-        let static_response = match &self.static_files {
+        let static_response = match &self.front.static_files {
             Some(files) if !fastcgi => files.serve(req.method(), req.uri(), req.headers()).await,
             _ => None,
         };
@@ -161,7 +161,7 @@ impl Balancer {
         record: Option<Record>,
         received: Instant,
     ) -> Response<ProxyBody> {
-        let (Some(log), Some(record)) = (&self.access_log, record) else {
+        let (Some(log), Some(record)) = (&self.front.access_log, record) else {
             return response;
         };
         let pending = Pending {

@@ -21,17 +21,16 @@ pub mod server;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Response;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::mpsc;
 
 use crate::body::ProxyBody;
 use crate::front::http1::Arrival;
+use crate::front::tasks::ConnectionTasks;
 use crate::front::ConnInfo;
 use crate::shutdown::ShutdownWatch;
 use crate::systemd::Inherited;
@@ -146,7 +145,7 @@ pub async fn serve<H, F>(
     H: Fn(Arrival, ConnInfo) -> F + Clone + Send + 'static,
     F: Future<Output = Response<ProxyBody>> + Send,
 {
-    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let tasks = ConnectionTasks::new(settings.metrics.clone());
     loop {
         // The web server is one peer for many clients: only the total of
         // --max-connections applies, not the per-address share.
@@ -172,29 +171,13 @@ pub async fn serve<H, F>(
         let settings = settings.clone();
         let handler = handler.clone();
         let shutdown = shutdown.clone();
-        let alive = alive.clone();
-        settings
-            .metrics
-            .open_connections
-            .fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let _alive = alive;
+        tasks.spawn(async move {
             let _permit = permit;
-            server::serve(settings.clone(), handler, reader, writer, shutdown).await;
-            settings
-                .metrics
-                .open_connections
-                .fetch_sub(1, Ordering::Relaxed);
+            server::serve(settings, handler, reader, writer, shutdown).await;
         });
     }
     drop(listener);
-    drop(alive);
-    if tokio::time::timeout(grace, all_closed.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("FastCGI connections still open after the shutdown timeout; closing them");
-    }
+    tasks.drain(grace, "FastCGI connections").await;
 }
 
 type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
