@@ -100,10 +100,34 @@ pub(crate) async fn run(
     let mut response = response.unwrap_or_else(|| {
         error_response(StatusCode::BAD_GATEWAY, "The PHP worker exchange failed\n")
     });
-    if !finished {
+    if finished {
+        // The worker is idle again and may have just been handed to a
+        // queued request: let that request's task write to the worker
+        // before this one writes its response to the client, so the
+        // worker works while the client is answered (about 10 % more
+        // requests/s on hello world, doc/benchmarks.md).
+        let_others_run().await;
+    } else {
         response.extensions_mut().insert(tail);
     }
     Ok(response)
+}
+
+/// Puts this task at the back of the runtime's queue once. Unlike
+/// `tokio::task::yield_now`, which defers the task until the I/O driver
+/// has been polled (a system call), this wakes the task at once, so only
+/// the tasks already woken run first.
+async fn let_others_run() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 struct Exchange {
