@@ -129,16 +129,12 @@ fn start(via: Via, setup: fn(&Path)) -> Side {
     };
     match via {
         Via::PpmHttp | Via::PpmNginx => {
-            let fastcgi = format!("127.0.0.1:{}", free_ports(1));
-            let ppm = Cluster::start(Setup {
+            let (ppm, fastcgi) = Cluster::start_fastcgi(Setup {
                 app: app.path().to_path_buf(),
                 bridge: "script",
                 bootstrap: "symfony",
                 workers: 2,
-                extra: vec![
-                    "--document-root=www".into(),
-                    format!("--fastcgi-listen={fastcgi}"),
-                ],
+                extra: vec!["--document-root=www".into()],
                 wait_ready: true,
             });
             if matches!(via, Via::PpmHttp) {

@@ -346,16 +346,13 @@ fn nginx_to_ppm_gives_php_the_cgi_variables_nginx_to_php_fpm_gives() {
             .arg(tmp),
         &tmp.join("php-fpm.out"),
     );
-    let fastcgi_port = free_ports(1);
-    let _cluster = Cluster::start(
-        Setup::callable("basic", 1).arg(format!("--fastcgi-listen=127.0.0.1:{fastcgi_port}")),
-    );
+    let (_cluster, fastcgi) = Cluster::start_fastcgi(Setup::callable("basic", 1));
     // One server, so that both sides get the same SERVER_PORT; the
     // X-Backend header picks the upstream and is blanked for both.
     let port = free_ports(1);
     let site = format!(
         "upstream fpm {{ server unix:{sock}; }}\n\
-         upstream ppm {{ server 127.0.0.1:{fastcgi_port}; }}\n\
+         upstream ppm {{ server {fastcgi}; }}\n\
          map $http_x_backend $backend {{ default fpm; ppm ppm; }}\n\
          server {{\n\
            listen 127.0.0.1:{port};\n\
@@ -444,7 +441,7 @@ type MakeRequest<'a> = dyn Fn(&str) -> reqwest::blocking::RequestBuilder + 'a;
 /// listener, and the requests its PHP saw.
 struct Served {
     cluster: Cluster,
-    fastcgi: u16,
+    fastcgi: String,
     app: tempfile::TempDir,
 }
 
@@ -452,16 +449,14 @@ impl Served {
     fn start(extra: &[&str]) -> Served {
         let app = fixture_copy("basic");
         std::fs::write(app.path().join("seen.log"), "").unwrap();
-        let fastcgi = free_ports(1);
         let mut setup = Setup {
             app: app.path().to_path_buf(),
             ..Setup::callable("basic", 1)
-        }
-        .arg(format!("--fastcgi-listen=127.0.0.1:{fastcgi}"));
+        };
         for arg in extra {
             setup = setup.arg(*arg);
         }
-        let cluster = Cluster::start(setup);
+        let (cluster, fastcgi) = Cluster::start_fastcgi(setup);
         Served {
             cluster,
             fastcgi,
@@ -470,7 +465,7 @@ impl Served {
     }
 
     fn connect(&self) -> Client<TcpStream> {
-        let stream = TcpStream::connect(("127.0.0.1", self.fastcgi)).unwrap();
+        let stream = TcpStream::connect(&self.fastcgi).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

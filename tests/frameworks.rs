@@ -1000,17 +1000,7 @@ impl Framework {
                 nginx: None,
             };
         };
-        // The FastCGI port is picked here, so a start that finds it taken
-        // by another test is retried with a new one.
-        let (fastcgi, cluster) = (0..3)
-            .find_map(|_| {
-                let fastcgi = format!("127.0.0.1:{}", free_ports(1));
-                let mut args = vec![format!("--fastcgi-listen={fastcgi}")];
-                args.extend(extra.iter().map(|s| s.to_string()));
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                Some((fastcgi, Cluster::try_start(&self.setup(&args))?))
-            })
-            .expect("three FastCGI ports were taken before the master could bind them");
+        let (cluster, fastcgi) = Cluster::start_fastcgi(self.setup(extra));
         let public = fixture(self.name()).join("public");
         let nginx = deploy::nginx::Nginx::fastcgi(&fastcgi, &public, keep_conn);
         Served {

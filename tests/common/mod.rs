@@ -115,6 +115,7 @@ pub struct Cluster {
 }
 
 /// Options for `Cluster::start`.
+#[derive(Clone)]
 pub struct Setup<'a> {
     pub app: PathBuf,
     pub bridge: &'a str,
@@ -161,6 +162,21 @@ impl Cluster {
             }
         }
         panic!("three sets of free ports were taken before the master could bind them");
+    }
+
+    /// Like `start`, with `--fastcgi-listen` on a port picked free for
+    /// each attempt (so one another test takes first is retried with a
+    /// new one, as the master's own ports are): the cluster and the
+    /// FastCGI address, `127.0.0.1:PORT`.
+    pub fn start_fastcgi(setup: Setup) -> (Cluster, String) {
+        (0..3)
+            .find_map(|_| {
+                let fastcgi = format!("127.0.0.1:{}", free_ports(1));
+                let mut setup = setup.clone();
+                setup.extra.push(format!("--fastcgi-listen={fastcgi}"));
+                Some((Cluster::try_start(&setup)?, fastcgi))
+            })
+            .expect("three FastCGI ports were taken before the master could bind them")
     }
 
     /// One start on fresh ports; None when one of them (or a port the
