@@ -408,6 +408,33 @@ fn a_kept_alive_connection_is_closed_after_the_idle_timeout_while_php_works_on()
     );
 }
 
+/// The same connection, idle while PHP works on, when the master is told
+/// to stop: it is closed as the ports close, as any idle connection is,
+/// not kept until --idle-timeout or the end of PHP's work.
+#[test]
+fn a_kept_alive_connection_is_closed_at_stop_while_php_works_on() {
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--idle-timeout=60"));
+    let mut stream = TcpStream::connect(("127.0.0.1", cluster.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(b"GET /finish-then-sleep?ms=8000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let asked = Instant::now();
+    cluster.signal(nix::sys::signal::Signal::SIGTERM);
+    let n = stream.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "the idle connection stayed open {:?} after the stop (PHP worked 8 s after its answer)",
+        asked.elapsed()
+    );
+}
+
 #[test]
 fn past_max_connections_a_new_connection_waits_a_moment_for_a_free_one() {
     let cluster = Cluster::start(

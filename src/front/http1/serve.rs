@@ -159,9 +159,10 @@ pub async fn serve<IO, H, F>(
         }
         // The worker's clean-up after the response: this task sees it to
         // the worker's `Ready` unless the client's next request (or its
-        // leaving, or --idle-timeout) comes first; then the tail goes on
-        // in a task of its own. The connection is idle meanwhile: what
-        // is left of --idle-timeout is the next request's wait.
+        // leaving, --idle-timeout, or the master closing its ports) comes
+        // first; then the tail goes on in a task of its own. The
+        // connection is idle meanwhile: what is left of --idle-timeout is
+        // the next request's wait.
         let idle_until = Instant::now() + limits.idle_timeout;
         tokio::select! {
             biased;
@@ -171,6 +172,7 @@ pub async fn serve<IO, H, F>(
                 Ok(_) => {}
             },
             () = tokio::time::sleep_until(idle_until) => return,
+            () = shutdown.closing(), if buf.is_empty() => return,
         }
         wait = idle_until.saturating_duration_since(Instant::now());
     }
