@@ -5,7 +5,11 @@
 # processes), and one worker reached directly as the ceiling. Reports
 # requests/s, p99 latency and the CPU time per request of the balancing
 # process alone (ppm's master without its workers, haproxy, nginx's
-# processes), from /proc before and after the run.
+# processes), from /proc before and after the run. Then the same load
+# again while one more client keeps a 0.9 s request (`/stream`) running:
+# the p99 of the quick requests shows whether a balancer queues a request
+# behind a busy worker (nginx's keepalive upstream does; ppm's master and
+# haproxy with `maxconn 1` hand a request only to an idle worker).
 #
 #   bench/front.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
@@ -31,6 +35,19 @@ measure() {
   after=$($ticks "$@")
   requests=$(awk '/requests in/ { print $1 }' "$work/wrk.txt")
   echo "$rps $p99 $failed $(python3 -c "print(f'{($after - $before) * 1e6 / $(getconf CLK_TCK) / max($requests, 1):.1f}')")"
+}
+
+# mixed BASE_URL -> "requests/s p99_ms" of quick requests while one client
+# loops on the slow /stream.
+mixed() {
+  ( while curl -fsS -o /dev/null "$1/stream" 2>/dev/null; do :; done ) &
+  local loop=$!
+  sleep 0.3
+  local rps p99 failed
+  read -r rps p99 failed < <(run_wrk "$1/" 5 "$connections")
+  kill "$loop"; wait "$loop" 2>/dev/null || true
+  sleep 1  # the last /stream ends
+  echo "$rps $p99"
 }
 
 # --- two standalone workers, the backends of haproxy and nginx -------------------
@@ -78,6 +95,7 @@ pids+=($!)
 haproxy_pid=$!
 wait_http "http://127.0.0.1:$hport/"
 read -r ha_rps ha_p99 ha_failed ha_cpu < <(measure "http://127.0.0.1:$hport/" self_ticks "$haproxy_pid")
+read -r ha_mixed_rps ha_mixed_p99 < <(mixed "http://127.0.0.1:$hport")
 kill -TERM "$haproxy_pid"; wait "$haproxy_pid" 2>/dev/null || true
 
 # --- nginx -----------------------------------------------------------------------
@@ -100,6 +118,7 @@ EOF
 start_nginx "$work/nginx" "$work/site.conf"
 wait_http "http://127.0.0.1:$nport/"
 read -r ng_rps ng_p99 ng_failed ng_cpu < <(measure "http://127.0.0.1:$nport/" cpu_ticks "$nginx_pid")
+read -r ng_mixed_rps ng_mixed_p99 < <(mixed "http://127.0.0.1:$nport")
 kill -TERM "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true
 for p in "${pids[@]:0:2}"; do kill -TERM "$p"; wait "$p" 2>/dev/null || true; done
 
@@ -109,6 +128,7 @@ for p in "${pids[@]:0:2}"; do kill -TERM "$p"; wait "$p" 2>/dev/null || true; do
 start_ppm 2 "$app" --bridge=callable --bootstrap=app.php --max-requests=0 --no-logging
 master_pid=${pids[-1]}
 read -r ppm_rps ppm_p99 ppm_failed ppm_cpu < <(measure "http://127.0.0.1:$balancer/" self_ticks "$master_pid")
+read -r ppm_mixed_rps ppm_mixed_p99 < <(mixed "http://127.0.0.1:$balancer")
 "$ppm" stop "$control" >/dev/null
 start_ppm 2 "$app" --bridge=callable --bootstrap=app.php --max-requests=0
 master_pid=${pids[-1]}
@@ -122,3 +142,9 @@ row "haproxy → 2 workers (maxconn 1)" "$ha_rps" "$ha_p99" "$ha_failed" "$ha_cp
 row "nginx → 2 workers (keepalive)" "$ng_rps" "$ng_p99" "$ng_failed" "$ng_cpu" "$(ratio "$ng_rps" "$ha_rps")" "$(ratio "$ng_cpu" "$ha_cpu")"
 row "ppm start, 2 workers" "$ppm_rps" "$ppm_p99" "$ppm_failed" "$ppm_cpu" "$(ratio "$ppm_rps" "$ha_rps")" "$(ratio "$ppm_cpu" "$ha_cpu")"
 row "ppm start, access log to a file" "$log_rps" "$log_p99" "$log_failed" "$log_cpu" "$(ratio "$log_rps" "$ha_rps")" "$(ratio "$log_cpu" "$ha_cpu")"
+echo
+row2() { printf '%-36s %11s %8s\n' "$@"; }
+row2 "with a 0.9 s request running beside" "requests/s" "p99 ms"
+row2 "haproxy → 2 workers (maxconn 1)" "$ha_mixed_rps" "$ha_mixed_p99"
+row2 "nginx → 2 workers (keepalive)" "$ng_mixed_rps" "$ng_mixed_p99"
+row2 "ppm start, 2 workers" "$ppm_mixed_rps" "$ppm_mixed_p99"
