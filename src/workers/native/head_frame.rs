@@ -39,12 +39,14 @@ impl HeaderSink<'_> {
     pub fn lower(&mut self, name: &str, value: &[u8]) {
         self.out
             .extend_from_slice(&(name.len() as u32).to_be_bytes());
+        // One `extend` over the bytes, not a `push` (with its capacity
+        // check) per byte: this runs for every header of every request.
         let mut upper = true;
-        for &b in name.as_bytes() {
-            self.out
-                .push(if upper { b.to_ascii_uppercase() } else { b });
+        self.out.extend(name.bytes().map(|b| {
+            let out = if upper { b.to_ascii_uppercase() } else { b };
             upper = b == b'-';
-        }
+            out
+        }));
         put_str(self.out, value);
         self.count += 1;
     }
