@@ -519,11 +519,9 @@ fn the_restart_buttons_roll_the_workers_and_show_the_progress() {
         &artifact("dashboard-restart-running.png"),
         false,
     );
-    let status = wait_until(Duration::from_secs(30), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "succeeded").then_some(status)
-    })
-    .unwrap_or_else(|| panic!("no rolling restart:\n{}", cluster.log_text()));
+    let status = cluster
+        .wait_restart("succeeded", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no rolling restart:\n{}", cluster.log_text()));
     let after = worker_pids_in(&status);
     for (old, new) in before.iter().zip(&after) {
         assert_ne!(
@@ -646,11 +644,9 @@ fn with_a_control_token_the_page_asks_for_it_and_sends_it() {
     );
     assert_eq!(tab.eval(&mut browser, "location.hash"), json!(""));
     tab.click(&mut browser, "button.slot-restart[data-slot='0']");
-    let status = wait_until(Duration::from_secs(30), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "succeeded").then_some(status)
-    })
-    .unwrap_or_else(|| panic!("the restart with the token did not happen"));
+    let status = cluster
+        .wait_restart("succeeded", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the restart with the token did not happen"));
     let after = worker_pids_in(&status);
     assert_ne!(after[0], before[0]);
     assert_eq!(after[1], before[1]);
@@ -711,11 +707,9 @@ fn with_public_read_a_refused_button_asks_for_the_token() {
         Duration::from_secs(10),
     );
     tab.click(&mut browser, "#restart-all");
-    wait_until(Duration::from_secs(30), || {
-        let status = cluster.try_status()?;
-        (status["restart"]["state"] == "succeeded").then_some(())
-    })
-    .unwrap_or_else(|| panic!("the restart with the token did not happen"));
+    cluster
+        .wait_restart("succeeded", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the restart with the token did not happen"));
     // /status reads the slots before the restart's state: the status that
     // first says "succeeded" may show a slot from just before its swap.
     let after = worker_pids_in(&cluster.status());

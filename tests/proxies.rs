@@ -805,8 +805,7 @@ impl Host {
         let ready = wait_until(Duration::from_secs(30), || {
             let (ok, out) = host.ns.ppm(&["status", "--json"], Duration::from_secs(5));
             let status: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
-            let serving = status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?;
-            (serving == 2).then_some(())
+            (serving_in(&status)? == 2).then_some(())
         });
         assert!(
             ready.is_some(),

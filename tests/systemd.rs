@@ -46,8 +46,7 @@ impl Master {
 
     /// Ready and busy workers, from /status.
     fn serving(&mut self) -> Option<u64> {
-        let status = self.status()?;
-        Some(status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?)
+        serving_in(&self.status()?)
     }
 
     fn wait_ready(&mut self, workers: u64) {
@@ -75,9 +74,9 @@ impl Master {
     }
 
     fn assert_no_workers_left(&self) {
-        if let Err(left) = wait_all_gone(&self.workers_seen, Duration::from_secs(15)) {
-            panic!("workers left: {left:?}");
-        }
+        assert_workers_gone(&self.workers_seen, Duration::from_secs(15), || {
+            self.proc.log_text()
+        });
     }
 }
 

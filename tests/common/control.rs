@@ -35,6 +35,11 @@ pub fn worker_pids_in(status: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// Ready plus busy workers in a `/status` answer: the ones serving.
+pub fn serving_in(status: &Value) -> Option<u64> {
+    Some(status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?)
+}
+
 /// Adds the worker pids of a `/status` answer to `seen`, once each.
 pub fn note_worker_pids(status: &Value, seen: &mut Vec<u32>) {
     for pid in worker_pids_in(status) {
@@ -72,6 +77,14 @@ pub fn wait_all_gone(pids: &[u32], timeout: Duration) -> Result<(), Vec<u32>> {
     match wait_until(timeout, || alive().is_empty().then_some(())) {
         Some(()) => Ok(()),
         None => Err(alive()),
+    }
+}
+
+/// Asserts none of the worker `pids` is alive within `timeout`; the
+/// failure shows the master's `log`.
+pub fn assert_workers_gone(pids: &[u32], timeout: Duration, log: impl FnOnce() -> String) {
+    if let Err(alive) = wait_all_gone(pids, timeout) {
+        panic!("worker processes left behind: {alive:?}\nlog:\n{}", log());
     }
 }
 

@@ -247,9 +247,7 @@ impl Cluster {
                     return Some(false);
                 }
             }
-            let status = cluster.try_status()?;
-            let ready = status["ready_workers"].as_u64()? + status["busy_workers"].as_u64()?;
-            (ready >= want).then_some(true)
+            (serving_in(&cluster.try_status()?)? >= want).then_some(true)
         });
         if ok != Some(true) {
             let log = cluster.log_text();
@@ -313,12 +311,7 @@ impl Cluster {
 
     /// Asserts every worker this cluster ever had is gone within `timeout`.
     pub fn assert_no_workers_left(&self, timeout: Duration) {
-        if let Err(alive) = wait_all_gone(&self.seen_pids, timeout) {
-            panic!(
-                "worker processes left behind: {alive:?}\nlog:\n{}",
-                self.log_text()
-            );
-        }
+        assert_workers_gone(&self.seen_pids, timeout, || self.log_text());
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
