@@ -167,7 +167,9 @@ fn the_worker_exits_when_the_master_end_closes_mid_request() {
     let mut worker = Worker::spawn();
     assert_eq!(worker.next_quiet(), ToMaster::Ready);
     worker.get("/sleep?ms=20000");
-    std::thread::sleep(Duration::from_millis(300));
+    let pid = worker.child.id();
+    let in_php = wait_until(Duration::from_secs(10), || sleeping(pid).then_some(()));
+    assert!(in_php.is_some(), "the worker runs the request's usleep()");
     assert!(worker.child.try_wait().unwrap().is_none(), "busy, alive");
     let closed = Instant::now();
     worker.socket.take();
@@ -193,8 +195,14 @@ fn the_worker_exits_when_the_master_end_closes_while_idle() {
 fn sigusr1_gets_the_php_backtrace_of_the_running_request() {
     let mut worker = Worker::spawn();
     assert_eq!(worker.next_quiet(), ToMaster::Ready);
+    let pid = worker.child.id();
+    let idle_ticks = cpu_ticks(pid);
     worker.get("/spin?ms=3000");
-    std::thread::sleep(Duration::from_millis(500));
+    // Until it has spun for 200 ms of CPU: PHP is in the request's loop.
+    let spinning = wait_until(Duration::from_secs(10), || {
+        (cpu_ticks(pid) >= idle_ticks + 20).then_some(())
+    });
+    assert!(spinning.is_some(), "the worker spins in the request");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(worker.child.id() as i32),
         nix::sys::signal::Signal::SIGUSR1,

@@ -185,7 +185,10 @@ fn a_stop_lets_the_request_in_progress_finish_and_closes_idle_connections() {
     assert_eq!(idle.get("/"), (200, "hello".into()));
     let mut conn = Conn::open(&server);
     conn.send("GET /sleep?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    let in_php = wait_until(Duration::from_secs(5), || {
+        sleeping(server.pid()).then_some(())
+    });
+    assert!(in_php.is_some(), "the request runs its usleep()");
     let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
     let stopped = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

@@ -445,7 +445,16 @@ fn a_restart_during_a_recycle_boot_still_gets_a_fresh_worker() {
         http().get(cluster.url("/")).send().unwrap().text().unwrap(),
         "v1"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the replacement sleeps in its bootstrap: it has read v1.
+    let master = cluster.master_pid();
+    let booting = wait_until(Duration::from_secs(10), || {
+        children(master).into_iter().find(|&pid| sleeping(pid))
+    });
+    assert!(
+        booting.is_some(),
+        "the replacement worker started its slow bootstrap; log:\n{}",
+        cluster.log_text()
+    );
     std::fs::write(app.path().join("VERSION"), "v2").unwrap();
     std::fs::write(app.path().join("BOOT_DELAY_MS"), "0").unwrap();
     let port = cluster.control_port.to_string();
