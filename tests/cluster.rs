@@ -106,21 +106,24 @@ fn requests_beyond_the_worker_count_queue_and_complete() {
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let cluster = Cluster::start(Setup::callable("basic", 1).arg("--max-queue=1"));
-    let handles: Vec<_> = (0..4)
-        .map(|i| {
-            let url = cluster.url("/sleep?ms=800");
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100 * i));
-                let r = http().get(url).send().unwrap();
-                (
-                    r.status().as_u16(),
-                    r.headers()
-                        .get("retry-after")
-                        .map(|v| v.to_str().unwrap().to_string()),
-                )
-            })
+    let send = || {
+        let url = cluster.url("/sleep?ms=800");
+        std::thread::spawn(move || {
+            let r = http().get(url).send().unwrap();
+            (
+                r.status().as_u16(),
+                r.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            )
         })
-        .collect();
+    };
+    // One request on the worker, one in the queue, then two more.
+    let mut handles = vec![send()];
+    cluster.wait_request_running();
+    handles.push(send());
+    cluster.wait_queued(1);
+    handles.extend([send(), send()]);
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(
         results.iter().filter(|r| r.0 == 200).count(),
