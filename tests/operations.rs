@@ -326,12 +326,18 @@ fn write_version(app: &std::path::Path, body: &str) {
     std::fs::rename(&tmp, app.join("version.php")).unwrap();
 }
 
-/// Two workers of a copy of the reload fixture, in debug mode.
+/// Two workers of a copy of the reload fixture, in debug mode, once the
+/// watcher has the files a worker reported as included (logged at debug).
 fn debug_cluster(app: &tempfile::TempDir) -> Cluster {
-    Cluster::start(Setup {
+    let setup = Setup {
         app: app.path().to_path_buf(),
         ..Setup::callable("reload", 2).arg("--debug")
-    })
+    };
+    let cluster = Cluster::start_with(setup, |command| {
+        command.env("PPM_LOG", "info,ppm::master::reload=debug");
+    });
+    cluster.wait_log("more included files");
+    cluster
 }
 
 fn restart_id(cluster: &Cluster) -> u64 {
@@ -363,8 +369,6 @@ fn debug_mode_picks_up_an_edited_file_within_two_seconds_without_failures() {
 fn a_burst_of_writes_gives_one_restart() {
     let app = fixture_copy("reload");
     let cluster = debug_cluster(&app);
-    // Let the workers report their files and the watches settle.
-    std::thread::sleep(Duration::from_millis(500));
     let before = restart_id(&cluster);
     for i in 0..200 {
         write_version(app.path(), &format!("<?php return 'burst{i}';\n"));
@@ -389,7 +393,6 @@ fn a_burst_of_writes_gives_one_restart() {
 fn a_syntax_error_keeps_the_old_code_answering_and_fixing_it_recovers() {
     let app = fixture_copy("reload");
     let cluster = debug_cluster(&app);
-    std::thread::sleep(Duration::from_millis(500));
     write_version(app.path(), "<?php return 'broken'\n");
     let failed = cluster
         .wait_restart("failed", Duration::from_secs(10))
@@ -501,10 +504,28 @@ fn ppm_status_watch_refreshes_the_table() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (out, mut stdout) = (out.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    // Until it has printed the table twice (or 10 s).
+    let slots = || {
+        String::from_utf8_lossy(&out.lock().unwrap())
+            .matches("SLOT")
+            .count()
+    };
+    wait_until(Duration::from_secs(10), || (slots() >= 2).then_some(()));
     let _ = child.kill();
-    let output = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let _ = child.wait();
+    reader.join().unwrap();
+    let output = out.lock().unwrap().clone();
+    let text = String::from_utf8_lossy(&output);
     assert!(text.matches("SLOT").count() >= 2, "{text}");
     assert!(
         !text.contains('\u{1b}'),
