@@ -403,8 +403,26 @@ fn the_dashboard_lists_every_slot_with_live_numbers() {
         Duration::from_secs(10),
     );
     let first = tab.eval(&mut browser, READ_PAGE);
-    std::thread::sleep(Duration::from_millis(2500));
-    let second = tab.eval(&mut browser, READ_PAGE);
+    // Until the page's refreshes show the load's requests (or 10 s).
+    let per_slot = |page: &Value| -> u64 {
+        page["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["requests"].as_u64().unwrap())
+            .sum()
+    };
+    let grown = |page: &Value| {
+        let rps: f64 = page["rps"].as_str().unwrap_or("").parse().unwrap_or(0.0);
+        page["total"].as_u64().unwrap_or(0) > first["total"].as_u64().unwrap_or(0) + 10
+            && rps > 1.0
+            && page["p50"] != "–"
+            && per_slot(page) > per_slot(&first)
+    };
+    let second = wait_until(Duration::from_secs(10), || {
+        Some(tab.eval(&mut browser, READ_PAGE)).filter(grown)
+    })
+    .unwrap_or_else(|| tab.eval(&mut browser, READ_PAGE));
     let http = http();
     assert_eq!(
         http.get(cluster.url("/error")).send().unwrap().status(),
@@ -432,14 +450,6 @@ fn the_dashboard_lists_every_slot_with_live_numbers() {
     let rps: f64 = second["rps"].as_str().unwrap().parse().unwrap_or(0.0);
     assert!(rps > 1.0, "requests per second shown: {}", second["rps"]);
     assert_ne!(second["p50"], "–", "latency shown: {second}");
-    let per_slot = |page: &Value| -> u64 {
-        page["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["requests"].as_u64().unwrap())
-            .sum()
-    };
     assert!(
         per_slot(&second) > per_slot(&first),
         "{first} then {second}"
