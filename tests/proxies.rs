@@ -360,6 +360,7 @@ fn kill_behind(layout: Layout, pm: &[&str]) {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
+        let retried_before = front.retried_requests();
         signal_pid(pid, Signal::SIGKILL);
         kills += 1;
         let replaced = wait_until(Duration::from_secs(30), || {
@@ -374,8 +375,11 @@ fn kill_behind(layout: Layout, pm: &[&str]) {
             cluster.log_text()
         );
         cluster.remember_pids();
-        // Let the proxy's logs and counters catch up.
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the proxy's logs or counters show it sent the killed
+        // request again (bounded: a kill may have caught none in flight).
+        wait_until(Duration::from_secs(2), || {
+            (front.retried_requests() > retried_before).then_some(())
+        });
     }
     std::thread::sleep(Duration::from_millis(300));
     let seen = load.stop();
@@ -481,6 +485,8 @@ fn haproxy_health_checks_are_answered_by_ppm_and_never_reach_php() {
         assert_eq!(r.text().unwrap(), "ok\n", "{url}");
     }
     // haproxy checks every slot once a second: let it check a few times.
+    // A fixed wait: its statistics count failed checks only, and what
+    // follows is that none of them reached PHP.
     std::thread::sleep(Duration::from_millis(3500));
     let servers = front.haproxy_servers().unwrap();
     assert_eq!(servers.len(), 4, "one haproxy server per slot");
