@@ -295,6 +295,8 @@ fn health_answers_and_workers_restart_while_idle_clients_hold_every_connection()
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(("127.0.0.1", cluster.port)).unwrap())
         .collect();
+    // Not polled: the master stops taking these at its per-address or its
+    // descriptor limit, whichever comes first, so "full" is no one count.
     std::thread::sleep(Duration::from_millis(500));
 
     let health = http()
