@@ -459,3 +459,47 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::Notify;
+
+    /// The task woken before the step aside (the queued request that was
+    /// just handed the worker) runs before the task that stepped aside
+    /// goes on (to write its response).
+    #[test]
+    fn a_task_woken_before_the_step_aside_runs_first() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let handed = Arc::new(Notify::new());
+        runtime.block_on(async {
+            let queued = tokio::spawn({
+                let (order, handed) = (order.clone(), handed.clone());
+                async move {
+                    handed.notified().await;
+                    order
+                        .lock()
+                        .unwrap()
+                        .push("queued request writes to the worker");
+                }
+            });
+            // Let the queued task start waiting.
+            tokio::task::yield_now().await;
+            handed.notify_one();
+            super::let_others_run().await;
+            order.lock().unwrap().push("response goes to the client");
+            queued.await.unwrap();
+        });
+        assert_eq!(
+            *order.lock().unwrap(),
+            [
+                "queued request writes to the worker",
+                "response goes to the client"
+            ]
+        );
+    }
+}
