@@ -86,7 +86,7 @@ pub async fn watch(
         tokio::select! {
             reported = included.recv() => {
                 let Some(reported) = reported else { return };
-                tracing::debug!("watching {} more included files", reported.len());
+                let count = reported.len();
                 for file in reported {
                     if ignored(&file, &app_dir) || !files.insert(file.clone()) {
                         continue;
@@ -97,6 +97,8 @@ pub async fn watch(
                         }
                     }
                 }
+                // Logged once they are watched: the tests wait for this line.
+                tracing::debug!("watching {count} more included files");
             }
             changed = changes.recv() => {
                 let Some(path) = changed else { return };
