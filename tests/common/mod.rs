@@ -98,7 +98,7 @@ pub fn pid_alive(pid: u32) -> bool {
 pub fn sleeping(pid: u32) -> bool {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter();
     tasks.flatten().flatten().any(|task| {
-        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w == "hrtimer_nanosleep")
+        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("nanosleep"))
     })
 }
 
