@@ -683,6 +683,40 @@ fn https_serves_http1_and_http2_and_the_app_sees_https() {
     assert!(seen["HTTPS"].is_null());
 }
 
+/// An HTTP/2 connection with no stream for --idle-timeout is closed, like
+/// an idle HTTP/1 connection (the client itself would keep it 90 s).
+#[test]
+fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let cluster = Cluster::start(Setup::callable("basic", 1).arg("--idle-timeout=1"));
+    let client = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let response = client.get(cluster.url("/sleep?ms=1500")).send().unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let held = || {
+        let text = http()
+            .get(cluster.control_url("/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        metric_sum(&text, "ppm_client_connections")
+    };
+    assert_eq!(held(), Some(1.0), "the client keeps its connection");
+    let started = Instant::now();
+    let closed = wait_until(Duration::from_secs(10), || (held()? == 0.0).then_some(()));
+    assert!(closed.is_some(), "the idle HTTP/2 connection is still open");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn cleartext_http2_with_prior_knowledge_works_on_the_plain_ports() {
     let cluster = Cluster::start(Setup::callable("basic", 1));

@@ -7,7 +7,6 @@
 //! was: no `pools`, no `pool` in the rows.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -26,14 +25,8 @@ const RECENT_ERRORS: usize = 20;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterInfo {
     pub master_pid: u32,
-    pub app_dir: PathBuf,
-    pub bridge: String,
-    pub bootstrap: String,
-    /// How workers run PHP: `native` or `cgi`.
-    #[serde(default)]
-    pub runtime: String,
-    pub php: PathBuf,
-    pub balancer: SocketAddr,
+    #[serde(flatten)]
+    pub pool: PoolInfo,
     pub control: SocketAddr,
 }
 
@@ -179,12 +172,7 @@ pub async fn cluster_status(state: &ControlState, pools: &[Arc<ServedPool>]) -> 
     ClusterStatus {
         info: ClusterInfo {
             master_pid: state.master_pid,
-            app_dir: first.info.app_dir.clone(),
-            bridge: first.info.bridge.clone(),
-            bootstrap: first.info.bootstrap.clone(),
-            runtime: first.info.runtime.clone(),
-            php: first.info.php.clone(),
-            balancer: first.info.balancer,
+            pool: first.info.clone(),
             control: state.control,
         },
         uptime_seconds: state.started.elapsed().as_secs(),

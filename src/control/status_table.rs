@@ -9,10 +9,10 @@ pub fn render_table(status: &ClusterStatus, colour: bool) -> String {
     let mut out = format!(
         "ppm master {} · {} · bridge {} ({}) · balancer {} · up {}s\n",
         status.info.master_pid,
-        status.info.app_dir.display(),
-        status.info.bridge,
-        status.info.bootstrap,
-        status.info.balancer,
+        status.info.pool.app_dir.display(),
+        status.info.pool.bridge,
+        status.info.pool.bootstrap,
+        status.info.pool.balancer,
         status.uptime_seconds
     );
     out.push_str(&format!(

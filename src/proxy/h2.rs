@@ -2,14 +2,11 @@
 //! handled like an HTTP/1 one.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::{Balancer, ConnInfo};
-use crate::body::{BoxError, ProxyBody};
+use crate::body::ProxyBody;
 use crate::front::http1::{Arrival, Received, Refusal};
 use crate::front::spool::SpoolWriter;
 use crate::shutdown::ShutdownWatch;
@@ -42,11 +39,13 @@ impl Balancer {
             let stream = Stream::begin(&tracked);
             async move {
                 let response = this.h2_request(req, conn).await;
-                Ok::<_, Infallible>(response.map(|inner| {
-                    StreamBody {
-                        inner,
-                        _stream: stream,
-                    }
+                // The body holds the stream's guard, so the stream counts
+                // until its response is sent (or dropped).
+                Ok::<_, Infallible>(response.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _counted = &stream;
+                        frame
+                    })
                     .boxed_unsync()
                 }))
             }
@@ -198,31 +197,5 @@ impl Drop for Stream {
         let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0 -= 1;
         state.1 = Some(Instant::now());
-    }
-}
-
-/// A response body that keeps its stream counted until it is sent.
-struct StreamBody {
-    inner: ProxyBody,
-    _stream: Stream,
-}
-
-impl Body for StreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
