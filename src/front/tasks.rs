@@ -1,15 +1,16 @@
 //! The connection tasks of one listener: each counted in
 //! `open_connections` while it runs, and all of them waited for (up to the
-//! shutdown grace) once the listener closes.
+//! deadline of the `Closing` phase, `--shutdown-timeout`) once the
+//! listener closes.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::shutdown::{Phase, ShutdownWatch};
 
 /// The connection tasks a listener started.
 pub struct ConnectionTasks {
@@ -42,16 +43,21 @@ impl ConnectionTasks {
         });
     }
 
-    /// Waits until every connection has ended, for at most `grace`;
-    /// `what` names them in the warning when some are still open.
-    pub async fn drain(self, grace: Duration, what: &str) {
+    /// Waits until every connection has ended, at most until the deadline
+    /// of the `Closing` phase (at once in any other phase); `what` names
+    /// them in the warning when some are still open.
+    pub async fn drain(self, shutdown: &ShutdownWatch, what: &str) {
+        let deadline = match shutdown.phase() {
+            Phase::Closing { deadline } => deadline,
+            _ => Instant::now(),
+        };
         let ConnectionTasks {
             alive,
             mut all_closed,
             ..
         } = self;
         drop(alive);
-        if tokio::time::timeout(grace, all_closed.recv())
+        if tokio::time::timeout_at(deadline, all_closed.recv())
             .await
             .is_err()
         {

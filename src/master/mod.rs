@@ -122,7 +122,7 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     let mut servers = Vec::new();
     let mut slot_tasks = Vec::new();
     for pool in bound {
-        let (pool, tasks) = pool.start(notifier.clone(), shutdown.watch(), grace)?;
+        let (pool, tasks) = pool.start(notifier.clone(), shutdown.watch())?;
         servers.extend(tasks.servers);
         slot_tasks.extend(tasks.slots);
         served.push(pool);

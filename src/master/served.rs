@@ -20,7 +20,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -151,7 +150,6 @@ impl Bound {
         self,
         notifier: Arc<Notifier>,
         shutdown: ShutdownWatch,
-        grace: Duration,
     ) -> Result<(Arc<ServedPool>, Tasks), Error> {
         let Bound {
             prepared,
@@ -201,14 +199,12 @@ impl Bound {
             balancer_listener,
             Target::Any,
             shutdown.clone(),
-            grace,
         ))];
         for (slot, listener) in slot_listeners.into_iter().enumerate() {
             servers.push(tokio::spawn(balancer.clone().serve(
                 listener,
                 Target::Slot(slot),
                 shutdown.clone(),
-                grace,
             )));
         }
         let fastcgi_settings = Arc::new(crate::front::fastcgi::Settings {
@@ -238,7 +234,6 @@ impl Bound {
                 fastcgi_settings.clone(),
                 handler,
                 shutdown.clone(),
-                grace,
             )));
         }
         let info = PoolInfo {

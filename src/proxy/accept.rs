@@ -23,14 +23,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Balancer {
     /// Accepts connections until `shutdown` turns true, then lets open
-    /// connections finish their current request and close, for at most
-    /// `grace`.
+    /// connections finish their current request and close, until the
+    /// shutdown deadline.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         target: Target,
         mut shutdown: ShutdownWatch,
-        grace: Duration,
     ) {
         let tasks = ConnectionTasks::new(self.metrics.clone());
         let tls = match target {
@@ -98,7 +97,7 @@ impl Balancer {
             });
         }
         drop(listener);
-        tasks.drain(grace, "connections").await;
+        tasks.drain(&shutdown, "connections").await;
     }
 
     /// One client connection, whatever its protocol.

@@ -133,14 +133,13 @@ fn bind_unix(path: &Path) -> Result<Listener, Error> {
 }
 
 /// Accepts connections until `shutdown` turns true, then lets open
-/// connections finish their current request, for at most `grace`.
+/// connections finish their current request, until the shutdown deadline.
 /// `handler` answers every request (the master passes the balancer's).
 pub async fn serve<H, F>(
     listener: Listener,
     settings: Arc<Settings>,
     handler: H,
     mut shutdown: ShutdownWatch,
-    grace: Duration,
 ) where
     H: Fn(Arrival, ConnInfo) -> F + Clone + Send + 'static,
     F: Future<Output = Response<ProxyBody>> + Send,
@@ -177,7 +176,7 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
-    tasks.drain(grace, "FastCGI connections").await;
+    tasks.drain(&shutdown, "FastCGI connections").await;
 }
 
 type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
