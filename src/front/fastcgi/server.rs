@@ -146,10 +146,15 @@ where
     Fut: Future<Output = Response<ProxyBody>>,
 {
     async fn requests(&mut self, shutdown: &mut ShutdownWatch) -> Result<(), Close> {
+        // As over HTTP/1: a connection accepted just before the master
+        // began to close is owed its first request; only an idle one
+        // between requests is closed at once.
+        let mut served = false;
         loop {
-            let Some((id, keep_conn)) = self.wait_begin(shutdown).await? else {
+            let Some((id, keep_conn)) = self.wait_begin(shutdown, served).await? else {
                 return Ok(());
             };
+            served = true;
             self.active = Some(id);
             let received = Instant::now();
             let (arrival, conn_info) = match self.read_request(id, received).await? {
@@ -208,10 +213,12 @@ where
     }
 
     /// Waits for the next BEGIN_REQUEST (answering management records);
-    /// None when the connection should close.
+    /// None when the connection should close (the master closing counts
+    /// only `between_requests`).
     async fn wait_begin(
         &mut self,
         shutdown: &mut ShutdownWatch,
+        between_requests: bool,
     ) -> Result<Option<(u16, bool)>, Close> {
         let idle = self.settings.limits.idle_timeout;
         loop {
@@ -220,7 +227,7 @@ where
                     Ok(record) => record?,
                     Err(_) => return Ok(None),
                 },
-                _ = shutdown.closing() => return Ok(None),
+                _ = shutdown.closing(), if between_requests => return Ok(None),
             };
             let Some(record) = record else {
                 return Ok(None);
