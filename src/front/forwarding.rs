@@ -34,12 +34,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -133,8 +129,8 @@ impl Forwarding {
 
         // A `Host` the client's `Connection` names is dropped with the
         // other hop-by-hop fields: the request is then one without.
-        let client_sent_host =
-            client.contains_key(header::HOST) && !named_by_connection(client, "host");
+        let client_sent_host = client.contains_key(header::HOST)
+            && !connection_tokens(client).any(|named| named.eq_ignore_ascii_case("host"));
         let mut host = (!client_sent_host)
             .then(|| {
                 origin
@@ -201,7 +197,9 @@ impl Forwarding {
         body_len: Option<usize>,
         mut header: impl FnMut(&str, &[u8]),
     ) {
-        let has_connection = client.contains_key(header::CONNECTION);
+        // The fields `Connection` names are dropped; most requests name
+        // none but the hop-by-hop ones.
+        let named: Vec<&str> = connection_tokens(client).collect();
         let mut host_given = false;
         for (name, value) in client {
             let text = name.as_str();
@@ -209,7 +207,7 @@ impl Forwarding {
                 || is_reserved(name)
                 || name == header::CONTENT_LENGTH
                 || name == header::EXPECT
-                || (has_connection && named_by_connection(client, text))
+                || named.iter().any(|n| n.eq_ignore_ascii_case(text))
             {
                 continue;
             }
@@ -253,17 +251,17 @@ impl Forwarding {
     }
 }
 
-/// What a trusted proxy said about the public side of the request.
-/// Whether the client's `Connection` header names the field `name`.
-fn named_by_connection(client: &HeaderMap, name: &str) -> bool {
-    client
+/// The field names the `Connection` header lists (hop-by-hop fields).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|named| named.trim().eq_ignore_ascii_case(name))
+        .map(str::trim)
 }
 
+/// What a trusted proxy said about the public side of the request.
 struct Claims {
     /// It sent `X-Forwarded-Proto` (a valid one decides the scheme).
     proto: bool,
