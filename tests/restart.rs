@@ -146,6 +146,43 @@ fn a_broken_deploy_stops_the_roll_and_the_old_workers_keep_serving() {
         .contains("syntax error"));
 }
 
+/// A worker recycled by --max-requests whose replacement fails to boot
+/// serves on (and is retried later), including the requests past its
+/// limit: it is not left draining with no replacement coming.
+#[test]
+fn a_worker_whose_recycle_failed_serves_on_past_its_limit() {
+    let app = fixture_copy("versioned");
+    let cluster = Cluster::start(
+        Setup {
+            app: app.path().to_path_buf(),
+            ..Setup::callable("versioned", 1)
+        }
+        .arg("--max-requests=2"),
+    );
+    std::fs::write(
+        app.path().join("app.php"),
+        "<?php\nreturn function () { echo 'v2' }\n",
+    )
+    .unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let get = || client.get(cluster.url("/")).send().and_then(|r| r.text());
+    for _ in 0..2 {
+        assert_eq!(get().unwrap(), "v1");
+    }
+    cluster.wait_log("replacement failed to boot");
+    for n in 3..=6 {
+        let answer = get();
+        assert!(
+            answer.as_deref().is_ok_and(|body| body == "v1"),
+            "request {n} past --max-requests=2 with a failed replacement: {answer:?}\nlog:\n{}",
+            cluster.log_text()
+        );
+    }
+}
+
 #[test]
 fn a_restart_request_during_a_roll_joins_it() {
     let cluster = Cluster::start(Setup::callable("versioned", 3));

@@ -19,15 +19,19 @@ impl Ctx {
     /// the channel open, so nothing more is waited for.
     pub(super) async fn read_last_words(&self, gone: &mut Running) {
         while let Ok(event) = gone.events.try_recv() {
-            self.handle_event(gone, event).await;
+            self.handle_event(gone, event, false).await;
         }
         gone.events_open = false;
     }
 
+    /// Handles one event of `running`; the recycle it asks for, if any.
+    /// Only a `recyclable` worker (not one already being replaced, not one
+    /// gone) is recycled.
     pub(super) async fn handle_event(
         &self,
         running: &mut Running,
         event: WorkerEvent,
+        recyclable: bool,
     ) -> Option<ExitReason> {
         match event {
             WorkerEvent::UncaughtException => self.pool.uncaught_exception(self.slot),
@@ -52,7 +56,19 @@ impl Ctx {
                 // A worker past a limit takes no further request, not even
                 // while its replacement boots: a limit is a limit. Decided
                 // before it is idle again, from what is known at once.
-                let mut reason = self.limit_reached(running, memory.max(peak_memory), None);
+                let retry_blocked = running
+                    .recycle_blocked_until
+                    .is_some_and(|until| Instant::now() < until);
+                if recyclable && retry_blocked {
+                    // Its replacement failed to boot a moment ago: it
+                    // serves on until the retry, even past a limit the
+                    // exchange has just retired it for.
+                    self.pool.keep_serving(self.slot);
+                }
+                let recyclable = recyclable && !retry_blocked;
+                let mut reason = recyclable
+                    .then(|| self.limit_reached(running, memory.max(peak_memory), None))
+                    .flatten();
                 if reason.is_some() {
                     self.pool.retire(self.slot);
                 }
@@ -63,7 +79,7 @@ impl Ctx {
                     None
                 };
                 self.pool.record_memory(self.slot, memory, peak_memory, rss);
-                if reason.is_none() && rss.is_some() {
+                if recyclable && reason.is_none() && rss.is_some() {
                     reason = self.limit_reached(running, 0, rss);
                     if reason.is_some() {
                         self.pool.retire(self.slot);
@@ -93,12 +109,6 @@ impl Ctx {
         memory: u64,
         rss: Option<u64>,
     ) -> Option<ExitReason> {
-        if running
-            .recycle_blocked_until
-            .is_some_and(|until| Instant::now() < until)
-        {
-            return None;
-        }
         if running
             .max_requests
             .is_some_and(|limit| running.requests() >= limit)

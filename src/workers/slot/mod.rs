@@ -61,8 +61,6 @@ const BROKEN_SETTLE: Duration = Duration::from_millis(100);
 /// After a recycle whose replacement failed to boot, wait this long before
 /// the next recycle attempt of that worker.
 const RECYCLE_RETRY: Duration = Duration::from_secs(30);
-/// While a replacement boots, the worker it replaces is not recycled again.
-const WHILE_REPLACING: Duration = Duration::from_secs(86_400 * 365);
 
 /// What a slot task works with and never changes.
 struct Ctx {
@@ -169,15 +167,18 @@ impl SlotTask {
                 self.cold_boot(replies.unwrap_or_default());
             }
             News::Event(event) => {
-                let Phase::Serving { worker, .. } = &mut self.phase else {
+                let Phase::Serving { worker, replacing } = &mut self.phase else {
                     return;
                 };
+                // While a replacement boots, the worker it replaces is not
+                // recycled again.
+                let recyclable = replacing.is_none();
                 let recycle = match event {
                     None => {
                         worker.events_open = false;
                         None
                     }
-                    Some(event) => self.ctx.handle_event(worker, event).await,
+                    Some(event) => self.ctx.handle_event(worker, event, recyclable).await,
                 };
                 if let Some(reason) = recycle {
                     self.replace(reason, None);
@@ -316,7 +317,6 @@ impl SlotTask {
                 ),
             },
             Phase::Serving { worker, replacing } => {
-                worker.recycle_blocked_until = Some(Instant::now() + WHILE_REPLACING);
                 tracing::info!(
                     "[{}] replacing worker {} ({reason}, {} requests served)",
                     self.ctx.label(),

@@ -55,7 +55,8 @@ pub(super) struct Running {
     pub(super) ttl_deadline: Option<Instant>,
     /// Why it will exit, when that is known before it does.
     pub(super) exit_reason: Option<ExitReason>,
-    /// A recycle is under way or may not be retried before this instant.
+    /// Its replacement failed to boot: no recycle is tried before this
+    /// instant.
     pub(super) recycle_blocked_until: Option<Instant>,
     pub(super) last_rss: Option<Instant>,
     /// The slow request a backtrace was asked for, as it was then: the
@@ -72,8 +73,8 @@ impl Running {
         self.id.generation
     }
 
-    /// When its `--ttl` recycles it; a replacement under way or one that
-    /// just failed pushes that back.
+    /// When its `--ttl` recycles it; a replacement that just failed
+    /// pushes that back.
     fn ttl_at(&self) -> Option<Instant> {
         let ttl = self.ttl_deadline?;
         Some(
@@ -159,7 +160,8 @@ impl Phase {
                 News::BackoffOver
             }
             Phase::Serving { worker, replacing } => {
-                let ttl_at = worker.ttl_at();
+                // A replacement under way is the recycle the TTL would ask for.
+                let ttl_at = worker.ttl_at().filter(|_| replacing.is_none());
                 tokio::select! {
                     event = worker.events.recv(), if worker.events_open => News::Event(event),
                     exit = worker.worker.wait() => News::Exited(exit),
