@@ -72,7 +72,8 @@ pub struct PmSettings {
 }
 
 impl PmSettings {
-    /// A static pool (every slot always has a worker).
+    /// A static pool (every slot always has a worker), for tests.
+    #[cfg(test)]
     pub fn fixed() -> Self {
         PmSettings {
             mode: PmMode::Static,

@@ -28,9 +28,7 @@ pub use phppm::parse_host;
 pub use pools::{start_pools, PoolOptions, GLOBAL_KEYS};
 pub use token::read_token_file;
 pub use validate::env_setting;
-pub use values::{
-    ListenAddress, ProxyList, TrustedProxies, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PORT,
-};
+pub use values::{ListenAddress, TrustedProxies, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PORT};
 pub use write::{merge, settings, show_option, Outcome};
 
 #[cfg(test)]

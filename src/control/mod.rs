@@ -28,7 +28,7 @@ use crate::control::guard::{guard, sees_everything, without_query};
 
 pub use crate::control::status_table::render_table;
 pub use client::{print_status, restart_master, stop_master, ControlClient};
-pub use state::{pool_param, ControlState};
+pub use state::ControlState;
 pub use status::{ClusterInfo, ClusterStatus, Latency, PoolStatus, WorkerRow};
 
 /// The control plane's routes.

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::StartOptions;
 use crate::proxy::Balancer;
 use crate::workers::pool::Pool;
-use crate::workers::process::WorkerSpec;
 use crate::workers::rolling::Restarts;
 
 /// php-fpm's name of its default pool: the name of the single pool of a
@@ -39,7 +38,6 @@ pub struct ServedPool {
     /// Whether it came from `pools` (then it shows its name everywhere).
     pub named: bool,
     pub options: StartOptions,
-    pub spec: Arc<WorkerSpec>,
     pub pool: Arc<Pool>,
     pub balancer: Arc<Balancer>,
     pub restarts: Arc<Restarts>,

@@ -28,7 +28,7 @@ pub struct ControlState {
 }
 
 /// The value of `pool=` in a query string.
-pub fn pool_param(query: Option<&str>) -> Option<&str> {
+pub(crate) fn pool_param(query: Option<&str>) -> Option<&str> {
     query?
         .split('&')
         .find_map(|pair| pair.strip_prefix("pool="))

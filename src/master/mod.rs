@@ -231,15 +231,8 @@ pub async fn run(pools: Vec<PoolOptions>) -> Result<(), Error> {
     } else {
         // Every pool stops at once; each stop is bounded by its slots'
         // grace periods.
-        let stops: Vec<_> = served
-            .iter()
-            .map(|p| {
-                let pool = p.pool.clone();
-                tokio::spawn(async move { pool.stop_all().await })
-            })
-            .collect();
-        for stop in stops {
-            let _ = stop.await;
+        for pool in &served {
+            pool.pool.stop_all();
         }
     }
     let stopped = async {

@@ -248,7 +248,6 @@ impl Bound {
             named: name.is_some(),
             name: name.unwrap_or_else(|| DEFAULT_POOL.to_string()),
             options: opts,
-            spec,
             pool,
             balancer,
             restarts,

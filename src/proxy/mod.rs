@@ -43,7 +43,7 @@ use hyper::{Response, StatusCode};
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::front::{ConnInfo, Target};
-pub use responses::{error_response, RESPONSE_BUFFER};
+use responses::error_response;
 
 use crate::front::conn_limit::ConnLimit;
 use crate::front::forwarding::TrustedProxies;

@@ -16,7 +16,7 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
-use super::responses::{error_response, plain};
+use super::responses::error_response;
 use super::{Balancer, ConnInfo, Target};
 use crate::body::{BoxError, ProxyBody};
 use crate::front::forwarding::{client_ip, Forwarding, Origin};
@@ -39,7 +39,7 @@ impl Balancer {
                 request_line,
                 received,
             } => {
-                let mut response = plain(refusal.status, format!("{}\n", refusal.reason));
+                let mut response = error_response(refusal.status, format!("{}\n", refusal.reason));
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

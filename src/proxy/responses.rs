@@ -17,17 +17,6 @@ use crate::workers::pool::{ExitReason, Lease};
 /// client gets them, so the worker is free whatever the client's speed.
 pub const RESPONSE_BUFFER: usize = 1024 * 1024;
 
-/// A short plain-text response with an owned text.
-pub(crate) fn plain(status: StatusCode, text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(text)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// A chunk of a streamed response, with the share of `RESPONSE_BUFFER` it
 /// holds until the client has taken it.
 pub(crate) type Chunk = Result<(Bytes, OwnedSemaphorePermit), BoxError>;
@@ -62,8 +51,8 @@ pub(crate) fn full(bytes: Bytes) -> ProxyBody {
 }
 
 /// A short plain-text response from the master itself.
-pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+pub fn error_response(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(full(text.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

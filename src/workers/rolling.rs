@@ -114,7 +114,7 @@ impl Restarts {
                     reason: ExitReason::Restart,
                     reply: Some(tx),
                 };
-                if !self.pool.send(slot, command).await {
+                if !self.pool.command(slot, command) {
                     error = Some(format!("slot {slot} is not running"));
                     break 'roll;
                 }

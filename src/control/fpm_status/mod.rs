@@ -220,10 +220,7 @@ pub async fn handler(
         Err(response) => return response,
     };
     let slots = pool.pool.status();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    let now_ms = crate::metrics::unix_now_ms();
     let mut status = Snapshot {
         pool: &pool.name,
         slots: &slots,

@@ -66,7 +66,7 @@ impl Lease {
             slot.status.current_request = Some(CurrentRequest {
                 method: method.to_string(),
                 path: path.chars().take(200).collect(),
-                started_at_ms: super::status::unix_now_ms(),
+                started_at_ms: crate::metrics::unix_now_ms(),
             });
         }
     }

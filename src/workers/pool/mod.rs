@@ -174,14 +174,6 @@ impl Pool {
             .is_some_and(|tx| tx.send(command).is_ok())
     }
 
-    /// Sends a command to a slot's task, waiting for room in its queue.
-    pub async fn send(&self, slot: usize, command: SlotCommand) -> bool {
-        match self.commands.get(slot) {
-            Some(tx) => tx.send(command).is_ok(),
-            None => false,
-        }
-    }
-
     /// Whether the master's ports have stopped accepting. Requests keep
     /// being served: a request that came in on a connection accepted
     /// before that must not fail.
@@ -196,7 +188,7 @@ impl Pool {
     }
 
     /// Tells every slot task to stop its workers and end.
-    pub async fn stop_all(&self) {
+    pub fn stop_all(&self) {
         for tx in &self.commands {
             let _ = tx.send(SlotCommand::Stop);
         }

@@ -1,13 +1,12 @@
 //! What `/status`, the metrics and the health checks read of the slots.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::dispatch::Slot;
 use super::{ExitReason, Pool, SlotState};
-use crate::metrics::unix_now;
+use crate::metrics::{unix_now, unix_now_ms};
 
 /// What `/status` shows about one slot.
 #[derive(Debug, Clone, Serialize)]
@@ -167,11 +166,4 @@ impl Pool {
     pub fn last_boot_error(&self) -> Option<String> {
         self.lock().logged_boot_error.clone()
     }
-}
-
-pub(crate) fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
