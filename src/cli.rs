@@ -162,6 +162,9 @@ pub enum Command {
         /// The inherited frame socket.
         #[arg(long)]
         fd: i32,
+        /// The pool's inherited shared request queue, if it has one.
+        #[arg(long)]
+        queue_fd: Option<i32>,
         /// The native runtime's entry script (default: installed into a
         /// temporary directory).
         #[arg(long)]
@@ -275,9 +278,10 @@ pub fn run(cli: Cli, rest: &[OsString]) -> Result<i32, Error> {
         Command::PhpWorker {
             app,
             fd,
+            queue_fd,
             entry,
             slot,
-        } => return crate::workers::native::worker::run(fd, &app, entry, slot),
+        } => return crate::workers::native::worker::run(fd, queue_fd, &app, entry, slot),
         command => Cli {
             command,
             verbose,

@@ -4,14 +4,20 @@
 //! frames and written when PHP flushes, when the buffer passes
 //! [`FLUSH_AT`], when the response ends early, and together with `Ready`,
 //! so a small response costs one write.
+//!
+//! With the pool's shared queue (`--queue-fd`), the worker takes requests
+//! from it while the master lets it (`Serve` .. `Hold`), and those sent to
+//! it alone from its own socket; see `queue.rs`.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Cursor, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
 use super::frames::{
-    self, read_frame, Outcome, ReadError, RequestHead, ToMaster, ToWorker, END_EARLY,
+    self, read_frame, split, Outcome, ReadError, RequestHead, ToMaster, ToWorker, END_EARLY,
 };
 use super::io::{IoError, Link};
+use super::queue::{self, QueueEnd};
 
 /// Buffered output past this size is written without waiting for a flush.
 pub const FLUSH_AT: usize = 64 << 10;
@@ -25,6 +31,16 @@ pub struct FrameLink {
     body: Vec<u8>,
     body_pos: usize,
     body_done: bool,
+    /// The pool's shared request queue, when the master uses one.
+    queue: Option<QueueEnd>,
+    /// The frames of the queue message being served, read before the
+    /// socket's.
+    queued: Cursor<Vec<u8>>,
+    /// What the master last said: take from the queue (`Serve`) or not
+    /// (`Hold`); applied between requests.
+    serve: bool,
+    /// A `Hold` came: `Held` is owed once no request runs.
+    held_owed: bool,
 }
 
 impl FrameLink {
@@ -38,7 +54,109 @@ impl FrameLink {
             body: Vec::new(),
             body_pos: 0,
             body_done: true,
+            queue: None,
+            queued: Cursor::new(Vec::new()),
+            serve: false,
+            held_owed: false,
         })
+    }
+
+    /// Takes requests from the pool's shared queue too, once told to.
+    pub fn with_queue(mut self, queue: OwnedFd) -> std::io::Result<FrameLink> {
+        self.queue = Some(QueueEnd::new(
+            queue,
+            std::os::fd::AsFd::as_fd(&self.writer),
+        )?);
+        Ok(self)
+    }
+
+    /// Writes what is buffered between requests; false when the master
+    /// closed its end: time to stop.
+    fn flush_between(&mut self) -> Result<bool, IoError> {
+        match self.flush() {
+            Err(IoError::Write(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(false)
+            }
+            other => other.map(|()| true),
+        }
+    }
+
+    /// The next request head: from the worker's own socket, or (when the
+    /// master lets it) from the shared queue, whichever has one first.
+    fn next_head(&mut self) -> Result<Option<RequestHead>, IoError> {
+        loop {
+            if let Some(queue) = &mut self.queue {
+                queue.serve(self.serve).map_err(ReadError::from)?;
+            }
+            if std::mem::take(&mut self.held_owed) {
+                ToMaster::Held.encode(&mut self.out);
+            }
+            let own = match &self.queue {
+                // Without a queue there is only the own socket to wait on.
+                None => true,
+                Some(_) => {
+                    !self.reader.buffer().is_empty()
+                        || queue::has_input(&self.writer).map_err(ReadError::from)?
+                }
+            };
+            if own {
+                if !self.flush_between()? {
+                    return Ok(None);
+                }
+                // One frame at a time: after a `Serve` the queue may have
+                // the next request.
+                match self.read_one()? {
+                    None => return Ok(None),
+                    Some(ToWorker::Head(head)) => return Ok(Some(head)),
+                    Some(ToWorker::Serve | ToWorker::Hold) => continue,
+                    Some(other) => return Err(unexpected("a request head", &other)),
+                }
+            }
+            if let Some(head) = self.take_queued()? {
+                return Ok(Some(head));
+            }
+            if !self.flush_between()? {
+                return Ok(None);
+            }
+            if let Some(queue) = &self.queue {
+                queue.wait().map_err(ReadError::from)?;
+            }
+        }
+    }
+
+    /// A request from the queue, if one waits and the worker serves it:
+    /// `Took` goes to the master at once (it times and routes the
+    /// request from there), `Expired` instead when its deadline passed.
+    fn take_queued(&mut self) -> Result<Option<RequestHead>, IoError> {
+        let Some(queue) = self.queue.as_mut().filter(|q| q.serving()) else {
+            return Ok(None);
+        };
+        let Some(message) = queue.try_take().map_err(ReadError::from)? else {
+            return Ok(None);
+        };
+        let (kind, payload, used) =
+            split(message)?.ok_or_else(|| IoError::from(frames::FrameError::Empty))?;
+        let (id, deadline_ns) = match ToWorker::parse(kind, payload)? {
+            ToWorker::Dispatch { id, deadline_ns } => (id, deadline_ns),
+            other => return Err(unexpected("a dispatch", &other)),
+        };
+        if deadline_ns != 0 && queue::monotonic_ns() > deadline_ns {
+            ToMaster::Expired(id).encode(&mut self.out);
+            return Ok(None);
+        }
+        self.queued = Cursor::new(message[used..].to_vec());
+        ToMaster::Took(id).encode(&mut self.out);
+        self.flush()?;
+        match self.read()? {
+            Some(ToWorker::Head(head)) => Ok(Some(head)),
+            None => Err(ReadError::Closed.into()),
+            Some(other) => Err(unexpected("a request head", &other)),
+        }
     }
 
     /// What PHP did not read is read and dropped, so the next request's
@@ -52,14 +170,40 @@ impl FrameLink {
         Ok(())
     }
 
+    /// The next frame for the request: from the queue message being
+    /// served, then from the socket. `Serve` and `Hold`, which may come
+    /// at any time, are noted and skipped.
     fn read(&mut self) -> Result<Option<ToWorker>, IoError> {
-        match read_frame(&mut self.reader, &mut self.frame) {
-            Ok(kind) => Ok(Some(
-                ToWorker::parse(kind, &self.frame).map_err(ReadError::from)?,
-            )),
-            Err(ReadError::Closed) => Ok(None),
-            Err(err) => Err(err.into()),
+        loop {
+            match self.read_one()? {
+                Some(ToWorker::Serve | ToWorker::Hold) => {}
+                other => return Ok(other),
+            }
         }
+    }
+
+    /// The next frame, `Serve` and `Hold` noted but returned too.
+    fn read_one(&mut self) -> Result<Option<ToWorker>, IoError> {
+        let queued = (self.queued.position() as usize) < self.queued.get_ref().len();
+        let kind = if queued {
+            read_frame(&mut self.queued, &mut self.frame)
+        } else {
+            read_frame(&mut self.reader, &mut self.frame)
+        };
+        let frame = match kind {
+            Ok(kind) => ToWorker::parse(kind, &self.frame).map_err(ReadError::from)?,
+            Err(ReadError::Closed) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        match frame {
+            ToWorker::Serve => self.serve = true,
+            ToWorker::Hold => {
+                self.serve = false;
+                self.held_owed = true;
+            }
+            _ => {}
+        }
+        Ok(Some(frame))
     }
 }
 
@@ -70,22 +214,8 @@ impl Link for FrameLink {
             ToMaster::Stats { memory, peak }.encode(&mut self.out);
         }
         ToMaster::Ready.encode(&mut self.out);
-        match self.flush() {
-            // The master closed between requests: time to stop.
-            Err(IoError::Write(err))
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Ok(None)
-            }
-            other => other?,
-        }
-        let head = match self.read()? {
-            None => return Ok(None),
-            Some(ToWorker::Head(head)) => head,
-            Some(other) => return Err(unexpected("a request head", &other)),
+        let Some(head) = self.next_head()? else {
+            return Ok(None);
         };
         self.body.clear();
         self.body_pos = 0;
@@ -185,149 +315,13 @@ fn unexpected(expected: &'static str, got: &ToWorker) -> IoError {
             ToWorker::Head(_) => "a request head",
             ToWorker::Body(_) => "a body chunk",
             ToWorker::BodyEnd => "a body end",
+            ToWorker::Serve => "serve",
+            ToWorker::Hold => "hold",
+            ToWorker::Dispatch { .. } => "a dispatch",
         },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::workers::native::frames::split;
-    use crate::workers::native::io::WorkerIo;
-
-    fn frames_of(bytes: &[u8]) -> Vec<ToMaster> {
-        let mut rest = bytes;
-        let mut out = Vec::new();
-        while let Some((kind, payload, used)) = split(rest).unwrap() {
-            out.push(ToMaster::parse(kind, payload).unwrap());
-            rest = &rest[used..];
-        }
-        out
-    }
-
-    fn send(stream: &mut UnixStream, frames: &[ToWorker]) {
-        let mut out = Vec::new();
-        for f in frames {
-            f.encode(&mut out);
-        }
-        stream.write_all(&out).unwrap();
-    }
-
-    fn read_available(stream: &mut UnixStream) -> Vec<u8> {
-        use std::io::Read;
-        stream.set_nonblocking(true).unwrap();
-        let mut all = Vec::new();
-        let mut buf = [0u8; 65536];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        stream.set_nonblocking(false).unwrap();
-        all
-    }
-
-    #[test]
-    fn an_unread_body_is_drained_before_ready() {
-        let (ours, mut master) = UnixStream::pair().unwrap();
-        let mut io = WorkerIo::new(Box::new(FrameLink::new(ours).unwrap()));
-        let head = RequestHead {
-            method: "POST".into(),
-            target: "/".into(),
-            protocol: "HTTP/1.1".into(),
-            content_length: Some(6),
-            ..RequestHead::default()
-        };
-        send(
-            &mut master,
-            &[
-                ToWorker::Head(head.clone()),
-                ToWorker::Body(b"abc".to_vec()),
-                ToWorker::Body(b"def".to_vec()),
-                ToWorker::BodyEnd,
-                ToWorker::Head(RequestHead {
-                    method: "GET".into(),
-                    ..head
-                }),
-                ToWorker::BodyEnd,
-            ],
-        );
-        io.next_request(None).unwrap().unwrap();
-        let mut buf = [0u8; 2];
-        assert_eq!(io.read_body(&mut buf).unwrap(), 2);
-        assert_eq!(&buf, b"ab");
-        io.send_head(200, &[b"X-A: b"]).unwrap();
-        io.write(b"out").unwrap();
-        io.end_response(0, Outcome::Normal).unwrap();
-        // The rest of the first body is skipped: the next frame is a head.
-        let next = io.next_request(Some((10, 20))).unwrap().unwrap();
-        assert_eq!(next.get(next.method), b"GET");
-        assert_eq!(io.read_body(&mut buf).unwrap(), 0);
-        let got = frames_of(&read_available(&mut master));
-        assert_eq!(
-            got,
-            vec![
-                ToMaster::Ready,
-                ToMaster::Head {
-                    status: 200,
-                    lines: vec![b"X-A: b".to_vec()]
-                },
-                ToMaster::Body(b"out".to_vec()),
-                ToMaster::End {
-                    flags: 0,
-                    outcome: Outcome::Normal
-                },
-                ToMaster::Stats {
-                    memory: 10,
-                    peak: 20
-                },
-                ToMaster::Ready,
-            ]
-        );
-        drop(master);
-        assert!(io.next_request(None).unwrap().is_none());
-    }
-
-    #[test]
-    fn output_after_an_early_end_is_dropped() {
-        let (ours, mut master) = UnixStream::pair().unwrap();
-        let mut io = WorkerIo::new(Box::new(FrameLink::new(ours).unwrap()));
-        send(
-            &mut master,
-            &[ToWorker::Head(RequestHead::default()), ToWorker::BodyEnd],
-        );
-        io.next_request(None).unwrap().unwrap();
-        io.send_head(200, &[]).unwrap();
-        io.end_response(END_EARLY, Outcome::Normal).unwrap();
-        io.write(b"late").unwrap();
-        io.end_response(0, Outcome::Exception).unwrap();
-        io.flush().unwrap();
-        let got = frames_of(&read_available(&mut master));
-        assert_eq!(
-            got,
-            vec![
-                ToMaster::Ready,
-                ToMaster::Head {
-                    status: 200,
-                    lines: vec![]
-                },
-                ToMaster::End {
-                    flags: END_EARLY,
-                    outcome: Outcome::Normal
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn a_frame_out_of_order_is_an_error() {
-        let (ours, mut master) = UnixStream::pair().unwrap();
-        let mut io = WorkerIo::new(Box::new(FrameLink::new(ours).unwrap()));
-        send(&mut master, &[ToWorker::BodyEnd]);
-        assert!(matches!(
-            io.next_request(None),
-            Err(IoError::Unexpected { .. })
-        ));
-    }
-}
+#[path = "frame_link_tests.rs"]
+mod tests;

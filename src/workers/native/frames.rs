@@ -12,6 +12,17 @@
 //! it, so an upload streams into PHP's temporary file; socket back-pressure
 //! holds the master.
 //!
+//! With a pool's shared request queue (a `SOCK_SEQPACKET` socket every
+//! worker of the pool reads, see `queue.rs`), a request is one queue
+//! message: a [`ToWorker::Dispatch`] frame naming it, its head, and its
+//! body chunks and end when they fit; a body that did not fit follows on
+//! the worker's own socket once the worker said [`ToMaster::Took`]. A
+//! worker takes from the queue only between [`ToWorker::Serve`] and
+//! [`ToWorker::Hold`] (answered with [`ToMaster::Held`] once no request
+//! runs); a request past its deadline is answered [`ToMaster::Expired`]
+//! without running. Requests on the worker's own socket (a request for
+//! this worker alone) are served held or not.
+//!
 //! Worker → master: [`ToMaster::Ready`] once booted and after every
 //! request (after terminate work and reset, preceded by
 //! [`ToMaster::Stats`]); per request a [`ToMaster::Head`], body chunks as
@@ -46,6 +57,12 @@ const BACKTRACE: u8 = 23;
 const INCLUDED: u8 = 24;
 const PHP_INFO: u8 = 25;
 const FLUSH: u8 = 26;
+const SERVE: u8 = 4;
+const HOLD: u8 = 5;
+const DISPATCH: u8 = 6;
+const TOOK: u8 = 27;
+const EXPIRED: u8 = 28;
+const HELD: u8 = 29;
 
 /// A frame that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -145,6 +162,17 @@ pub enum ToWorker {
     Head(RequestHead),
     Body(Vec<u8>),
     BodyEnd,
+    /// Take requests from the shared queue.
+    Serve,
+    /// Take no more requests from the shared queue.
+    Hold,
+    /// Opens a queue message: request `id`, to be answered `Expired`
+    /// instead of run once `CLOCK_MONOTONIC` passed `deadline_ns` (0:
+    /// never).
+    Dispatch {
+        id: u64,
+        deadline_ns: u64,
+    },
 }
 
 /// A frame from a worker to the master.
@@ -180,6 +208,12 @@ pub enum ToMaster {
     PhpInfo {
         memory_limit: String,
     },
+    /// The worker took queued request `id`: its response follows.
+    Took(u64),
+    /// Queued request `id` was past its deadline: it did not run.
+    Expired(u64),
+    /// The worker takes no more requests from the queue (after `Hold`).
+    Held,
 }
 
 impl ToWorker {
@@ -207,8 +241,13 @@ impl ToWorker {
                 head.cgi.iter().map(|(n, v)| (&n[..], &v[..])),
             ),
             ToWorker::Body(data) => encode_body(out, BODY, data),
-            ToWorker::BodyEnd => {
-                let start = begin(out, BODY_END);
+            ToWorker::BodyEnd => empty(out, BODY_END),
+            ToWorker::Serve => empty(out, SERVE),
+            ToWorker::Hold => empty(out, HOLD),
+            ToWorker::Dispatch { id, deadline_ns } => {
+                let start = begin(out, DISPATCH);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&deadline_ns.to_be_bytes());
                 finish(out, start);
             }
         }
@@ -267,6 +306,12 @@ impl ToWorker {
             }
             BODY => return Ok(ToWorker::Body(payload.to_vec())),
             BODY_END => ToWorker::BodyEnd,
+            SERVE => ToWorker::Serve,
+            HOLD => ToWorker::Hold,
+            DISPATCH => ToWorker::Dispatch {
+                id: c.u64()?,
+                deadline_ns: c.u64()?,
+            },
             other => return Err(FrameError::UnknownKind(other)),
         };
         c.end()?;
@@ -286,12 +331,17 @@ impl ToMaster {
                 out.push(*outcome as u8);
                 finish(out, start);
             }
-            ToMaster::Ready => {
-                let start = begin(out, READY);
+            ToMaster::Ready => empty(out, READY),
+            ToMaster::Flush => empty(out, FLUSH),
+            ToMaster::Held => empty(out, HELD),
+            ToMaster::Took(id) => {
+                let start = begin(out, TOOK);
+                out.extend_from_slice(&id.to_be_bytes());
                 finish(out, start);
             }
-            ToMaster::Flush => {
-                let start = begin(out, FLUSH);
+            ToMaster::Expired(id) => {
+                let start = begin(out, EXPIRED);
+                out.extend_from_slice(&id.to_be_bytes());
                 finish(out, start);
             }
             ToMaster::Stats { memory, peak } => {
@@ -345,6 +395,9 @@ impl ToMaster {
             }
             READY => ToMaster::Ready,
             FLUSH => ToMaster::Flush,
+            HELD => ToMaster::Held,
+            TOOK => ToMaster::Took(c.u64()?),
+            EXPIRED => ToMaster::Expired(c.u64()?),
             STATS => ToMaster::Stats {
                 memory: c.u64()?,
                 peak: c.u64()?,
@@ -460,6 +513,12 @@ fn encode_body(out: &mut Vec<u8>, kind: u8, data: &[u8]) {
         out.extend_from_slice(chunk);
         finish(out, start);
     }
+}
+
+/// A frame with no payload.
+fn empty(out: &mut Vec<u8>, kind: u8) {
+    let start = begin(out, kind);
+    finish(out, start);
 }
 
 fn encode_text(out: &mut Vec<u8>, kind: u8, text: &[u8]) {

@@ -59,6 +59,12 @@ fn master_to_worker_frames_round_trip() {
     ToWorker::Body(Vec::new()).encode(&mut out);
     assert!(out.is_empty());
     roundtrip_worker(ToWorker::BodyEnd);
+    roundtrip_worker(ToWorker::Serve);
+    roundtrip_worker(ToWorker::Hold);
+    roundtrip_worker(ToWorker::Dispatch {
+        id: u64::MAX - 1,
+        deadline_ns: 1 << 50,
+    });
 }
 
 #[test]
@@ -81,6 +87,9 @@ fn worker_to_master_frames_round_trip() {
     roundtrip_master(ToMaster::Log("PHP Warning: x".into()));
     roundtrip_master(ToMaster::BootError("no bootstrap".into()));
     roundtrip_master(ToMaster::Backtrace("#0 main".into()));
+    roundtrip_master(ToMaster::Took(1 << 33));
+    roundtrip_master(ToMaster::Expired(7));
+    roundtrip_master(ToMaster::Held);
 }
 
 #[test]

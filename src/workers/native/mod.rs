@@ -30,6 +30,7 @@ pub mod host;
 pub mod http_head;
 pub mod http_link;
 pub mod io;
+pub mod queue;
 pub mod request;
 pub mod script;
 pub mod spawn;

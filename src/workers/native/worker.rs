@@ -16,8 +16,15 @@ use super::host;
 use crate::config::AppOptions;
 use crate::Error;
 
-/// Runs the worker on the inherited socket `fd`; returns the exit status.
-pub fn run(fd: RawFd, app: &AppOptions, entry: Option<PathBuf>, slot: usize) -> Result<i32, Error> {
+/// Runs the worker on the inherited socket `fd` (and shared queue
+/// `queue_fd`); returns the exit status.
+pub fn run(
+    fd: RawFd,
+    queue_fd: Option<RawFd>,
+    app: &AppOptions,
+    entry: Option<PathBuf>,
+    slot: usize,
+) -> Result<i32, Error> {
     if nix::sys::stat::fstat(fd).is_err() {
         return Err(Error::InvalidOption {
             option: "fd",
@@ -27,6 +34,19 @@ pub fn run(fd: RawFd, app: &AppOptions, entry: Option<PathBuf>, slot: usize) -> 
     // SAFETY: the descriptor was inherited for this purpose and is owned
     // by nothing else in this process.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let queue = match queue_fd {
+        Some(q) if nix::sys::stat::fstat(q).is_ok() => {
+            // SAFETY: as for the frame socket.
+            Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(q) })
+        }
+        Some(q) => {
+            return Err(Error::InvalidOption {
+                option: "queue-fd",
+                message: format!("{q} is not an open descriptor"),
+            })
+        }
+        None => None,
+    };
     let watched = stream.try_clone()?;
     std::thread::Builder::new()
         .name("master-watch".into())
@@ -39,7 +59,11 @@ pub fn run(fd: RawFd, app: &AppOptions, entry: Option<PathBuf>, slot: usize) -> 
             (Some(dir), entry)
         }
     };
-    host::run(Box::new(FrameLink::new(stream)?), app, &entry, slot)
+    let mut link = FrameLink::new(stream)?;
+    if let Some(queue) = queue {
+        link = link.with_queue(queue)?;
+    }
+    host::run(Box::new(link), app, &entry, slot)
 }
 
 /// Ends the process when the master's end closes. POLLRDHUP reports the
