@@ -1,4 +1,6 @@
-//! Unit tests of the worker's frame link: the request order, early ends, and the shared queue (serve, hold, expired requests, bodies that follow on the own socket).
+//! Unit tests of the worker's frame link: the request order, early ends,
+//! and the shared queue (serve, hold, expired requests, bodies that follow
+//! on the own socket).
 use super::*;
 use crate::workers::native::frames::split;
 use crate::workers::native::io::WorkerIo;
